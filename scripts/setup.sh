@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what Aegis needs on a fresh Debian machine, then builds it. Idempotent and
+# quick when everything is already there. Usage: scripts/setup.sh [--test] [--bench]
+#   --test   also the packages the test suite uses (rsync, a Ceph RADOS gateway for S3 tests)
+#   --bench  also restic and borg, the peers `npm run bench` compares against
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_debs=(libfuse2 fuse)
+for arg in "$@"; do
+  case "$arg" in
+    --test) want_debs+=(rsync radosgw ceph-mon ceph-osd ceph-common bc curl psmisc) ;;
+    --bench) want_debs+=(rsync restic borgbackup) ;;
+  esac
+done
+
+missing=()
+for p in "${want_debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+for tool in g++ make python3; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "aegis setup: missing Debian packages: ${missing[*]}" >&2
+    echo "install them as root:  sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "aegis setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm packages: reinstall when package.json or the lockfile changed since the last install.
+stamp=node_modules/.aegis-setup-stamp
+if [ ! -f "$stamp" ] || [ package.json -nt "$stamp" ] || { [ -f package-lock.json ] && [ package-lock.json -nt "$stamp" ]; }; then
+  echo "aegis setup: installing npm packages (better-sqlite3 and zstd build from source, about a minute)" >&2
+  # npm ci rejects lockfiles written here (optional per-platform packages are not recorded), so install.
+  npm install --no-audit --no-fund >&2
+  touch "$stamp"
+fi
+
+# Compile when any source is newer than the last build.
+if [ ! -f dist/.build-stamp ] || [ -n "$(find src mount scripts bin tsconfig.json -newer dist/.build-stamp -name '*.ts' -o -newer dist/.build-stamp -name 'tsconfig.json' 2>/dev/null | head -1)" ]; then
+  npx --no-install tsc -p tsconfig.json
+  touch dist/.build-stamp
+fi

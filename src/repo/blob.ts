@@ -1,0 +1,70 @@
+import { open, seal, SEAL_OVERHEAD } from '../crypto/aead.js';
+import { keyedId, idToHex } from '../crypto/ids.js';
+import { type MasterKeys } from '../crypto/keys.js';
+import { type CompressionMode, Codec, decompress, maybeCompress } from './compression.js';
+
+/**
+ * Blobs are the units of deduplication: file chunks (data) and directory listings
+ * (tree). A sealed blob is  nonce ‖ AES-GCM(codec byte ‖ payload) ‖ tag  with the
+ * associated data "aegis-blob-v1" ‖ type ‖ ID, so a blob moved under another ID or
+ * type fails to open. After decryption the plaintext is hashed again and must match
+ * its ID before anything uses it.
+ */
+export const enum BlobType {
+  Data = 0,
+  Tree = 1,
+}
+
+export function blobTypeName(t: BlobType): string {
+  return t === BlobType.Data ? 'data' : 'tree';
+}
+
+const BLOB_AD_LABEL = Buffer.from('aegis-blob-v1', 'ascii');
+
+export function blobAssociatedData(type: BlobType, id: Uint8Array): Buffer {
+  return Buffer.concat([BLOB_AD_LABEL, Buffer.of(type), id]);
+}
+
+export interface SealedBlob {
+  id: Buffer;
+  sealed: Buffer;
+  rawLength: number;
+}
+
+export class DamagedBlobError extends Error {
+  constructor(readonly blobId: string, readonly detail: string, readonly packId?: string) {
+    super(`blob ${blobId.slice(0, 16)}${packId ? ` in pack ${packId.slice(0, 16)}` : ''} is damaged: ${detail}`);
+    this.name = 'DamagedBlobError';
+  }
+}
+
+export function sealBlobWithId(keys: MasterKeys, type: BlobType, id: Buffer, plaintext: Uint8Array, mode: CompressionMode): SealedBlob {
+  const { codec, payload } = maybeCompress(plaintext, mode);
+  const sealed = seal(keys.encryption, blobAssociatedData(type, id), Buffer.of(codec), payload);
+  return { id, sealed, rawLength: plaintext.length };
+}
+
+export function sealBlob(keys: MasterKeys, type: BlobType, plaintext: Uint8Array, mode: CompressionMode): SealedBlob {
+  return sealBlobWithId(keys, type, keyedId(keys.id, plaintext), plaintext, mode);
+}
+
+/** Decrypt, decompress and verify a blob against its ID. */
+export function openBlob(keys: MasterKeys, type: BlobType, id: Buffer, sealed: Buffer, packId?: string): Buffer {
+  let inner: Buffer;
+  try {
+    inner = open(keys.encryption, blobAssociatedData(type, id), sealed);
+  } catch {
+    throw new DamagedBlobError(idToHex(id), 'authentication failed', packId);
+  }
+  let plain: Buffer;
+  try {
+    plain = decompress(inner[0]!, inner.subarray(1));
+  } catch (err) {
+    throw new DamagedBlobError(idToHex(id), (err as Error).message, packId);
+  }
+  if (!keyedId(keys.id, plain).equals(id)) throw new DamagedBlobError(idToHex(id), 'content does not match its ID', packId);
+  return plain;
+}
+
+export const BLOB_OVERHEAD = SEAL_OVERHEAD + 1;
+export { Codec };

@@ -1,0 +1,112 @@
+import crypto from 'node:crypto';
+import { open, seal } from '../crypto/aead.js';
+import { type MasterKeys } from '../crypto/keys.js';
+import { type Storage } from '../storage/storage.js';
+import { type BlobType } from './blob.js';
+import { packName } from './layout.js';
+
+/**
+ * A pack is  blob_0 ‖ … ‖ blob_n-1 ‖ sealed header ‖ u32le(header length).
+ * The header lists every blob's type, ID, offset, sealed length and plaintext
+ * length, and is sealed with the pack's ID in its associated data, so a header
+ * cannot be moved to another pack. A reader that knows a blob's place from the
+ * index fetches just that byte range.
+ */
+export interface PackedBlob {
+  type: BlobType;
+  id: Buffer;
+  offset: number;
+  length: number;
+  rawLength: number;
+}
+
+const HEADER_AD_LABEL = Buffer.from('aegis-pack-header-v1', 'ascii');
+const HEADER_VERSION = 1;
+const ENTRY_BYTES = 1 + 32 + 4 + 4 + 4;
+
+function headerAd(packId: string): Buffer {
+  return Buffer.concat([HEADER_AD_LABEL, Buffer.from(packId, 'hex')]);
+}
+
+export function encodePackHeader(blobs: PackedBlob[]): Buffer {
+  const out = Buffer.allocUnsafe(5 + blobs.length * ENTRY_BYTES);
+  out.writeUInt8(HEADER_VERSION, 0);
+  out.writeUInt32LE(blobs.length, 1);
+  let p = 5;
+  for (const b of blobs) {
+    out.writeUInt8(b.type, p);
+    b.id.copy(out, p + 1);
+    out.writeUInt32LE(b.offset, p + 33);
+    out.writeUInt32LE(b.length, p + 37);
+    out.writeUInt32LE(b.rawLength, p + 41);
+    p += ENTRY_BYTES;
+  }
+  return out;
+}
+
+export function decodePackHeader(plain: Buffer): PackedBlob[] {
+  if (plain.length < 5 || plain.readUInt8(0) !== HEADER_VERSION) throw new Error('unknown pack header version');
+  const n = plain.readUInt32LE(1);
+  if (plain.length !== 5 + n * ENTRY_BYTES) throw new Error('pack header has the wrong length');
+  const out: PackedBlob[] = [];
+  for (let i = 0, p = 5; i < n; i++, p += ENTRY_BYTES) {
+    out.push({
+      type: plain.readUInt8(p) as BlobType,
+      id: Buffer.from(plain.subarray(p + 1, p + 33)),
+      offset: plain.readUInt32LE(p + 33),
+      length: plain.readUInt32LE(p + 37),
+      rawLength: plain.readUInt32LE(p + 41),
+    });
+  }
+  return out;
+}
+
+export function newPackId(): string {
+  return crypto.randomBytes(32).toString('hex');
+}
+
+/** Assemble a finished pack from sealed blobs; returns the bytes to store. */
+export function buildPack(keys: MasterKeys, packId: string, parts: Buffer[], blobs: PackedBlob[]): Buffer {
+  const header = seal(keys.encryption, headerAd(packId), encodePackHeader(blobs));
+  const trailer = Buffer.allocUnsafe(4);
+  trailer.writeUInt32LE(header.length, 0);
+  return Buffer.concat([...parts, header, trailer]);
+}
+
+export class DamagedPackError extends Error {
+  constructor(readonly packId: string, detail: string) {
+    super(`pack ${packId} is damaged: ${detail}`);
+    this.name = 'DamagedPackError';
+  }
+}
+
+/** Read and authenticate a pack's header with at most two ranged reads. */
+export async function readPackHeader(storage: Storage, keys: MasterKeys, packId: string, size?: number): Promise<PackedBlob[]> {
+  const name = packName(packId);
+  const total = size ?? (await storage.stat(name)).size;
+  if (total < 4) throw new DamagedPackError(packId, 'too short');
+  // Most headers fit in the last 16 KiB (about 350 blobs); read more only when needed.
+  const guess = Math.min(total, 16 * 1024);
+  let tail = await storage.get(name, { offset: total - guess, length: guess });
+  const headerLength = tail.readUInt32LE(tail.length - 4);
+  if (headerLength + 4 > total) throw new DamagedPackError(packId, 'header length points outside the pack');
+  if (headerLength + 4 > tail.length) {
+    tail = await storage.get(name, { offset: total - headerLength - 4, length: headerLength + 4 });
+  }
+  const sealedHeader = tail.subarray(tail.length - 4 - headerLength, tail.length - 4);
+  let plain: Buffer;
+  try {
+    plain = open(keys.encryption, headerAd(packId), sealedHeader);
+  } catch {
+    throw new DamagedPackError(packId, 'header authentication failed');
+  }
+  try {
+    const blobs = decodePackHeader(plain);
+    for (const b of blobs) {
+      if (b.offset + b.length > total - 4 - headerLength) throw new Error('a blob lies outside the pack');
+    }
+    return blobs;
+  } catch (err) {
+    throw new DamagedPackError(packId, (err as Error).message);
+  }
+}

@@ -1,0 +1,275 @@
+import crypto from 'node:crypto';
+import { type ChunkerParams, validateChunkerParams } from '../chunker/fastcdc.js';
+import { type KeyFile, type MasterKeys, WrongPassphraseError, generateMasterKeys, parseKeyFile, unwrapMasterKeys, wrapMasterKeys } from '../crypto/keys.js';
+import { hexToId } from '../crypto/ids.js';
+import { RepositoryMissingError, UserError } from '../errors.js';
+import { type Tree, decodeTree, encodeTree } from '../snapshot/tree.js';
+import { type Snapshot, type SnapshotEntry, sortByTime } from '../snapshot/snapshot.js';
+import { type Storage, StorageError, collectList, isNotFound } from '../storage/storage.js';
+import { BlobType, DamagedBlobError, openBlob, sealBlob } from './blob.js';
+import { type CompressionMode } from './compression.js';
+import { FORMAT_VERSION, type RepoConfig, newConfig } from './config.js';
+import { BlobIndex, type IndexedPack, decodeIndex, encodeIndex } from './index.js';
+import { CONFIG, INDEX, KEYS, SNAPSHOTS, idOf, packName } from './layout.js';
+import { RepoLock } from './lock.js';
+import { DamagedObjectError, openJson, openObject, sealJson, sealObject } from './objects.js';
+import { Packer } from './packer.js';
+
+/**
+ * Decrypts and verifies blobs. The default works on the calling thread; the
+ * worker pool supplies one that moves the work off the event loop (mount, restore).
+ */
+export interface BlobOpener {
+  open(type: BlobType, id: Buffer, sealed: Buffer, packId: string): Promise<Buffer>;
+}
+
+export interface InitOptions {
+  chunker?: ChunkerParams;
+  packSize?: number;
+  compression?: CompressionMode;
+}
+
+export interface KeyInfo {
+  id: string;
+  current: boolean;
+  created: string;
+  hostname: string;
+  username: string;
+}
+
+export class Repository {
+  readonly index = new BlobIndex();
+  private indexLoaded = false;
+  private readonly loadedIndexFiles = new Set<string>();
+  opener: BlobOpener;
+
+  private constructor(
+    readonly storage: Storage,
+    readonly keys: MasterKeys,
+    readonly config: RepoConfig,
+    readonly keyId: string,
+  ) {
+    this.opener = { open: async (type, id, sealed, packId) => openBlob(this.keys, type, id, sealed, packId) };
+  }
+
+  // ---- creating and opening -------------------------------------------------
+
+  static async exists(storage: Storage): Promise<boolean> {
+    try {
+      await storage.stat(CONFIG);
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  static async init(storage: Storage, passphrase: string, options: InitOptions = {}): Promise<Repository> {
+    if (await Repository.exists(storage)) throw new UserError(`a repository already exists at ${storage.location}`);
+    if (options.chunker) validateChunkerParams(options.chunker);
+    const keys = generateMasterKeys();
+    const config = newConfig(crypto.randomBytes(32).toString('hex'), options);
+    const keyId = crypto.randomBytes(32).toString('hex');
+    const keyFile = await wrapMasterKeys(keys, passphrase);
+    await storage.put(`${KEYS}${keyId}`, Buffer.from(JSON.stringify(keyFile, null, 2)), { ifNotExists: true });
+    // The config is written last and only if absent: it is what marks a repository as existing.
+    await storage.put(CONFIG, sealJson(keys, CONFIG, config), { ifNotExists: true });
+    const repo = new Repository(storage, keys, config, keyId);
+    repo.indexLoaded = true;
+    return repo;
+  }
+
+  static async open(storage: Storage, passphrase: string): Promise<Repository> {
+    if (!(await Repository.exists(storage))) {
+      const anything = await firstObject(storage);
+      throw new RepositoryMissingError(storage.location, anything ? 'not an Aegis repository (no config object)' : 'repository does not exist');
+    }
+    const keyNames = (await collectList(storage, KEYS)).map((o) => o.name).filter((n) => idOf(KEYS, n));
+    if (keyNames.length === 0) throw new UserError(`repository at ${storage.location} has no key files`);
+    for (const name of keyNames) {
+      let file: KeyFile;
+      try {
+        file = parseKeyFile(await storage.get(name), name);
+      } catch (err) {
+        if (isNotFound(err)) continue;
+        throw err;
+      }
+      let keys: MasterKeys;
+      try {
+        keys = await unwrapMasterKeys(file, passphrase);
+      } catch (err) {
+        if (err instanceof WrongPassphraseError) continue;
+        throw err;
+      }
+      const config = openJson<RepoConfig>(keys, CONFIG, await storage.get(CONFIG));
+      if (config.version !== FORMAT_VERSION) {
+        throw new UserError(`repository format version ${config.version} is not supported by this Aegis (knows ${FORMAT_VERSION})`);
+      }
+      return new Repository(storage, keys, config, idOf(KEYS, name)!);
+    }
+    throw new WrongPassphraseError();
+  }
+
+  // ---- keys -----------------------------------------------------------------
+
+  async listKeys(): Promise<KeyInfo[]> {
+    const out: KeyInfo[] = [];
+    for (const { name } of await collectList(this.storage, KEYS)) {
+      const id = idOf(KEYS, name);
+      if (!id) continue;
+      const file = parseKeyFile(await this.storage.get(name), name);
+      out.push({ id, current: id === this.keyId, created: file.created, hostname: file.hostname, username: file.username });
+    }
+    return out.sort((a, b) => a.created.localeCompare(b.created));
+  }
+
+  async addKey(passphrase: string): Promise<string> {
+    const id = crypto.randomBytes(32).toString('hex');
+    const file = await wrapMasterKeys(this.keys, passphrase);
+    await this.storage.put(`${KEYS}${id}`, Buffer.from(JSON.stringify(file, null, 2)), { ifNotExists: true });
+    return id;
+  }
+
+  /** Remove a key file by ID or unique prefix; the last key cannot be removed. */
+  async removeKey(prefix: string): Promise<string> {
+    const keys = await this.listKeys();
+    const matches = keys.filter((k) => k.id.startsWith(prefix));
+    if (matches.length === 0) throw new UserError(`no key matches "${prefix}"`);
+    if (matches.length > 1) throw new UserError(`"${prefix}" matches ${matches.length} keys; give more characters`);
+    if (keys.length === 1) throw new UserError('refusing to remove the last key: the repository would be unreadable forever');
+    await this.storage.delete(`${KEYS}${matches[0]!.id}`);
+    return matches[0]!.id;
+  }
+
+  // ---- locks ----------------------------------------------------------------
+
+  lock(exclusive: boolean): Promise<RepoLock> {
+    return RepoLock.acquire(this.storage, this.keys, exclusive);
+  }
+
+  // ---- index ----------------------------------------------------------------
+
+  /** Load every index object not loaded yet. Cheap to call again: it reads only new ones. */
+  async loadIndex(): Promise<void> {
+    const names = (await collectList(this.storage, INDEX)).map((o) => o.name).filter((n) => idOf(INDEX, n));
+    const fresh = names.filter((n) => !this.loadedIndexFiles.has(n));
+    const decoded = await mapLimit(fresh, 8, async (name) => {
+      try {
+        return decodeIndex(openObject(this.keys, name, await this.storage.get(name)));
+      } catch (err) {
+        if (isNotFound(err)) return undefined; // replaced by a concurrent compaction
+        if (err instanceof DamagedObjectError) throw err;
+        throw new DamagedObjectError(name, (err as Error).message);
+      }
+    });
+    for (let i = 0; i < fresh.length; i++) {
+      const d = decoded[i];
+      this.loadedIndexFiles.add(fresh[i]!);
+      if (!d) continue;
+      for (const p of d.packs) this.index.addPack(p);
+    }
+    this.indexLoaded = true;
+  }
+
+  async writeIndex(packs: IndexedPack[], superseded: string[] = []): Promise<string | undefined> {
+    if (packs.length === 0 && superseded.length === 0) return undefined;
+    const id = crypto.randomBytes(32).toString('hex');
+    const name = `${INDEX}${id}`;
+    await this.storage.put(name, sealObject(this.keys, name, encodeIndex(packs, superseded)));
+    this.loadedIndexFiles.add(name);
+    for (const p of packs) this.index.addPack(p);
+    return id;
+  }
+
+  // ---- blobs ----------------------------------------------------------------
+
+  /** Read one blob by ID: a ranged read of its pack, then decrypt and verify. */
+  async loadBlob(type: BlobType, id: string): Promise<Buffer> {
+    if (!this.indexLoaded) await this.loadIndex();
+    const loc = this.index.get(id);
+    if (!loc) throw new DamagedBlobError(id, 'not in the index (missing from the repository)');
+    let sealed: Buffer;
+    try {
+      sealed = await this.storage.get(packName(loc.packId), { offset: loc.offset, length: loc.length });
+    } catch (err) {
+      if (isNotFound(err)) throw new DamagedBlobError(id, 'its pack is missing', loc.packId);
+      if (err instanceof StorageError && err.kind === 'permanent' && /short read/.test(err.message)) {
+        throw new DamagedBlobError(id, 'its pack is truncated', loc.packId);
+      }
+      throw err;
+    }
+    return this.opener.open(type, hexToId(id), sealed, loc.packId);
+  }
+
+  async loadTree(id: string): Promise<Tree> {
+    const plain = await this.loadBlob(BlobType.Tree, id);
+    try {
+      return decodeTree(plain);
+    } catch (err) {
+      throw new DamagedBlobError(id, `tree does not parse: ${(err as Error).message}`);
+    }
+  }
+
+  newPacker(onPackStored: (pack: IndexedPack) => void | Promise<void>, maxUploads?: number): Packer {
+    return new Packer(this.storage, this.keys, this.config.packSize, onPackStored, maxUploads);
+  }
+
+  /** Seal a tree on this thread; returns its ID and sealed form for a Packer. */
+  sealTree(tree: Tree): { id: Buffer; sealed: Buffer; rawLength: number } {
+    return sealBlob(this.keys, BlobType.Tree, encodeTree(tree), 'auto');
+  }
+
+  // ---- snapshots ------------------------------------------------------------
+
+  async listSnapshots(): Promise<SnapshotEntry[]> {
+    const names = (await collectList(this.storage, SNAPSHOTS)).map((o) => o.name).filter((n) => idOf(SNAPSHOTS, n));
+    const loaded = await mapLimit(names, 8, async (name) => {
+      try {
+        return { id: idOf(SNAPSHOTS, name)!, snapshot: openJson<Snapshot>(this.keys, name, await this.storage.get(name)) };
+      } catch (err) {
+        if (isNotFound(err)) return undefined; // forgotten meanwhile
+        throw err;
+      }
+    });
+    return sortByTime(loaded.filter((e): e is SnapshotEntry => e !== undefined));
+  }
+
+  async loadSnapshot(id: string): Promise<Snapshot> {
+    const name = `${SNAPSHOTS}${id}`;
+    return openJson<Snapshot>(this.keys, name, await this.storage.get(name));
+  }
+
+  async saveSnapshot(snapshot: Snapshot): Promise<string> {
+    const id = crypto.randomBytes(32).toString('hex');
+    const name = `${SNAPSHOTS}${id}`;
+    await this.storage.put(name, sealJson(this.keys, name, snapshot), { ifNotExists: true });
+    return id;
+  }
+
+  async deleteSnapshot(id: string): Promise<void> {
+    await this.storage.delete(`${SNAPSHOTS}${id}`);
+  }
+
+  async close(): Promise<void> {
+    await this.storage.close();
+  }
+}
+
+async function firstObject(storage: Storage): Promise<boolean> {
+  for await (const _ of storage.list('')) return true;
+  return false;
+}
+
+/** Map with at most `limit` promises in flight, results in input order. */
+export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!, i);
+    }
+  });
+  await Promise.all(workers);
+  return out;
+}

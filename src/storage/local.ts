@@ -1,0 +1,161 @@
+import { promises as fsp, constants as fsc } from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { type ByteRange, type ObjectInfo, type PutOptions, type Storage, StorageError } from './storage.js';
+
+/**
+ * A repository in a local directory. Every put writes a temporary file, fsyncs
+ * it, renames it into place and fsyncs the directory, so a crash leaves either
+ * the old object or the complete new one. Temporary files start with `.tmp-` and
+ * are never listed.
+ */
+export class LocalStorage implements Storage {
+  readonly location: string;
+  private readonly madeDirs = new Set<string>();
+
+  constructor(readonly root: string) {
+    this.location = path.resolve(root);
+  }
+
+  private resolve(name: string): string {
+    if (name.includes('\0') || name.split('/').some((p) => p === '..' || p === '')) {
+      throw new StorageError('permanent', name, `invalid object name: ${JSON.stringify(name)}`);
+    }
+    return path.join(this.location, name);
+  }
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.madeDirs.has(dir)) return;
+    await fsp.mkdir(dir, { recursive: true });
+    this.madeDirs.add(dir);
+  }
+
+  async put(name: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
+    const target = this.resolve(name);
+    const dir = path.dirname(target);
+    await this.ensureDir(dir);
+    const tmp = path.join(dir, `.tmp-${crypto.randomBytes(8).toString('hex')}`);
+    const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } catch (err) {
+      await fh.close().catch(() => {});
+      await fsp.rm(tmp, { force: true });
+      throw wrapFsError(err, name);
+    }
+    await fh.close();
+    try {
+      if (options.ifNotExists) {
+        // link() fails if the target exists: an atomic create-if-absent.
+        try {
+          await fsp.link(tmp, target);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+            throw new StorageError('exists', name, `object already exists: ${name}`);
+          }
+          throw err;
+        } finally {
+          await fsp.rm(tmp, { force: true });
+        }
+      } else {
+        await fsp.rename(tmp, target);
+      }
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw wrapFsError(err, name);
+    }
+    await syncDir(dir);
+  }
+
+  async get(name: string, range?: ByteRange): Promise<Buffer> {
+    const file = this.resolve(name);
+    try {
+      if (!range) return await fsp.readFile(file);
+      const fh = await fsp.open(file, 'r');
+      try {
+        const buf = Buffer.allocUnsafe(range.length);
+        let done = 0;
+        while (done < range.length) {
+          const { bytesRead } = await fh.read(buf, done, range.length - done, range.offset + done);
+          if (bytesRead === 0) break;
+          done += bytesRead;
+        }
+        if (done !== range.length) {
+          throw new StorageError('permanent', name, `short read of ${name}: wanted ${range.length} bytes at ${range.offset}, got ${done}`);
+        }
+        return buf;
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      throw wrapFsError(err, name);
+    }
+  }
+
+  async stat(name: string): Promise<ObjectInfo> {
+    try {
+      const st = await fsp.stat(this.resolve(name));
+      return { name, size: st.size };
+    } catch (err) {
+      throw wrapFsError(err, name);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    // Prefixes name a directory ("data/") or a directory plus a name start ("snapshots/ab").
+    const slash = prefix.lastIndexOf('/');
+    const dirPart = slash >= 0 ? prefix.slice(0, slash) : '';
+    yield* this.walk(dirPart, prefix);
+  }
+
+  private async *walk(rel: string, prefix: string): AsyncIterable<ObjectInfo> {
+    let entries;
+    try {
+      entries = await fsp.readdir(path.join(this.location, rel), { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw wrapFsError(err, rel);
+    }
+    for (const e of entries) {
+      if (e.name.startsWith('.tmp-')) continue;
+      const name = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) {
+        if (prefix.startsWith(name + '/') || name.startsWith(prefix) || (name + '/').startsWith(prefix)) {
+          yield* this.walk(name, prefix);
+        }
+      } else if (e.isFile() && name.startsWith(prefix)) {
+        const st = await fsp.stat(path.join(this.location, name)).catch(() => null);
+        if (st) yield { name, size: st.size };
+      }
+    }
+  }
+
+  async delete(name: string): Promise<void> {
+    try {
+      await fsp.rm(this.resolve(name), { force: true });
+    } catch (err) {
+      throw wrapFsError(err, name);
+    }
+  }
+
+  async close(): Promise<void> {}
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+function wrapFsError(err: unknown, name: string): Error {
+  if (err instanceof StorageError) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return new StorageError('not-found', name, `object not found: ${name}`, { cause: err });
+  if (code === 'EEXIST') return new StorageError('exists', name, `object already exists: ${name}`, { cause: err });
+  const transient = code === 'EAGAIN' || code === 'EBUSY' || code === 'EINTR' || code === 'EMFILE' || code === 'ENFILE';
+  return new StorageError(transient ? 'transient' : 'permanent', name, `${name}: ${(err as Error).message}`, { cause: err });
+}

@@ -1,0 +1,73 @@
+/**
+ * The storage layer knows only named opaque objects. Names are slash-separated
+ * relative paths such as `data/ab/ab12…` or `snapshots/9f…`. Nothing here knows
+ * about encryption or formats: the repository layer above decides what bytes mean.
+ */
+
+export interface ByteRange {
+  /** First byte to return. */
+  offset: number;
+  /** Number of bytes to return. */
+  length: number;
+}
+
+export interface ObjectInfo {
+  name: string;
+  size: number;
+}
+
+export interface PutOptions {
+  /**
+   * Fail with StorageError('exists') instead of replacing an existing object.
+   * Used for locks and the repository config so that two clients racing to
+   * create the same object cannot both believe they won.
+   */
+  ifNotExists?: boolean;
+}
+
+export interface Storage {
+  /** A human-readable location (never contains credentials). */
+  readonly location: string;
+  /** Atomically create or replace an object: readers see the old or the new bytes, never a prefix. */
+  put(name: string, data: Uint8Array, options?: PutOptions): Promise<void>;
+  /** Whole object, or a byte range of it. Throws StorageError('not-found'). */
+  get(name: string, range?: ByteRange): Promise<Buffer>;
+  /** Size of an object. Throws StorageError('not-found'). */
+  stat(name: string): Promise<ObjectInfo>;
+  /** Every object whose name starts with `prefix`, in no particular order. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Remove an object; removing a missing object is not an error. */
+  delete(name: string): Promise<void>;
+  /** Release connections and handles. */
+  close(): Promise<void>;
+}
+
+export type StorageErrorKind =
+  | 'not-found'
+  | 'exists'
+  /** Worth retrying: the same call may succeed later (timeouts, 5xx, throttling, resets). */
+  | 'transient'
+  /** Retrying cannot help (permissions, missing bucket, bad request). */
+  | 'permanent';
+
+export class StorageError extends Error {
+  constructor(
+    readonly kind: StorageErrorKind,
+    readonly objectName: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'StorageError';
+  }
+}
+
+export function isNotFound(err: unknown): boolean {
+  return err instanceof StorageError && err.kind === 'not-found';
+}
+
+export async function collectList(storage: Storage, prefix: string): Promise<ObjectInfo[]> {
+  const out: ObjectInfo[] = [];
+  for await (const info of storage.list(prefix)) out.push(info);
+  return out;
+}
