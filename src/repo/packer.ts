@@ -65,6 +65,11 @@ export class Packer {
     this.inflight.add(tracked);
   }
 
+  /** Wait for uploads already started, without writing the partial pack (used when interrupted). */
+  async drain(): Promise<void> {
+    await Promise.all(this.inflight);
+  }
+
   /** Write the last partial pack and wait for every upload. */
   async flush(): Promise<void> {
     await this.finishPack();

@@ -14,6 +14,7 @@ import { CONFIG, INDEX, KEYS, SNAPSHOTS, idOf, packName } from './layout.js';
 import { RepoLock } from './lock.js';
 import { DamagedObjectError, openJson, openObject, sealJson, sealObject } from './objects.js';
 import { Packer } from './packer.js';
+import { mapLimit } from '../util/concurrency.js';
 
 /**
  * Decrypts and verifies blobs. The default works on the calling thread; the
@@ -258,18 +259,4 @@ export class Repository {
 async function firstObject(storage: Storage): Promise<boolean> {
   for await (const _ of storage.list('')) return true;
   return false;
-}
-
-/** Map with at most `limit` promises in flight, results in input order. */
-export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!, i);
-    }
-  });
-  await Promise.all(workers);
-  return out;
 }

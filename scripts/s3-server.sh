@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# A real S3-protocol server for tests: a single-node Ceph cluster (one monitor, one
+# in-memory OSD, one RADOS gateway) listening on 127.0.0.1 only.
+#
+#   scripts/s3-server.sh start    start it (or notice it already answers); prints "ready" when usable
+#   scripts/s3-server.sh stop     kill every daemon this script started and remove its scratch directory
+#   scripts/s3-server.sh status   exit 0 when the gateway answers
+#   scripts/s3-server.sh env      print the AWS_* variables a client needs (test credentials)
+#
+# Settings (environment):
+#   AEGIS_S3_PORT       gateway port (default 17480); the monitor listens on AEGIS_S3_MON_PORT (default 16789)
+#   AEGIS_S3_DIR        scratch directory (default /tmp/aegis-s3-<port>); everything lives there, data in RAM
+#   AEGIS_S3_ACCESS_KEY / AEGIS_S3_SECRET_KEY   the test user's keys (defaults below: for loopback tests only)
+#   CEPH_ROOT           where the Ceph Debian packages were unpacked with dpkg -x ("" when installed with apt-get)
+#
+# Auth between the Ceph daemons is off and the pool has one replica: never expose this beyond 127.0.0.1.
+# Packages: `bash scripts/setup.sh --test` installs radosgw, ceph-mon, ceph-osd and ceph-common.
+set -euo pipefail
+
+PORT=${AEGIS_S3_PORT:-17480}
+MON_PORT=${AEGIS_S3_MON_PORT:-16789}
+D=${AEGIS_S3_DIR:-/tmp/aegis-s3-$PORT}
+AK=${AEGIS_S3_ACCESS_KEY:-aegis-test-access}
+SK=${AEGIS_S3_SECRET_KEY:-aegis-test-secret}
+R=${CEPH_ROOT:-}
+URL="http://127.0.0.1:$PORT"
+C=$D/ceph.conf
+
+export PATH=$R/usr/bin:$R/usr/sbin:$PATH
+if [ -n "$R" ]; then
+  export LD_LIBRARY_PATH=$R/lib/x86_64-linux-gnu:$R/usr/lib/x86_64-linux-gnu:$R/usr/lib/x86_64-linux-gnu/ceph${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export PYTHONPATH=$R/usr/lib/python3/dist-packages${PYTHONPATH:+:$PYTHONPATH}
+fi
+
+say() { echo "s3-server: $*"; }
+
+answering() { curl -s -o /dev/null --max-time 2 "$URL/"; }
+
+# Print the end of every log, then stop what was started and fail.
+fail() {
+  echo "s3-server: $*" >&2
+  for f in "$D"/log/*.log "$D"/log/*.out; do
+    [ -s "$f" ] || continue
+    echo "---- last lines of $f" >&2
+    tail -n 25 "$f" >&2
+  done
+  stop_daemons
+  exit 1
+}
+
+stop_daemons() {
+  local pids=() f pid
+  for f in "$D"/run/*.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f" 2>/dev/null || true)
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  [ ${#pids[@]} -eq 0 ] && return 0
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive -eq 0 ] && return 0
+    sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+
+need() {
+  command -v "$1" >/dev/null || { echo "s3-server: $1 is not installed (run: bash scripts/setup.sh --test)" >&2; exit 1; }
+}
+
+start() {
+  if answering; then
+    say "already answering at $URL"
+    exit 0
+  fi
+  for tool in ceph-mon ceph-osd radosgw ceph ceph-authtool monmaptool radosgw-admin curl; do need "$tool"; done
+  # Leftovers of an earlier run (daemons that died or were left running) go first.
+  stop_daemons
+  rm -rf "$D"
+  mkdir -p "$D"/{run,log,mon,osd,rgw}
+  local fsid
+  fsid=$(cat /proc/sys/kernel/random/uuid)
+  cat >"$C" <<CONF
+[global]
+fsid = $fsid
+mon host = v1:127.0.0.1:$MON_PORT
+mon initial members = a
+auth cluster required = none
+auth service required = none
+auth client required = none
+auth allow insecure global id reclaim = true
+osd pool default size = 1
+osd pool default min size = 1
+mon allow pool size one = true
+mon allow pool delete = true
+osd crush chooseleaf type = 0
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+mon max pg per osd = 1000
+run dir = $D/run
+pid file = $D/run/\$name.pid
+log file = $D/log/\$name.log
+admin socket = $D/run/\$name.asok
+keyring = $D/keyring
+mon data = $D/mon/\$cluster-\$id
+osd data = $D/osd/\$cluster-\$id
+osd objectstore = memstore
+memstore device bytes = 4294967296
+osd class dir = $R/usr/lib/x86_64-linux-gnu/rados-classes
+erasure code dir = $R/usr/lib/x86_64-linux-gnu/ceph/erasure-code
+plugin dir = $R/usr/lib/x86_64-linux-gnu/ceph
+ms bind msgr2 = false
+[client.rgw.a]
+rgw frontends = beast endpoint=127.0.0.1:$PORT
+rgw data = $D/rgw
+CONF
+  local t0=$SECONDS
+  ceph-authtool --create-keyring "$D/keyring" --gen-key -n mon. --cap mon 'allow *' >"$D/log/setup.out" 2>&1 || fail "ceph-authtool failed"
+  ceph-authtool "$D/keyring" --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >>"$D/log/setup.out" 2>&1 || fail "ceph-authtool failed"
+  monmaptool --create --addv a "v1:127.0.0.1:$MON_PORT" --fsid "$fsid" "$D/monmap" >>"$D/log/setup.out" 2>&1 || fail "monmaptool failed"
+  ceph-mon -c "$C" --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring" >>"$D/log/setup.out" 2>&1 || fail "ceph-mon --mkfs failed"
+  ceph-mon -c "$C" -i a >>"$D/log/setup.out" 2>&1 || fail "ceph-mon did not start"
+  local osd
+  osd=$(timeout 60 ceph -c "$C" osd create 2>>"$D/log/setup.out") || fail "the monitor did not answer"
+  mkdir -p "$D/osd/ceph-$osd"
+  ceph-osd -c "$C" -i "$osd" --mkfs --osd-uuid "$(cat /proc/sys/kernel/random/uuid)" >>"$D/log/setup.out" 2>&1 || fail "ceph-osd --mkfs failed"
+  ceph-osd -c "$C" -i "$osd" >>"$D/log/setup.out" 2>&1 || fail "ceph-osd did not start"
+  local up=0
+  for _ in $(seq 1 120); do
+    if timeout 10 ceph -c "$C" osd stat 2>/dev/null | grep -q "1 up"; then up=1; break; fi
+    sleep 0.5
+  done
+  [ $up -eq 1 ] || fail "the OSD did not come up within 60 s"
+  radosgw -c "$C" -n client.rgw.a >>"$D/log/setup.out" 2>&1 || fail "radosgw did not start"
+  up=0
+  for _ in $(seq 1 240); do
+    if answering; then up=1; break; fi
+    sleep 0.5
+  done
+  [ $up -eq 1 ] || fail "the gateway did not answer at $URL within 120 s"
+  radosgw-admin -c "$C" user create --uid=aegis-test --display-name="aegis tests" \
+    --access-key="$AK" --secret-key="$SK" >>"$D/log/setup.out" 2>&1 || fail "radosgw-admin user create failed"
+  # A signed request proves the user works end to end.
+  up=0
+  for _ in $(seq 1 40); do
+    if curl -s -f -o /dev/null --max-time 5 --aws-sigv4 "aws:amz:us-east-1:s3" \
+      -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' --user "$AK:$SK" "$URL/"; then up=1; break; fi
+    sleep 0.5
+  done
+  [ $up -eq 1 ] || fail "the gateway refused the test user's signed request"
+  say "ready at $URL after $((SECONDS - t0)) s (scratch $D)"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop)
+    stop_daemons
+    rm -rf "$D"
+    say "stopped"
+    ;;
+  status)
+    if answering; then say "answering at $URL"; else say "not answering at $URL"; exit 1; fi
+    ;;
+  env)
+    echo "AWS_ACCESS_KEY_ID=$AK"
+    echo "AWS_SECRET_ACCESS_KEY=$SK"
+    echo "AWS_REGION=us-east-1"
+    echo "AEGIS_S3_ENDPOINT=$URL"
+    ;;
+  *)
+    echo "usage: scripts/s3-server.sh start|stop|status|env" >&2
+    exit 2
+    ;;
+esac

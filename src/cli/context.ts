@@ -1,0 +1,63 @@
+import { UserError } from '../errors.js';
+import { Repository } from '../repo/repository.js';
+import { openStorage } from '../storage/open.js';
+import { type Storage } from '../storage/storage.js';
+import { readPassphrase } from './password.js';
+
+/** Options every repository command accepts (see main.ts). */
+export interface GlobalArgs {
+  repo?: string;
+  passwordFile?: string;
+  json?: boolean;
+  quiet?: boolean;
+  debug?: boolean;
+  noCache?: boolean;
+  s3Region?: string;
+  s3Connections?: number;
+  s3StorageClass?: string;
+  s3Sse?: string;
+  s3SseKmsKeyId?: string;
+  s3Timeout?: number;
+  s3PathStyle?: boolean;
+  s3CreateBucket?: boolean;
+}
+
+export function repoLocation(args: GlobalArgs): string {
+  const loc = args.repo ?? process.env.AEGIS_REPOSITORY;
+  if (!loc) throw new UserError('no repository given: use -r/--repo or set AEGIS_REPOSITORY');
+  return loc;
+}
+
+export async function storageFor(args: GlobalArgs): Promise<Storage> {
+  const options: Record<string, unknown> = { noCache: args.noCache };
+  for (const k of ['s3Region', 's3Connections', 's3StorageClass', 's3Sse', 's3SseKmsKeyId', 's3Timeout', 's3PathStyle', 's3CreateBucket'] as const) {
+    if (args[k] !== undefined) options[k] = args[k];
+  }
+  options.onNotice = (msg: string) => {
+    if (!args.quiet) process.stderr.write(`${msg}\n`);
+  };
+  return openStorage(repoLocation(args), options);
+}
+
+/** Open the repository named by the arguments, unlocking it with the user's passphrase. */
+export async function openRepository(args: GlobalArgs): Promise<Repository> {
+  const storage = await storageFor(args);
+  try {
+    if (!(await Repository.exists(storage))) return await Repository.open(storage, ''); // throws the right "missing" error
+    const passphrase = await readPassphrase(args);
+    return await Repository.open(storage, passphrase);
+  } catch (err) {
+    await storage.close().catch(() => {});
+    throw err;
+  }
+}
+
+/** Run `fn` with an open repository and close it afterwards. */
+export async function withRepository<T>(args: GlobalArgs, fn: (repo: Repository) => Promise<T>): Promise<T> {
+  const repo = await openRepository(args);
+  try {
+    return await fn(repo);
+  } finally {
+    await repo.close();
+  }
+}

@@ -1,0 +1,33 @@
+import { type BackupProgress } from '../engine/backup.js';
+import { formatBytes, formatDuration } from './format.js';
+
+/**
+ * A single self-rewriting status line on a terminal: files, bytes, rate and,
+ * when the total is known, an ETA. Silent when stderr is not a terminal.
+ */
+export class ProgressLine {
+  private readonly start = Date.now();
+  private lastLength = 0;
+  readonly enabled: boolean;
+
+  constructor(private readonly totalBytes?: number) {
+    this.enabled = Boolean(process.stderr.isTTY);
+  }
+
+  update(p: BackupProgress): void {
+    if (!this.enabled) return;
+    const secs = (Date.now() - this.start) / 1000;
+    const rate = secs > 0 ? p.bytesRead / secs : 0;
+    let line = `${p.filesDone} files, ${formatBytes(p.bytesDone)} (${formatBytes(p.bytesRead)} read), ${formatBytes(rate)}/s, ${formatDuration(secs)}`;
+    if (this.totalBytes && rate > 0) line += `, ETA ${formatDuration(Math.max(0, this.totalBytes - p.bytesDone) / rate)}`;
+    if (p.errors) line += `, ${p.errors} errors`;
+    const width = (process.stderr.columns ?? 100) - 1;
+    if (line.length > width) line = line.slice(0, width);
+    process.stderr.write(`\r${line.padEnd(this.lastLength)}`);
+    this.lastLength = line.length;
+  }
+
+  done(): void {
+    if (this.enabled && this.lastLength) process.stderr.write(`\r${' '.repeat(this.lastLength)}\r`);
+  }
+}

@@ -1,0 +1,430 @@
+import { promises as fsp, type BigIntStats } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { UserError, InterruptedError } from '../errors.js';
+import { BlobType } from '../repo/blob.js';
+import { type CompressionMode } from '../repo/compression.js';
+import { type IndexedPack } from '../repo/index.js';
+import { type Packer } from '../repo/packer.js';
+import { type Repository } from '../repo/repository.js';
+import { type BackupSummary, type Snapshot } from '../snapshot/snapshot.js';
+import { type TreeNode, compareNames } from '../snapshot/tree.js';
+import { FileCache } from '../state/filecache.js';
+import { openStateDb } from '../state/statedb.js';
+import { FileReadError, WorkerPool } from '../workers/pool.js';
+import { ExcludeMatcher } from './excludes.js';
+import { nodeFromStat, nodeType } from './fsmeta.js';
+import { adoptUnindexedPacks } from './orphans.js';
+import { findParent } from './snapshots.js';
+import { VERSION } from '../version.js';
+import { Semaphore, mapLimit } from '../util/concurrency.js';
+
+export interface BackupOptions {
+  paths: string[];
+  tags?: string[];
+  host?: string;
+  excludes?: string[];
+  oneFileSystem?: boolean;
+  dryRun?: boolean;
+  compression?: CompressionMode;
+  /** Snapshot ID to compare against; default: the newest with the same host and paths. */
+  parent?: string;
+  signal?: AbortSignal;
+  onProgress?: (p: BackupProgress) => void;
+  /** A file that could not be read, vanished, or changed while read. */
+  onWarning?: (w: BackupWarning) => void;
+  /** Threads for chunking/hashing/sealing; default: the number of cores. */
+  threads?: number;
+}
+
+export interface BackupProgress {
+  filesDone: number;
+  bytesDone: number;
+  bytesRead: number;
+  currentPath?: string;
+  errors: number;
+}
+
+export interface BackupWarning {
+  path: string;
+  kind: 'unreadable' | 'vanished' | 'changed';
+  message: string;
+}
+
+export interface BackupResult {
+  snapshotId?: string;
+  snapshot: Snapshot;
+  summary: BackupSummary;
+  warnings: BackupWarning[];
+}
+
+const CHECKPOINT_PACKS = 32;
+/** Entries of one directory examined at once (lstat, cache lookup, queueing reads). */
+const DIR_CONCURRENCY = 32;
+
+/**
+ * One backup run: scan → (unchanged? reuse) → chunk/hash/compress/seal in the
+ * worker pool → pack → upload → index → snapshot. The snapshot is written only
+ * after every pack it needs is stored and indexed.
+ */
+export async function backup(repo: Repository, opts: BackupOptions): Promise<BackupResult> {
+  const started = new Date();
+  const absPaths = await resolvePaths(opts.paths);
+  const lock = opts.dryRun ? undefined : await repo.lock(false);
+  const db = openStateDb();
+  let pool: WorkerPool | undefined;
+  try {
+    await repo.loadIndex();
+    if (!opts.dryRun) await adoptUnindexedPacks(repo);
+    const hostname = opts.host ?? os.hostname();
+    const parent = opts.parent ?? (await findParent(repo, hostname, absPaths))?.id;
+
+    pool = new WorkerPool({ keys: repo.keys, chunker: repo.config.chunker, size: opts.threads, knownIds: keysOf(repo) });
+    const run = new BackupRun(repo, pool, new FileCache(db, repo.config.id), opts, parent !== undefined);
+    let root: string;
+    try {
+      root = await run.buildRoot(absPaths);
+    } catch (err) {
+      await run.salvage();
+      throw err;
+    }
+    await run.finish();
+
+    const summary: BackupSummary = { ...run.summary, backup_start: started.toISOString(), backup_end: new Date().toISOString() };
+    const snapshot: Snapshot = {
+      time: started.toISOString(),
+      tree: root,
+      paths: absPaths,
+      hostname,
+      username: safeUser(),
+      uid: process.getuid?.() ?? 0,
+      gid: process.getgid?.() ?? 0,
+      tags: opts.tags ?? [],
+      program_version: `aegis ${VERSION}`,
+      summary,
+    };
+    if (parent) snapshot.parent = parent;
+    if (opts.excludes?.length) snapshot.excludes = opts.excludes;
+    const snapshotId = opts.dryRun ? undefined : await repo.saveSnapshot(snapshot);
+    return { snapshotId, snapshot, summary, warnings: run.warnings };
+  } finally {
+    await pool?.close();
+    db.close();
+    await lock?.release();
+  }
+}
+
+function keysOf(repo: Repository): Iterable<string> {
+  return (function* () {
+    for (const [id] of repo.index.entries()) yield id;
+  })();
+}
+
+async function resolvePaths(paths: string[]): Promise<string[]> {
+  if (paths.length === 0) throw new UserError('nothing to back up: give at least one path');
+  const out: string[] = [];
+  for (const p of paths) {
+    const abs = path.resolve(p);
+    try {
+      await fsp.lstat(abs);
+    } catch (err) {
+      throw new UserError(`cannot back up ${p}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or directory' : (err as Error).message}`);
+    }
+    if (!out.includes(abs)) out.push(abs);
+  }
+  return out.sort();
+}
+
+function safeUser(): string {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return String(process.getuid?.() ?? '');
+  }
+}
+
+/** Directory entries chosen for the virtual root that leads to each backed-up path. */
+interface PathTrie {
+  children: Map<string, PathTrie>;
+  /** This node is itself a backed-up path: take everything below it. */
+  whole: boolean;
+}
+
+class BackupRun {
+  readonly warnings: BackupWarning[] = [];
+  readonly summary = {
+    files_new: 0,
+    files_changed: 0,
+    files_unmodified: 0,
+    dirs_new: 0,
+    dirs_changed: 0,
+    dirs_unmodified: 0,
+    data_blobs: 0,
+    tree_blobs: 0,
+    data_added: 0,
+    data_added_packed: 0,
+    total_files_processed: 0,
+    total_bytes_processed: 0,
+    bytes_read: 0,
+    files_read: 0,
+    errors: 0,
+  };
+  private readonly dataPacker: Packer;
+  private readonly treePacker: Packer;
+  private readonly added = new Set<string>();
+  private readonly indexQueue: IndexedPack[] = [];
+  private readonly excludes: ExcludeMatcher;
+  private readonly compression: CompressionMode;
+  /** dev:inode → content of a hardlinked file already read in this run. */
+  private readonly hardlinks = new Map<string, Promise<{ content: string[]; size: number } | undefined>>();
+  /** Files being read at once: enough to keep every worker busy, few enough to bound memory. */
+  private readonly reads: Semaphore;
+  private progressTimer: NodeJS.Timeout | undefined;
+  private current: string | undefined;
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly pool: WorkerPool,
+    private readonly cache: FileCache,
+    private readonly opts: BackupOptions,
+    private readonly hasParent: boolean,
+  ) {
+    const onStored = async (pack: IndexedPack) => {
+      this.indexQueue.push(pack);
+      if (this.indexQueue.length >= CHECKPOINT_PACKS) await this.flushIndex();
+    };
+    this.dataPacker = repo.newPacker(onStored);
+    this.treePacker = repo.newPacker(onStored, 1);
+    this.excludes = new ExcludeMatcher(opts.excludes ?? []);
+    this.reads = new Semaphore(pool.size * 4);
+    this.compression = opts.compression ?? repo.config.compression;
+    if (opts.onProgress) {
+      this.progressTimer = setInterval(() => this.reportProgress(), 250);
+      this.progressTimer.unref();
+    }
+  }
+
+  private reportProgress(): void {
+    this.opts.onProgress?.({
+      filesDone: this.summary.total_files_processed,
+      bytesDone: this.summary.total_bytes_processed,
+      bytesRead: this.summary.bytes_read,
+      currentPath: this.current,
+      errors: this.summary.errors,
+    });
+  }
+
+  private checkAbort(): void {
+    if (this.opts.signal?.aborted) throw new InterruptedError();
+  }
+
+  private warn(p: Buffer, kind: BackupWarning['kind'], message: string): void {
+    const w = { path: p.toString('utf8'), kind, message };
+    if (kind !== 'changed') this.summary.errors++;
+    this.warnings.push(w);
+    this.opts.onWarning?.(w);
+  }
+
+  private async flushIndex(): Promise<void> {
+    const packs = this.indexQueue.splice(0);
+    if (!this.opts.dryRun) await this.repo.writeIndex(packs);
+  }
+
+  /** Store a new blob once per run and once per repository. */
+  private async storeBlob(packer: Packer, type: BlobType, id: Buffer, sealed: Buffer, rawLength: number): Promise<void> {
+    const hex = id.toString('hex');
+    if (this.added.has(hex) || this.repo.index.has(hex)) return;
+    this.added.add(hex);
+    if (type === BlobType.Data) {
+      this.summary.data_blobs++;
+      this.summary.data_added += rawLength;
+      this.summary.data_added_packed += sealed.length;
+    } else {
+      this.summary.tree_blobs++;
+    }
+    if (this.opts.dryRun) return;
+    await packer.add(type, id, sealed, rawLength);
+  }
+
+  async buildRoot(absPaths: string[]): Promise<string> {
+    const trie: PathTrie = { children: new Map(), whole: false };
+    for (const p of absPaths) {
+      let t = trie;
+      for (const part of p.split('/').filter(Boolean)) {
+        let c = t.children.get(part);
+        if (!c) {
+          c = { children: new Map(), whole: false };
+          t.children.set(part, c);
+        }
+        t = c;
+      }
+      t.whole = true;
+    }
+    if (trie.whole) {
+      // Backing up "/" itself.
+      const rootNode = await this.saveDir(Buffer.from('/'), await fsp.lstat('/', { bigint: true }));
+      return rootNode?.subtree ?? this.saveTree([]);
+    }
+    return this.saveTrie(Buffer.alloc(0), trie);
+  }
+
+  /** A directory on the way to a backed-up path: real metadata, only the chosen entries. */
+  private async saveTrie(dirPath: Buffer, trie: PathTrie): Promise<string> {
+    const nodes: TreeNode[] = [];
+    for (const [name, child] of trie.children) {
+      const childPath = Buffer.concat([dirPath, Buffer.from('/' + name)]);
+      const st = await fsp.lstat(childPath, { bigint: true });
+      if (child.whole) {
+        const node = await this.saveEntry(childPath, Buffer.from(name), st);
+        if (node) nodes.push(node);
+      } else {
+        const node = nodeFromStat(Buffer.from(name), st, 'dir');
+        node.subtree = await this.saveTrie(childPath, child);
+        nodes.push(node);
+      }
+    }
+    return this.saveTree(nodes);
+  }
+
+  private async saveTree(nodes: TreeNode[]): Promise<string> {
+    nodes.sort(compareNames);
+    const { id, sealed, rawLength } = this.repo.sealTree({ nodes });
+    const hex = id.toString('hex');
+    // Same listing as before → unmodified; otherwise new on a first backup, changed after one.
+    if (this.repo.index.has(hex) || this.added.has(hex)) this.summary.dirs_unmodified++;
+    else if (this.hasParent) this.summary.dirs_changed++;
+    else this.summary.dirs_new++;
+    await this.storeBlob(this.treePacker, BlobType.Tree, id, sealed, rawLength);
+    return hex;
+  }
+
+  private async saveEntry(p: Buffer, name: Buffer, st: BigIntStats, rootDev?: bigint): Promise<TreeNode | undefined> {
+    this.checkAbort();
+    const type = nodeType(st);
+    if (!type) return undefined;
+    if (type === 'dir') return this.saveDir(p, st, name, rootDev);
+    const node = nodeFromStat(name, st, type);
+    if (type === 'symlink') {
+      try {
+        node.linkTarget = (await fsp.readlink(p, { encoding: 'buffer' })) as Buffer;
+      } catch (err) {
+        this.fileError(p, err);
+        return undefined;
+      }
+    } else if (type === 'file') {
+      const got = await this.saveFileContent(p, st);
+      if (!got) return undefined;
+      node.content = got.content;
+      node.size = got.size;
+    }
+    this.summary.total_files_processed++;
+    return node;
+  }
+
+  private fileError(p: Buffer, err: unknown): void {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') this.warn(p, 'vanished', `${p.toString()}: vanished during backup`);
+    else this.warn(p, 'unreadable', `${p.toString()}: ${(err as Error).message}`);
+  }
+
+  private async saveFileContent(p: Buffer, st: BigIntStats): Promise<{ content: string[]; size: number } | undefined> {
+    const linkKey = st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
+    if (linkKey) {
+      const earlier = this.hardlinks.get(linkKey);
+      if (earlier) return earlier;
+    }
+    const work = this.readFileContent(p, st);
+    if (linkKey) this.hardlinks.set(linkKey, work);
+    return work;
+  }
+
+  private async readFileContent(p: Buffer, st: BigIntStats): Promise<{ content: string[]; size: number } | undefined> {
+    const cached = this.cache.lookup(p, st);
+    if (cached && cached.every((id) => this.repo.index.has(id) || this.added.has(id))) {
+      this.summary.files_unmodified++;
+      this.summary.total_bytes_processed += Number(st.size);
+      return { content: cached, size: Number(st.size) };
+    }
+    let result;
+    try {
+      result = await this.reads.with(() => {
+        this.checkAbort();
+        this.current = p.toString();
+        return this.pool.chunkFile(p, this.compression, (blob) =>
+          this.storeBlob(this.dataPacker, BlobType.Data, blob.id, blob.sealed, blob.rawLength),
+        );
+      });
+    } catch (err) {
+      if (err instanceof FileReadError) {
+        this.fileError(p, err);
+        return undefined;
+      }
+      throw err;
+    }
+    this.checkAbort();
+    if (cached) this.summary.files_changed++;
+    else this.summary.files_new++;
+    this.summary.files_read++;
+    this.summary.bytes_read += result.size;
+    this.summary.total_bytes_processed += result.size;
+    if (result.changed) this.warn(p, 'changed', `${p.toString()}: changed while being read; the snapshot holds the bytes as read`);
+    else this.cache.record(p, st, result.content);
+    return { content: result.content, size: result.size };
+  }
+
+  private async saveDir(p: Buffer, st: BigIntStats, name: Buffer = Buffer.from('/'), rootDev?: bigint): Promise<TreeNode | undefined> {
+    const node = nodeFromStat(name, st, 'dir');
+    const dev = rootDev ?? st.dev;
+    let names: Buffer[];
+    try {
+      names = (await fsp.readdir(p, { encoding: 'buffer' })) as unknown as Buffer[];
+    } catch (err) {
+      this.fileError(p, err);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      node.subtree = await this.saveTree([]);
+      return node;
+    }
+    const prefix = p.length === 1 && p[0] === 0x2f ? p : Buffer.concat([p, Buffer.from('/')]);
+    const entries = await mapLimit(names, DIR_CONCURRENCY, async (childName): Promise<TreeNode | undefined> => {
+        const childPath = Buffer.concat([prefix, childName]);
+        if (!this.excludes.empty && this.excludes.excluded(childPath.toString('utf8'), childName.toString('utf8'))) return undefined;
+        let cst: BigIntStats;
+        try {
+          cst = await fsp.lstat(childPath, { bigint: true });
+        } catch (err) {
+          this.fileError(childPath, err);
+          return undefined;
+        }
+        if (this.opts.oneFileSystem && cst.isDirectory() && cst.dev !== dev) {
+          // A mount point: record the directory itself, not what is mounted on it.
+          const mp = nodeFromStat(childName, cst, 'dir');
+          mp.subtree = await this.saveTree([]);
+          return mp;
+        }
+        return this.saveEntry(childPath, childName, cst, dev);
+    });
+    node.subtree = await this.saveTree(entries.filter((e): e is TreeNode => e !== undefined));
+    return node;
+  }
+
+  /**
+   * After an interruption or error: index the packs already stored so the next
+   * backup reuses them. No snapshot is written, so nothing refers to partial work.
+   */
+  async salvage(): Promise<void> {
+    if (this.progressTimer) clearInterval(this.progressTimer);
+    await Promise.allSettled([this.dataPacker.drain(), this.treePacker.drain()]);
+    await this.flushIndex().catch(() => {});
+    this.cache.commit();
+  }
+
+  /** Wait for every upload and write the final index; after this the snapshot may be written. */
+  async finish(): Promise<void> {
+    if (this.progressTimer) clearInterval(this.progressTimer);
+    this.reportProgress();
+    await this.dataPacker.flush();
+    await this.treePacker.flush();
+    await this.flushIndex();
+    this.cache.commit();
+  }
+}

@@ -1,0 +1,48 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+
+/**
+ * The local state database: a cache of what earlier backups saw, so unchanged
+ * files are not read again. It is disposable: deleting it only makes the next
+ * backup read every file. Location: $AEGIS_STATE_DIR, else $XDG_STATE_HOME/aegis,
+ * else ~/.local/state/aegis.
+ */
+export function stateDir(): string {
+  if (process.env.AEGIS_STATE_DIR) return process.env.AEGIS_STATE_DIR;
+  const base = process.env.XDG_STATE_HOME || path.join(os.homedir(), '.local', 'state');
+  return path.join(base, 'aegis');
+}
+
+export function openStateDb(): Database.Database {
+  const dir = stateDir();
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const db = new Database(path.join(dir, 'state.sqlite'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.exec(`
+    CREATE TABLE IF NOT EXISTS file_cache (
+      repo TEXT NOT NULL,
+      path BLOB NOT NULL,
+      size INTEGER NOT NULL,
+      mtime_ns TEXT NOT NULL,
+      ctime_ns TEXT NOT NULL,
+      inode TEXT NOT NULL,
+      content BLOB NOT NULL,
+      snapshot TEXT,
+      PRIMARY KEY (repo, path)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS jobs (
+      id INTEGER PRIMARY KEY,
+      repo TEXT NOT NULL,
+      kind TEXT NOT NULL,
+      started TEXT NOT NULL,
+      finished TEXT,
+      status TEXT,
+      snapshot TEXT,
+      summary TEXT
+    );
+  `);
+  return db;
+}

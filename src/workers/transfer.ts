@@ -1,0 +1,13 @@
+/**
+ * The ArrayBuffers that may be moved (not copied) to another thread. A Buffer
+ * that is a view into a larger or shared pool must not be transferred: that would
+ * detach memory other Buffers still use.
+ */
+export function transferList(...views: Uint8Array[]): ArrayBuffer[] {
+  const out: ArrayBuffer[] = [];
+  for (const v of views) {
+    const ab = v.buffer;
+    if (ab instanceof ArrayBuffer && v.byteOffset === 0 && v.byteLength === ab.byteLength && !out.includes(ab)) out.push(ab);
+  }
+  return out;
+}
