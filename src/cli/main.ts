@@ -52,6 +52,11 @@ export function reportError(err: unknown, debug: boolean): number {
 }
 
 async function main(): Promise<void> {
+  // `aegis ls … | head` closes the pipe early: that is the reader's choice, not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
   const debug = process.argv.includes('--debug');
   let parser = globalOptions(yargs(hideBin(process.argv)))
     .scriptName('aegis')

@@ -25,13 +25,32 @@ export interface PutOptions {
   ifNotExists?: boolean;
 }
 
+/**
+ * Optional hints for a read. Backends ignore them; the on-disk cache for remote
+ * repositories (cache.ts) uses them.
+ */
+export interface GetOptions {
+  /** What the bytes are: the cache evicts data ranges before tree ranges. */
+  kind?: 'tree' | 'data';
+  /**
+   * Read from the backend itself, not from any cache (the auditor proving the
+   * repository intact, or a second read after the repository found damage); the
+   * fresh bytes replace a cached copy.
+   */
+  fresh?: boolean;
+}
+
 export interface Storage {
   /** A human-readable location (never contains credentials). */
   readonly location: string;
   /** Atomically create or replace an object: readers see the old or the new bytes, never a prefix. */
   put(name: string, data: Uint8Array, options?: PutOptions): Promise<void>;
-  /** Whole object, or a byte range of it. Throws StorageError('not-found'). */
-  get(name: string, range?: ByteRange): Promise<Buffer>;
+  /**
+   * Whole object, or a byte range of it. Throws StorageError('not-found'). A range
+   * that reaches past the end of the object throws StorageError('permanent') whose
+   * message contains "short read" (never a silently shorter buffer).
+   */
+  get(name: string, range?: ByteRange, options?: GetOptions): Promise<Buffer>;
   /** Size of an object. Throws StorageError('not-found'). */
   stat(name: string): Promise<ObjectInfo>;
   /** Every object whose name starts with `prefix`, in no particular order. */

@@ -1,0 +1,108 @@
+import { once } from 'node:events';
+import type { Writable } from 'node:stream';
+import type { CommandModule } from 'yargs';
+import tar from 'tar-stream';
+import { fileContent } from '../../engine/content.js';
+import { resolveSnapshot } from '../../engine/snapshots.js';
+import { findNode, walk } from '../../engine/walk.js';
+import { type Repository } from '../../repo/repository.js';
+import { nsToDate, type TreeNode } from '../../snapshot/tree.js';
+import { WorkerPool } from '../../workers/pool.js';
+import { type GlobalArgs, withRepository } from '../context.js';
+
+interface Args extends GlobalArgs {
+  snapshot: string;
+  path: string;
+}
+
+/** Anything with Node's writable shape; tar-stream's entries are streamx streams. */
+interface Sink {
+  write(chunk: Buffer): boolean;
+  on(event: string, fn: () => void): unknown;
+  once(event: string, fn: () => void): unknown;
+}
+
+async function write(out: Sink, chunk: Buffer): Promise<void> {
+  if (!out.write(chunk)) await new Promise<void>((resolve) => out.once('drain', resolve));
+}
+
+const TAR_TYPE: Partial<Record<TreeNode['type'], tar.Header['type']>> = {
+  file: 'file',
+  dir: 'directory',
+  symlink: 'symlink',
+  fifo: 'fifo',
+  chardev: 'character-device',
+  blockdev: 'block-device',
+};
+
+/** A directory as a tar stream (names are written as UTF-8; see docs/CLI.md for non-UTF-8 names). */
+async function dumpTar(repo: Repository, root: Awaited<ReturnType<typeof findNode>>, out: Writable): Promise<void> {
+  const pack = tar.pack();
+  pack.pipe(out);
+  const base = root.path.length > 1 ? root.path.length + 1 : 1;
+  const hardlinks = new Map<string, string>();
+  for await (const e of walk(repo, root)) {
+    const n = e.node;
+    const type = TAR_TYPE[n.type];
+    if (!type) continue;
+    const name = e.path.subarray(base).toString('utf8');
+    const header: tar.Header = {
+      name: n.type === 'dir' ? `${name}/` : name,
+      mode: n.mode,
+      uid: n.uid,
+      gid: n.gid,
+      uname: n.user ?? '',
+      gname: n.group ?? '',
+      mtime: nsToDate(n.mtimeNs),
+      type,
+      size: 0,
+      linkname: undefined as string | undefined,
+    };
+    if (n.type === 'symlink') header.linkname = (n.linkTarget ?? Buffer.alloc(0)).toString('utf8');
+    if (n.type === 'file' && n.links > 1) {
+      const key = `${n.dev}:${n.inode}`;
+      const first = hardlinks.get(key);
+      if (first !== undefined) {
+        pack.entry({ ...header, type: 'link', linkname: first } as tar.Header);
+        continue;
+      }
+      hardlinks.set(key, name);
+    }
+    if (n.type === 'file') {
+      header.size = n.size;
+      const entry = pack.entry(header as tar.Header);
+      const finished = new Promise<void>((resolve) => entry.once('finish', resolve));
+      for await (const buf of fileContent(repo, n)) await write(entry as unknown as Sink, buf);
+      (entry as unknown as { end(): void }).end();
+      await finished;
+    } else {
+      pack.entry(header as tar.Header);
+    }
+  }
+  pack.finalize();
+  await once(out, 'finish').catch(() => {});
+}
+
+export const dumpCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'dump <snapshot> <path>',
+  describe: 'write a file from a snapshot to stdout (a directory as a tar stream)',
+  builder: (y) =>
+    y
+      .positional('snapshot', { type: 'string', describe: 'snapshot ID, prefix or "latest"' })
+      .positional('path', { type: 'string', describe: 'file or directory inside the snapshot' }) as never,
+  handler: async (args) => {
+    await withRepository(args, async (repo) => {
+      const snap = await resolveSnapshot(repo, args.snapshot);
+      const entry = await findNode(repo, snap.snapshot.tree, args.path);
+      const pool = new WorkerPool({ keys: repo.keys, chunker: repo.config.chunker });
+      repo.opener = pool.blobOpener();
+      try {
+        if (entry.node.type === 'dir') await dumpTar(repo, entry, process.stdout);
+        else if (entry.node.type === 'file') for await (const buf of fileContent(repo, entry.node)) await write(process.stdout, buf);
+        else if (entry.node.type === 'symlink') await write(process.stdout, entry.node.linkTarget ?? Buffer.alloc(0));
+      } finally {
+        await pool.close();
+      }
+    });
+  },
+};

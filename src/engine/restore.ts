@@ -1,0 +1,436 @@
+import crypto from 'node:crypto';
+import { promises as fsp, constants as fsc } from 'node:fs';
+import path from 'node:path';
+import picomatch from 'picomatch';
+import { keyedId } from '../crypto/ids.js';
+import { InterruptedError, UserError } from '../errors.js';
+import { BlobType, DamagedBlobError } from '../repo/blob.js';
+import { packName } from '../repo/layout.js';
+import { type Repository } from '../repo/repository.js';
+import { type TreeNode } from '../snapshot/tree.js';
+import { mapLimit } from '../util/concurrency.js';
+import { makeDevice, makeFifo } from './special-files.js';
+import { type WalkEntry, findNode, walk } from './walk.js';
+
+export type OverwritePolicy = 'always' | 'if-changed' | 'never';
+
+export interface RestoreOptions {
+  target: string;
+  /** Path inside the snapshot to restore; its contents land directly in target. Default: everything. */
+  subpath?: string;
+  include?: string[];
+  exclude?: string[];
+  verify?: boolean;
+  overwrite?: OverwritePolicy;
+  signal?: AbortSignal;
+  onProgress?: (p: RestoreProgress) => void;
+  onWarning?: (message: string) => void;
+}
+
+export interface RestoreProgress {
+  filesDone: number;
+  filesTotal: number;
+  bytesDone: number;
+  bytesTotal: number;
+}
+
+export interface RestoreSummary {
+  files: number;
+  dirs: number;
+  symlinks: number;
+  hardlinks: number;
+  special: number;
+  skipped: number;
+  bytes: number;
+  errors: number;
+  verified: number;
+}
+
+/** Where one blob's plaintext goes: which file, at which offset. */
+interface Target {
+  file: PendingFile;
+  offset: number;
+}
+
+interface PendingFile {
+  entry: WalkEntry;
+  dest: Buffer;
+  tmp: Buffer;
+  remaining: number;
+  handle?: fsp.FileHandle;
+  opening?: Promise<fsp.FileHandle>;
+}
+
+interface PackPlan {
+  packId: string;
+  blobs: Map<string, { offset: number; length: number; targets: Target[] }>;
+}
+
+const TMP_PREFIX = '.aegis-restore-';
+/** Read neighbouring blobs of a pack in one request when the gap between them is smaller than this. */
+const COALESCE_GAP = 1024 * 1024;
+const MAX_RANGE = 32 * 1024 * 1024;
+
+const isRoot = process.getuid?.() === 0;
+
+/**
+ * Restore a snapshot (or a part of it) into a directory. Every file is written
+ * under a temporary name in its final directory and renamed when complete, so an
+ * interruption never leaves a partial file under a real name. Blobs are read pack
+ * by pack (neighbours in one ranged read), decrypted and verified on worker
+ * threads, and written to every file that uses them.
+ */
+export async function restore(repo: Repository, treeId: string, opts: RestoreOptions): Promise<RestoreSummary> {
+  const summary: RestoreSummary = { files: 0, dirs: 0, symlinks: 0, hardlinks: 0, special: 0, skipped: 0, bytes: 0, errors: 0, verified: 0 };
+  const overwrite = opts.overwrite ?? 'if-changed';
+  const target = Buffer.from(path.resolve(opts.target));
+  await repo.loadIndex();
+  const start = await findNode(repo, treeId, opts.subpath ?? '/');
+  const base = start.node.type === 'dir' ? start.path : Buffer.from(path.posix.dirname(start.path.toString('latin1')), 'latin1');
+  const include = opts.include?.length ? picomatch(opts.include, { dot: true }) : undefined;
+  const exclude = opts.exclude?.length ? picomatch(opts.exclude, { dot: true }) : undefined;
+
+  const warn = (msg: string) => {
+    summary.errors++;
+    opts.onWarning?.(msg);
+  };
+  const checkAbort = () => {
+    if (opts.signal?.aborted) throw new InterruptedError();
+  };
+
+  await ensureDir(target, true);
+  const dirs: Array<{ dest: Buffer; node: TreeNode }> = [];
+  const files: PendingFile[] = [];
+  const plans = new Map<string, PackPlan>();
+  const hardlinkFirst = new Map<string, Buffer>();
+  const hardlinkLater: Array<{ dest: Buffer; key: string }> = [];
+  const verifyList: PendingFile[] = [];
+  const createdDirs = new Set<string>([target.toString('latin1')]);
+
+  const destFor = (p: Buffer): Buffer => {
+    const rel = p.subarray(base.length === 1 ? 1 : base.length + 1);
+    return rel.length ? Buffer.concat([target, Buffer.from('/'), rel]) : target;
+  };
+  const selected = (p: Buffer, node: TreeNode): boolean => {
+    const s = p.toString('utf8');
+    if (exclude && matchesSelfOrParent(exclude, s)) return false;
+    if (!include) return true;
+    return node.type === 'dir' ? true : matchesSelfOrParent(include, s);
+  };
+  const parentReady = async (dest: Buffer) => {
+    const parent = Buffer.from(path.posix.dirname(dest.toString('latin1')), 'latin1');
+    if (!createdDirs.has(parent.toString('latin1'))) {
+      await fsp.mkdir(parent, { recursive: true, mode: 0o700 });
+      createdDirs.add(parent.toString('latin1'));
+    }
+  };
+
+  const entries: WalkEntry[] = start.node.type === 'dir' ? [] : [start];
+  if (start.node.type === 'dir') for await (const e of walk(repo, start)) entries.push(e);
+
+  for (const entry of entries) {
+    checkAbort();
+    const { node } = entry;
+    if (!selected(entry.path, node)) continue;
+    const dest = destFor(entry.path);
+    try {
+      switch (node.type) {
+        case 'dir': {
+          if (include) break; // created on demand below, metadata applied if it exists
+          await ensureDir(dest, false);
+          createdDirs.add(dest.toString('latin1'));
+          dirs.push({ dest, node });
+          summary.dirs++;
+          break;
+        }
+        case 'file': {
+          await parentReady(dest);
+          const linkKey = node.links > 1 ? `${node.dev}:${node.inode}` : undefined;
+          if (linkKey && hardlinkFirst.has(linkKey)) {
+            hardlinkLater.push({ dest, key: linkKey });
+            break;
+          }
+          if (linkKey) hardlinkFirst.set(linkKey, dest);
+          if (await keepExisting(dest, node, overwrite)) {
+            summary.skipped++;
+            break;
+          }
+          const file = await startFile(entry, dest);
+          files.push(file);
+          if (opts.verify) verifyList.push(file);
+          let offset = 0;
+          for (const id of node.content ?? []) {
+            const loc = repo.index.get(id);
+            if (!loc) throw new DamagedBlobError(id, `missing from the index (needed by ${entry.path.toString()})`);
+            let plan = plans.get(loc.packId);
+            if (!plan) plans.set(loc.packId, (plan = { packId: loc.packId, blobs: new Map() }));
+            let b = plan.blobs.get(id);
+            if (!b) plan.blobs.set(id, (b = { offset: loc.offset, length: loc.length, targets: [] }));
+            b.targets.push({ file, offset });
+            file.remaining++;
+            offset += loc.rawLength;
+          }
+          summary.bytes += offset;
+          if (file.remaining === 0) await finishFile(file);
+          summary.files++;
+          break;
+        }
+        case 'symlink': {
+          await parentReady(dest);
+          if (await keepExisting(dest, node, overwrite)) {
+            summary.skipped++;
+            break;
+          }
+          await replaceWith(dest, node, (tmp) => fsp.symlink(node.linkTarget ?? Buffer.alloc(0), tmp));
+          summary.symlinks++;
+          break;
+        }
+        case 'fifo':
+        case 'chardev':
+        case 'blockdev': {
+          await parentReady(dest);
+          if (await keepExisting(dest, node, overwrite)) {
+            summary.skipped++;
+            break;
+          }
+          await replaceWith(dest, node, (tmp) => (node.type === 'fifo' ? makeFifo(tmp, node.mode) : makeDevice(tmp, node.type as 'chardev', node.rdev ?? 0, node.mode)));
+          summary.special++;
+          break;
+        }
+        case 'socket':
+          break; // a socket is only meaningful while its server runs
+      }
+    } catch (err) {
+      if (err instanceof DamagedBlobError || err instanceof InterruptedError || err instanceof UserError) throw err;
+      warn(`${entry.path.toString()}: ${(err as Error).message}`);
+    }
+  }
+
+  let filesDone = 0;
+  let bytesDone = 0;
+  const report = () => opts.onProgress?.({ filesDone, filesTotal: files.length, bytesDone, bytesTotal: summary.bytes });
+  const timer = opts.onProgress ? setInterval(report, 250) : undefined;
+  timer?.unref();
+
+  const failed = new Set<PendingFile>();
+  try {
+    await mapLimit([...plans.values()], 4, async (plan) => {
+      checkAbort();
+      for (const range of coalesce(plan)) {
+        let data: Buffer;
+        try {
+          data = await repo.storage.get(packName(plan.packId), { offset: range.start, length: range.end - range.start });
+        } catch (err) {
+          throw new DamagedBlobError(range.blobs[0]![0], `cannot read pack: ${(err as Error).message}`, plan.packId);
+        }
+        await Promise.all(
+          range.blobs.map(async ([id, b]) => {
+            const sealed = Buffer.from(data.subarray(b.offset - range.start, b.offset - range.start + b.length));
+            let plain: Buffer;
+            try {
+              plain = await repo.opener.open(BlobType.Data, Buffer.from(id, 'hex'), sealed, plan.packId);
+            } catch (err) {
+              const names = [...new Set(b.targets.map((t) => t.file.entry.path.toString()))].join(', ');
+              throw new DamagedBlobError(id, `${(err as Error).message.replace(/^blob \S+ (in pack \S+ )?is damaged: /, '')}; affects ${names}`, plan.packId);
+            }
+            const zero = isAllZero(plain);
+            for (const t of b.targets) {
+              if (failed.has(t.file)) continue;
+              if (!zero) {
+                const fh = await handleOf(t.file);
+                await fh.write(plain, 0, plain.length, t.offset);
+              }
+              bytesDone += plain.length;
+              if (--t.file.remaining === 0) {
+                await finishFile(t.file);
+                filesDone++;
+              }
+            }
+          }),
+        );
+      }
+    });
+  } catch (err) {
+    // Nothing half-written keeps a real name: drop every temporary file.
+    await Promise.all(files.filter((f) => f.remaining > 0).map(async (f) => {
+      await f.handle?.close().catch(() => {});
+      await fsp.rm(f.tmp, { force: true });
+    }));
+    throw err;
+  } finally {
+    if (timer) clearInterval(timer);
+  }
+  report();
+
+  for (const { dest, key } of hardlinkLater) {
+    try {
+      await replaceWith(dest, null, (tmp) => fsp.link(hardlinkFirst.get(key)!, tmp));
+      summary.hardlinks++;
+    } catch (err) {
+      warn(`${dest.toString()}: hardlink: ${(err as Error).message}`);
+    }
+  }
+
+  // Directory metadata last and deepest first: creating entries changes a directory's mtime.
+  for (let i = dirs.length - 1; i >= 0; i--) {
+    try {
+      await applyMetadata(dirs[i]!.dest, dirs[i]!.node);
+    } catch (err) {
+      warn(`${dirs[i]!.dest.toString()}: ${(err as Error).message}`);
+    }
+  }
+
+  if (opts.verify) {
+    for (const f of verifyList) {
+      checkAbort();
+      await verifyFile(repo, f.dest, f.entry);
+      summary.verified++;
+    }
+  }
+  return summary;
+
+  async function startFile(entry: WalkEntry, dest: Buffer): Promise<PendingFile> {
+    const dir = Buffer.from(path.posix.dirname(dest.toString('latin1')), 'latin1');
+    const tmp = Buffer.concat([dir, Buffer.from(`/${TMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`)]);
+    const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+    await fh.close();
+    return { entry, dest, tmp, remaining: 0 };
+  }
+
+  async function handleOf(f: PendingFile): Promise<fsp.FileHandle> {
+    if (f.handle) return f.handle;
+    f.opening ??= fsp.open(f.tmp, fsc.O_WRONLY | fsc.O_NOFOLLOW);
+    f.handle = await f.opening;
+    return f.handle;
+  }
+
+  async function finishFile(f: PendingFile): Promise<void> {
+    const fh = f.handle ?? (await fsp.open(f.tmp, fsc.O_WRONLY | fsc.O_NOFOLLOW));
+    f.handle = undefined;
+    try {
+      // Trailing zero blobs were skipped: truncate to the full size, leaving holes.
+      await fh.truncate(f.entry.node.size);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await applyMetadata(f.tmp, f.entry.node);
+    await fsp.rename(f.tmp, f.dest);
+  }
+}
+
+function matchesSelfOrParent(m: (s: string) => boolean, p: string): boolean {
+  for (let q = p; q && q !== '/'; q = path.posix.dirname(q)) if (m(q)) return true;
+  return false;
+}
+
+function isAllZero(b: Buffer): boolean {
+  if (b.length === 0) return true;
+  if (b[0] !== 0 || b[b.length - 1] !== 0) return false;
+  // Compare against itself shifted by one: all bytes equal and the first is zero.
+  return b.subarray(1).equals(b.subarray(0, b.length - 1));
+}
+
+function* coalesce(plan: PackPlan): Generator<{ start: number; end: number; blobs: Array<[string, { offset: number; length: number; targets: Target[] }]> }> {
+  const sorted = [...plan.blobs.entries()].sort((a, b) => a[1].offset - b[1].offset);
+  let cur: { start: number; end: number; blobs: typeof sorted } | undefined;
+  for (const item of sorted) {
+    const { offset, length } = item[1];
+    if (cur && offset - cur.end <= COALESCE_GAP && offset + length - cur.start <= MAX_RANGE) {
+      cur.end = Math.max(cur.end, offset + length);
+      cur.blobs.push(item);
+    } else {
+      if (cur) yield cur;
+      cur = { start: offset, end: offset + length, blobs: [item] };
+    }
+  }
+  if (cur) yield cur;
+}
+
+/** Create a directory for the restore; an existing symlink there is never followed. */
+async function ensureDir(dir: Buffer, isTarget: boolean): Promise<void> {
+  try {
+    await fsp.mkdir(dir, { recursive: isTarget, mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const st = await fsp.lstat(dir);
+  if (!st.isDirectory()) throw new UserError(`${dir.toString()} exists and is not a directory; refusing to restore through it`);
+  if (!isTarget) await removeStaleTemporaries(dir);
+}
+
+/** Temporary files left by a restore that was killed. */
+async function removeStaleTemporaries(dir: Buffer): Promise<void> {
+  const names = (await fsp.readdir(dir, { encoding: 'buffer' })) as unknown as Buffer[];
+  for (const n of names) if (n.toString('latin1').startsWith(TMP_PREFIX)) await fsp.rm(Buffer.concat([dir, Buffer.from('/'), n]), { force: true });
+}
+
+/** Whether an existing destination may stay as it is under the overwrite policy. */
+async function keepExisting(dest: Buffer, node: TreeNode, policy: OverwritePolicy): Promise<boolean> {
+  let st;
+  try {
+    st = await fsp.lstat(dest, { bigint: true });
+  } catch {
+    return false;
+  }
+  if (st.isDirectory()) throw new UserError(`${dest.toString()} is a directory; the snapshot has a ${node.type} there`);
+  if (policy === 'never') return true;
+  if (policy === 'always') return false;
+  if (node.type === 'file') {
+    // Times are restored with sub-microsecond precision (see docs/RESTORE.md).
+    return st.isFile() && Number(st.size) === node.size && absBig(st.mtimeNs - node.mtimeNs) < 1000n;
+  }
+  if (node.type === 'symlink' && st.isSymbolicLink()) {
+    return ((await fsp.readlink(dest, { encoding: 'buffer' })) as unknown as Buffer).equals(node.linkTarget ?? Buffer.alloc(0));
+  }
+  return false;
+}
+
+function absBig(n: bigint): bigint {
+  return n < 0n ? -n : n;
+}
+
+/** Create something under a temporary name next to `dest`, then rename it into place. */
+async function replaceWith(dest: Buffer, node: TreeNode | null, create: (tmp: Buffer) => Promise<void>): Promise<void> {
+  const dir = Buffer.from(path.posix.dirname(dest.toString('latin1')), 'latin1');
+  const tmp = Buffer.concat([dir, Buffer.from(`/${TMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`)]);
+  try {
+    await create(tmp);
+    await applyMetadata(tmp, node);
+    await fsp.rename(tmp, dest);
+  } catch (err) {
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+function secondsOf(ns: bigint): number {
+  return Number(ns / 1000n) / 1e6;
+}
+
+/** Owner (when root), mode and times; never follows a symlink. */
+export async function applyMetadata(p: Buffer, node: TreeNode | null): Promise<void> {
+  if (!node) return;
+  if (isRoot) await fsp.lchown(p, node.uid, node.gid);
+  // chmod after chown: chown clears setuid/setgid bits.
+  if (node.type !== 'symlink') await fsp.chmod(p, node.mode);
+  await fsp.lutimes(p, secondsOf(node.atimeNs), secondsOf(node.mtimeNs));
+}
+
+async function verifyFile(repo: Repository, dest: Buffer, entry: WalkEntry): Promise<void> {
+  const fh = await fsp.open(dest, 'r');
+  try {
+    let offset = 0;
+    for (const id of entry.node.content ?? []) {
+      const loc = repo.index.get(id)!;
+      const buf = Buffer.alloc(loc.rawLength);
+      const { bytesRead } = await fh.read(buf, 0, loc.rawLength, offset);
+      if (bytesRead !== loc.rawLength || keyedId(repo.keys.id, buf).toString('hex') !== id) {
+        throw new UserError(`verification failed: ${dest.toString()} differs from the snapshot at offset ${offset}`);
+      }
+      offset += loc.rawLength;
+    }
+  } finally {
+    await fh.close();
+  }
+}
