@@ -56,7 +56,9 @@ async function dumpTar(repo: Repository, root: Awaited<ReturnType<typeof findNod
       mtime: nsToDate(n.mtimeNs),
       type,
       size: 0,
-      linkname: undefined as string | undefined,
+      linkname: '',
+      devmajor: 0,
+      devminor: 0,
     };
     if (n.type === 'symlink') header.linkname = (n.linkTarget ?? Buffer.alloc(0)).toString('utf8');
     if (n.type === 'file' && n.links > 1) {
