@@ -43,6 +43,12 @@ if [ ! -f "$stamp" ] || [ package.json -nt "$stamp" ] || { [ -f package-lock.jso
   touch "$stamp"
 fi
 
+# The small native addon (nanosecond utimensat, mknod) for exact restores.
+addon=native/build/Release/aegis_native.node
+if [ ! -f "$addon" ] || [ native/aegis_native.c -nt "$addon" ] || [ native/binding.gyp -nt "$addon" ]; then
+  npm run --silent build:native >&2
+fi
+
 # Compile when any source is newer than the last build.
 if [ ! -f dist/.build-stamp ] || [ -n "$(find src mount scripts bin tsconfig.json -newer dist/.build-stamp -name '*.ts' -o -newer dist/.build-stamp -name 'tsconfig.json' 2>/dev/null | head -1)" ]; then
   npx --no-install tsc -p tsconfig.json

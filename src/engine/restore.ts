@@ -10,6 +10,7 @@ import { type Repository } from '../repo/repository.js';
 import { type TreeNode } from '../snapshot/tree.js';
 import { mapLimit } from '../util/concurrency.js';
 import { makeDevice, makeFifo } from './special-files.js';
+import { nativeSyscalls } from '../native/syscalls.js';
 import { type WalkEntry, findNode, walk } from './walk.js';
 
 export type OverwritePolicy = 'always' | 'if-changed' | 'never';
@@ -72,6 +73,8 @@ const COALESCE_GAP = 1024 * 1024;
 const MAX_RANGE = 32 * 1024 * 1024;
 
 const isRoot = process.getuid?.() === 0;
+/** Exact with the native addon; Node's fs.utimes alone lands within about a microsecond. */
+const TIME_TOLERANCE_NS = nativeSyscalls() ? 1n : 2000n;
 
 /**
  * Restore a snapshot (or a part of it) into a directory. Every file is written
@@ -100,6 +103,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
 
   await ensureDir(target, true);
   const dirs: Array<{ dest: Buffer; node: TreeNode }> = [];
+  // Restoring SNAPSHOT:/some/dir into a target: the target takes that directory's metadata.
+  if (start.node.type === 'dir' && start.path.length > 1 && !include) dirs.push({ dest: target, node: start.node });
   const files: PendingFile[] = [];
   const plans = new Map<string, PackPlan>();
   const hardlinkFirst = new Map<string, Buffer>();
@@ -378,7 +383,7 @@ async function keepExisting(dest: Buffer, node: TreeNode, policy: OverwritePolic
   if (policy === 'always') return false;
   if (node.type === 'file') {
     // Times are restored with sub-microsecond precision (see docs/RESTORE.md).
-    return st.isFile() && Number(st.size) === node.size && absBig(st.mtimeNs - node.mtimeNs) < 1000n;
+    return st.isFile() && Number(st.size) === node.size && absBig(st.mtimeNs - node.mtimeNs) < TIME_TOLERANCE_NS;
   }
   if (node.type === 'symlink' && st.isSymbolicLink()) {
     return ((await fsp.readlink(dest, { encoding: 'buffer' })) as unknown as Buffer).equals(node.linkTarget ?? Buffer.alloc(0));
@@ -408,13 +413,20 @@ function secondsOf(ns: bigint): number {
   return Number(ns / 1000n) / 1e6;
 }
 
+/** Set times without following a symlink: to the nanosecond with the addon, else to about a microsecond. */
+async function setTimes(p: Buffer, atimeNs: bigint, mtimeNs: bigint): Promise<void> {
+  const native = nativeSyscalls();
+  if (native) native.utimens(p, atimeNs, mtimeNs, false);
+  else await fsp.lutimes(p, secondsOf(atimeNs), secondsOf(mtimeNs));
+}
+
 /** Owner (when root), mode and times; never follows a symlink. */
 export async function applyMetadata(p: Buffer, node: TreeNode | null): Promise<void> {
   if (!node) return;
   if (isRoot) await fsp.lchown(p, node.uid, node.gid);
   // chmod after chown: chown clears setuid/setgid bits.
   if (node.type !== 'symlink') await fsp.chmod(p, node.mode);
-  await fsp.lutimes(p, secondsOf(node.atimeNs), secondsOf(node.mtimeNs));
+  await setTimes(p, node.atimeNs, node.mtimeNs);
 }
 
 async function verifyFile(repo: Repository, dest: Buffer, entry: WalkEntry): Promise<void> {

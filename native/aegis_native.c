@@ -1,0 +1,121 @@
+// System calls Node's fs module does not offer, for exact restores:
+//   utimens(path, atimeNs, mtimeNs, followSymlinks)  nanosecond times (utimensat)
+//   mknod(path, mode, dev)                            FIFOs and device nodes
+// Paths are Buffers so names that are not UTF-8 pass through untouched.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+
+static char *path_arg(napi_env env, napi_value v) {
+  void *data;
+  size_t len;
+  if (napi_get_buffer_info(env, v, &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "path must be a Buffer");
+    return NULL;
+  }
+  char *p = malloc(len + 1);
+  memcpy(p, data, len);
+  p[len] = 0;
+  if (strlen(p) != len) {
+    free(p);
+    napi_throw_type_error(env, NULL, "path contains a NUL byte");
+    return NULL;
+  }
+  return p;
+}
+
+static void throw_errno(napi_env env, int err, const char *syscall) {
+  napi_value msg, code, error, errnum, sc;
+  char text[256];
+  snprintf(text, sizeof text, "%s: %s", syscall, strerror(err));
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+  const char *name = err == ENOENT ? "ENOENT" : err == EPERM ? "EPERM" : err == EACCES ? "EACCES" : err == EEXIST ? "EEXIST" : "EIO";
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, msg, &error);
+  napi_create_int32(env, -err, &errnum);
+  napi_set_named_property(env, error, "errno", errnum);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sc);
+  napi_set_named_property(env, error, "syscall", sc);
+  napi_throw(env, error);
+}
+
+static int ns_arg(napi_env env, napi_value v, struct timespec *ts) {
+  int64_t ns;
+  bool lossless;
+  if (napi_get_value_bigint_int64(env, v, &ns, &lossless) != napi_ok) {
+    napi_throw_type_error(env, NULL, "times must be BigInt nanoseconds");
+    return 0;
+  }
+  int64_t sec = ns / 1000000000;
+  int64_t rem = ns % 1000000000;
+  if (rem < 0) {
+    rem += 1000000000;
+    sec -= 1;
+  }
+  ts->tv_sec = (time_t)sec;
+  ts->tv_nsec = (long)rem;
+  return 1;
+}
+
+static napi_value utimens(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "utimens(path, atimeNs, mtimeNs, follow)");
+    return NULL;
+  }
+  struct timespec ts[2];
+  if (!ns_arg(env, argv[1], &ts[0]) || !ns_arg(env, argv[2], &ts[1])) return NULL;
+  bool follow;
+  napi_get_value_bool(env, argv[3], &follow);
+  char *p = path_arg(env, argv[0]);
+  if (!p) return NULL;
+  int rc = utimensat(AT_FDCWD, p, ts, follow ? 0 : AT_SYMLINK_NOFOLLOW);
+  int err = errno;
+  free(p);
+  if (rc != 0) throw_errno(env, err, "utimensat");
+  return NULL;
+}
+
+static napi_value do_mknod(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, "mknod(path, mode, dev)");
+    return NULL;
+  }
+  uint32_t mode;
+  int64_t dev;
+  bool lossless;
+  napi_get_value_uint32(env, argv[1], &mode);
+  if (napi_get_value_bigint_int64(env, argv[2], &dev, &lossless) != napi_ok) {
+    napi_throw_type_error(env, NULL, "dev must be a BigInt");
+    return NULL;
+  }
+  char *p = path_arg(env, argv[0]);
+  if (!p) return NULL;
+  int rc = mknod(p, (mode_t)mode, (dev_t)dev);
+  int err = errno;
+  free(p);
+  if (rc != 0) throw_errno(env, err, "mknod");
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_value fn;
+  napi_create_function(env, "utimens", NAPI_AUTO_LENGTH, utimens, NULL, &fn);
+  napi_set_named_property(env, exports, "utimens", fn);
+  napi_create_function(env, "mknod", NAPI_AUTO_LENGTH, do_mknod, NULL, &fn);
+  napi_set_named_property(env, exports, "mknod", fn);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

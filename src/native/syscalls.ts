@@ -1,0 +1,36 @@
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * The native addon in native/ (built by scripts/setup.sh): utimensat with
+ * nanosecond times, and mknod for FIFOs and device nodes. Node's own fs.utimes
+ * takes a double of seconds, which cannot hold a present-day time to the
+ * nanosecond (about 240 ns steps), so restores need this to be exact.
+ */
+interface NativeSyscalls {
+  utimens(path: Buffer, atimeNs: bigint, mtimeNs: bigint, follow: boolean): void;
+  mknod(path: Buffer, mode: number, dev: bigint): void;
+}
+
+function projectRoot(): string {
+  // src/native/syscalls.ts under vitest, dist/src/native/syscalls.js when built.
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const parts = here.split(path.sep);
+  const i = parts.lastIndexOf('src');
+  const root = parts.slice(0, i).join(path.sep) || '/';
+  return path.basename(root) === 'dist' ? path.dirname(root) : root;
+}
+
+let loaded: NativeSyscalls | null | undefined;
+
+export function nativeSyscalls(): NativeSyscalls | null {
+  if (loaded === undefined) {
+    try {
+      loaded = createRequire(import.meta.url)(path.join(projectRoot(), 'native', 'build', 'Release', 'aegis_native.node')) as NativeSyscalls;
+    } catch {
+      loaded = null;
+    }
+  }
+  return loaded;
+}

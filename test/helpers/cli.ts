@@ -1,0 +1,83 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export const ROOT = path.resolve(import.meta.dirname, '../..');
+export const AEGIS = path.join(ROOT, 'bin', 'aegis');
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  stdoutBytes: Buffer;
+}
+
+export interface Workspace {
+  dir: string;
+  repo: string;
+  env: NodeJS.ProcessEnv;
+  /** Run `aegis` with this workspace's repository, passphrase and state directory. */
+  run(args: string[], opts?: { env?: NodeJS.ProcessEnv; input?: string | Buffer }): Promise<RunResult>;
+  /** Like run, but fails the test on a non-zero exit. */
+  ok(args: string[], opts?: { env?: NodeJS.ProcessEnv }): Promise<RunResult>;
+  spawn(args: string[], opts?: { env?: NodeJS.ProcessEnv }): ChildProcess;
+  cleanup(): void;
+}
+
+export function runAegis(args: string[], env: NodeJS.ProcessEnv, input?: string | Buffer): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [AEGIS, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      const stdoutBytes = Buffer.concat(out);
+      resolve({ code, signal, stdout: stdoutBytes.toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), stdoutBytes });
+    });
+    child.stdin.end(input ?? '');
+  });
+}
+
+/** A temp directory with a repository location, a passphrase and a private state DB. */
+export function workspace(name: string): Workspace {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `aegis-${name}-`));
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: dir,
+    AEGIS_PASSWORD: 'correct horse battery staple',
+    AEGIS_STATE_DIR: path.join(dir, 'state'),
+    AEGIS_CACHE_DIR: path.join(dir, 'cache'),
+  };
+  const repo = path.join(dir, 'repo');
+  const ws: Workspace = {
+    dir,
+    repo,
+    env,
+    run: (args, opts = {}) => runAegis(['-r', repo, ...args], { ...env, ...opts.env }, opts.input),
+    ok: async (args, opts = {}) => {
+      const r = await ws.run(args, opts);
+      if (r.code !== 0) throw new Error(`aegis ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+      return r;
+    },
+    spawn: (args, opts = {}) => spawn(process.execPath, [AEGIS, '-r', repo, ...args], { env: { ...env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] }),
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+  return ws;
+}
+
+/** Run a command and return stdout; rejects on a non-zero exit. */
+export function sh(cmd: string, args: string[], opts: { cwd?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}

@@ -1,0 +1,83 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Workspace, sh, workspace } from './helpers/cli.js';
+import { NON_UTF8, makeGnarlyTree, metadataDifferences } from './helpers/tree.js';
+
+describe('backup and restore round trip', () => {
+  let ws: Workspace;
+  let src: string;
+
+  beforeAll(async () => {
+    ws = workspace('roundtrip');
+    src = path.join(ws.dir, 'source');
+    makeGnarlyTree(src);
+    await ws.ok(['init']);
+    await ws.ok(['backup', src, '--tag', 'first']);
+  });
+  afterAll(() => ws.cleanup());
+
+  it('restores every byte and every bit of metadata (rsync -aHn and diff -r agree)', async () => {
+    const target = path.join(ws.dir, 'restored');
+    const r = await ws.ok(['restore', `latest:${src}`, '--target', target]);
+    expect(r.stdout).toMatch(/restored \d+ files/);
+    const rsync = await sh('rsync', ['-aHn', '--numeric-ids', '--itemize-changes', `${src}/`, `${target}/`]);
+    expect(rsync.code).toBe(0);
+    expect(rsync.stdout).toBe('');
+    expect(metadataDifferences(src, target)).toEqual([]);
+    const diff = await sh('diff', ['-r', '--no-dereference', src, target]);
+    // diff cannot compare special files; it only notes them, and both sides must be the same kind.
+    const notes = diff.stdout.split('\n').filter((l) => l && !/^File .* is a (fifo|character special file) while file .* is a \1$/.test(l));
+    expect(notes).toEqual([]);
+    expect(diff.stderr).toBe('');
+    expect(diff.code).toBe(0);
+  });
+
+  it('keeps holes: the 1 GiB sparse file does not occupy 1 GiB after restore', async () => {
+    const target = path.join(ws.dir, 'restored-sparse');
+    await ws.ok(['restore', `latest:${src}`, '--target', target, '--include', '**/sparse.img']);
+    const st = fs.statSync(path.join(target, 'sparse.img'));
+    expect(st.size).toBe(1024 * 1024 * 1024);
+    expect(st.blocks * 512).toBeLessThan(64 * 1024 * 1024);
+    const cmp = await sh('cmp', [path.join(src, 'sparse.img'), path.join(target, 'sparse.img')]);
+    expect(cmp.code).toBe(0);
+  });
+
+  it('restores the full absolute path layout without a subpath', async () => {
+    const target = path.join(ws.dir, 'restored-full');
+    await ws.ok(['restore', 'latest', '--target', target, '--exclude', '**/sparse.img']);
+    const inside = path.join(target, src);
+    expect(fs.readFileSync(path.join(inside, 'plain.txt'), 'utf8')).toBe('hello aegis\n'.repeat(100));
+    expect(fs.readFileSync(Buffer.concat([Buffer.from(inside + '/'), NON_UTF8]), 'utf8')).toBe('non-utf8 name content\n');
+    expect(fs.existsSync(path.join(inside, 'sparse.img'))).toBe(false);
+  });
+
+  it('lists names that are not UTF-8 and dumps files and directories', async () => {
+    const ls = await ws.ok(['ls', 'latest', src, '--json']);
+    const names = ls.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((n) => n.struct_type === 'node').map((n) => n.name);
+    expect(names).toContain('plain.txt');
+    expect(names).toContain(NON_UTF8.toString('utf8'));
+    const dump = await ws.ok(['dump', 'latest', path.join(src, 'binary.bin')]);
+    expect(dump.stdoutBytes.equals(fs.readFileSync(path.join(src, 'binary.bin')))).toBe(true);
+    const tarDir = path.join(ws.dir, 'untar');
+    fs.mkdirSync(tarDir);
+    const tarFile = path.join(ws.dir, 'sub.tar');
+    fs.writeFileSync(tarFile, (await ws.ok(['dump', 'latest', path.join(src, 'deep')])).stdoutBytes);
+    expect((await sh('tar', ['-xf', tarFile, '-C', tarDir])).code).toBe(0);
+    let deep = tarDir;
+    for (let i = 0; i < 40; i++) deep = path.join(deep, `level${i}`);
+    expect(fs.readFileSync(path.join(deep, 'bottom.txt'), 'utf8')).toBe('deep down\n');
+  });
+
+  it('an interrupted-then-rerun restore skips files already identical', async () => {
+    const target = path.join(ws.dir, 'restored-twice');
+    const args = ['restore', `latest:${src}`, '--target', target, '--exclude', '**/sparse.img', '--json'];
+    const first = JSON.parse((await ws.ok(args)).stdout.trim().split('\n').pop()!);
+    const second = JSON.parse((await ws.ok(args)).stdout.trim().split('\n').pop()!);
+    expect(first.skipped).toBe(0);
+    expect(second.skipped).toBeGreaterThanOrEqual(first.files);
+    expect(second.bytes).toBe(0);
+    const verify = await ws.ok(['restore', `latest:${src}`, '--target', target, '--exclude', '**/sparse.img', '--overwrite', 'always', '--verify', '--json']);
+    expect(JSON.parse(verify.stdout.trim().split('\n').pop()!).verified).toBeGreaterThan(0);
+  });
+});
