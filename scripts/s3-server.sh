@@ -3,7 +3,8 @@
 # in-memory OSD, one RADOS gateway) listening on 127.0.0.1 only.
 #
 #   scripts/s3-server.sh start    start it (or notice it already answers); prints "ready" when usable
-#   scripts/s3-server.sh stop     kill every daemon this script started and remove its scratch directory
+#   scripts/s3-server.sh stop     kill every daemon this script started and remove its scratch directory,
+#                                 unless other users registered with AEGIS_S3_USER still run (--force: regardless)
 #   scripts/s3-server.sh status   exit 0 when the gateway answers
 #   scripts/s3-server.sh env      print the AWS_* variables a client needs (test credentials)
 #
@@ -12,6 +13,9 @@
 #   AEGIS_S3_DIR        scratch directory (default /tmp/aegis-s3-<port>); everything lives there, data in RAM
 #   AEGIS_S3_ACCESS_KEY / AEGIS_S3_SECRET_KEY   the test user's keys (defaults below: for loopback tests only)
 #   CEPH_ROOT           where the Ceph Debian packages were unpacked with dpkg -x ("" when installed with apt-get)
+#   AEGIS_S3_USER       a process ID that uses the server (the test runner sets its own): start registers it,
+#                       stop unregisters it and stops the server only when no registered process is alive, so
+#                       two test runs on one machine share one server and neither pulls it from under the other.
 #
 # Auth between the Ceph daemons is off and the pool has one replica: never expose this beyond 127.0.0.1.
 # Packages: `bash scripts/setup.sh --test` installs radosgw, ceph-mon, ceph-osd and ceph-common.
@@ -25,6 +29,7 @@ SK=${AEGIS_S3_SECRET_KEY:-aegis-test-secret}
 R=${CEPH_ROOT:-}
 URL="http://127.0.0.1:$PORT"
 C=$D/ceph.conf
+USERS=$D.users
 
 export PATH=$R/usr/bin:$R/usr/sbin:$PATH
 if [ -n "$R" ]; then
@@ -70,8 +75,25 @@ need() {
   command -v "$1" >/dev/null || { echo "s3-server: $1 is not installed (run: bash scripts/setup.sh --test)" >&2; exit 1; }
 }
 
+register() {
+  [ -n "${AEGIS_S3_USER:-}" ] || return 0
+  mkdir -p "$USERS" && : >"$USERS/$AEGIS_S3_USER"
+}
+
+# Other registered users whose process still lives.
+other_users() {
+  local n=0 f pid
+  for f in "$USERS"/*; do
+    [ -e "$f" ] || continue
+    pid=$(basename "$f")
+    if [ "$pid" != "${AEGIS_S3_USER:-}" ] && kill -0 "$pid" 2>/dev/null; then n=$((n + 1)); else rm -f "$f"; fi
+  done
+  echo $n
+}
+
 start() {
   if answering; then
+    register
     say "already answering at $URL"
     exit 0
   fi
@@ -122,19 +144,20 @@ CONF
   ceph-authtool "$D/keyring" --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >>"$D/log/setup.out" 2>&1 || fail "ceph-authtool failed"
   monmaptool --create --addv a "v1:127.0.0.1:$MON_PORT" --fsid "$fsid" "$D/monmap" >>"$D/log/setup.out" 2>&1 || fail "monmaptool failed"
   ceph-mon -c "$C" --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring" >>"$D/log/setup.out" 2>&1 || fail "ceph-mon --mkfs failed"
-  ceph-mon -c "$C" -i a >>"$D/log/setup.out" 2>&1 || fail "ceph-mon did not start"
+  # 9>&-: the daemons must not inherit (and keep holding) the start/stop lock.
+  ceph-mon -c "$C" -i a >>"$D/log/setup.out" 2>&1 9>&- || fail "ceph-mon did not start"
   local osd
   osd=$(timeout 60 ceph -c "$C" osd create 2>>"$D/log/setup.out") || fail "the monitor did not answer"
   mkdir -p "$D/osd/ceph-$osd"
   ceph-osd -c "$C" -i "$osd" --mkfs --osd-uuid "$(cat /proc/sys/kernel/random/uuid)" >>"$D/log/setup.out" 2>&1 || fail "ceph-osd --mkfs failed"
-  ceph-osd -c "$C" -i "$osd" >>"$D/log/setup.out" 2>&1 || fail "ceph-osd did not start"
+  ceph-osd -c "$C" -i "$osd" >>"$D/log/setup.out" 2>&1 9>&- || fail "ceph-osd did not start"
   local up=0
   for _ in $(seq 1 120); do
     if timeout 10 ceph -c "$C" osd stat 2>/dev/null | grep -q "1 up"; then up=1; break; fi
     sleep 0.5
   done
   [ $up -eq 1 ] || fail "the OSD did not come up within 60 s"
-  radosgw -c "$C" -n client.rgw.a >>"$D/log/setup.out" 2>&1 || fail "radosgw did not start"
+  radosgw -c "$C" -n client.rgw.a >>"$D/log/setup.out" 2>&1 9>&- || fail "radosgw did not start"
   up=0
   for _ in $(seq 1 240); do
     if answering; then up=1; break; fi
@@ -151,16 +174,33 @@ CONF
     sleep 0.5
   done
   [ $up -eq 1 ] || fail "the gateway refused the test user's signed request"
+  register
   say "ready at $URL after $((SECONDS - t0)) s (scratch $D)"
 }
 
+stop() {
+  if [ "${1:-}" != "--force" ]; then
+    [ -n "${AEGIS_S3_USER:-}" ] && rm -f "$USERS/$AEGIS_S3_USER"
+    local others
+    others=$(other_users)
+    if [ "$others" -gt 0 ]; then
+      say "left running: $others other user(s) registered"
+      return 0
+    fi
+  fi
+  stop_daemons
+  rm -rf "$D" "$USERS"
+  say "stopped"
+}
+
+# One start or stop at a time per port: two test runs starting together must not both build a cluster.
+mkdir -p "$(dirname "$D")"
+exec 9>"$D.lock"
+flock 9
+
 case "${1:-}" in
   start) start ;;
-  stop)
-    stop_daemons
-    rm -rf "$D"
-    say "stopped"
-    ;;
+  stop) stop "${2:-}" ;;
   status)
     if answering; then say "answering at $URL"; else say "not answering at $URL"; exit 1; fi
     ;;

@@ -11,6 +11,8 @@
  * can never leak a secret.
  */
 
+import { UserError } from '../errors.js';
+
 export type S3Provider = 'aws' | 'custom' | 'r2';
 
 export interface S3Location {
@@ -32,7 +34,7 @@ export function isS3Location(location: string): boolean {
   return /^(s3|r2):/i.test(location);
 }
 
-export class S3LocationError extends Error {
+export class S3LocationError extends UserError {
   constructor(location: string, detail: string) {
     super(`invalid S3 location "${location}": ${detail}`);
     this.name = 'S3LocationError';
