@@ -253,7 +253,9 @@ class IndependentReader {
     const { codec, data } = decodeCodec(aeadOpen(this.keys.encryption, ad, sealed));
     this.codecsSeen.get(type)!.add(codec);
     if (data.length !== loc.rawLength) throw new Error(`blob ${id}: ${data.length} bytes, index says ${loc.rawLength}`);
-    if (!keyedBlake3(this.keys.id, data).equals(Buffer.from(id, 'hex'))) throw new Error(`blob ${id} does not match its ID`);
+    // §2.4: tree IDs are keyed with a subkey derived from the ID key.
+    const idKey = type === 1 ? Blake3Hasher.deriveKey('aegis 2026 tree blob id v1', this.keys.id) : this.keys.id;
+    if (!keyedBlake3(idKey, data).equals(Buffer.from(id, 'hex'))) throw new Error(`blob ${id} does not match its ID`);
     return data;
   }
 

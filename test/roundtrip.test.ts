@@ -30,7 +30,8 @@ describe('backup and restore round trip', () => {
     const notes = diff.stdout.split('\n').filter((l) => l && !/^File .* is a (fifo|character special file) while file .* is a \1$/.test(l));
     expect(notes).toEqual([]);
     expect(diff.stderr).toBe('');
-    expect(diff.code).toBe(0);
+    // diff exits 1 for those notes alone; anything else would have been printed above.
+    expect(diff.code === 0 || (diff.code === 1 && diff.stdout.includes(' is a fifo while file '))).toBe(true);
   });
 
   it('keeps holes: the 1 GiB sparse file does not occupy 1 GiB after restore', async () => {

@@ -13,15 +13,35 @@ export interface MasterKeys {
   chunker: Buffer;
 }
 
-/** A key file as stored, in plain JSON, under `keys/<key id>`. */
+/**
+ * A key file as stored, in JSON, under `keys/<key id>`. Only what is needed to
+ * try a passphrase is in the clear; who made the key and when is sealed under
+ * the master key (`info`), so the storage learns no user or host names.
+ */
 export interface KeyFile {
   version: 1;
-  created: string;
-  hostname: string;
-  username: string;
   kdf: KdfParams;
   /** Base64 of seal(KEK, "aegis-key-v1", encryption ‖ id ‖ chunker). */
   masterKeys: string;
+  /** Base64 of a sealed JSON KeyInfo (repository layer, objects.ts). */
+  info?: string;
+}
+
+/** Who created a key and when: sealed inside the key file. */
+export interface KeyInfo {
+  created: string;
+  hostname: string;
+  username: string;
+}
+
+export function currentKeyInfo(): KeyInfo {
+  let username = 'unknown';
+  try {
+    username = os.userInfo().username;
+  } catch {
+    /* no passwd entry for this uid */
+  }
+  return { created: new Date().toISOString(), hostname: os.hostname(), username };
 }
 
 const KEY_AD = Buffer.from('aegis-key-v1', 'ascii');
@@ -41,20 +61,7 @@ export async function wrapMasterKeys(keys: MasterKeys, passphrase: string, kdf?:
   const params = kdf ?? defaultKdfParams(crypto.randomBytes(16));
   const kek = await deriveKeyEncryptionKey(passphrase, params);
   const sealed = seal(kek, KEY_AD, keys.encryption, keys.id, keys.chunker);
-  let username = 'unknown';
-  try {
-    username = os.userInfo().username;
-  } catch {
-    /* no passwd entry for this uid */
-  }
-  return {
-    version: 1,
-    created: new Date().toISOString(),
-    hostname: os.hostname(),
-    username,
-    kdf: params,
-    masterKeys: sealed.toString('base64'),
-  };
+  return { version: 1, kdf: params, masterKeys: sealed.toString('base64') };
 }
 
 export async function unwrapMasterKeys(file: KeyFile, passphrase: string): Promise<MasterKeys> {

@@ -273,7 +273,9 @@ class BackupRun {
     const nodes: TreeNode[] = [];
     for (const [name, child] of trie.children) {
       const childPath = Buffer.concat([dirPath, Buffer.from('/' + name)]);
-      const st = await fsp.lstat(childPath, { bigint: true });
+      // A backed-up path is recorded as it is (a symlink stays a symlink); the
+      // directories leading to it are followed, so /var -> /private/var reads as a directory.
+      const st = child.whole ? await fsp.lstat(childPath, { bigint: true }) : await fsp.stat(childPath, { bigint: true });
       if (child.whole) {
         const node = await this.saveEntry(childPath, Buffer.from(name), st);
         if (node) nodes.push(node);

@@ -1,5 +1,5 @@
 import { open, seal, SEAL_OVERHEAD } from '../crypto/aead.js';
-import { keyedId, idToHex } from '../crypto/ids.js';
+import { deriveSubkey, keyedId, idToHex } from '../crypto/ids.js';
 import { type MasterKeys } from '../crypto/keys.js';
 import { type CompressionMode, Codec, decompress, maybeCompress } from './compression.js';
 
@@ -25,6 +25,25 @@ export function blobAssociatedData(type: BlobType, id: Uint8Array): Buffer {
   return Buffer.concat([BLOB_AD_LABEL, Buffer.of(type), id]);
 }
 
+const treeIdKeys = new WeakMap<Buffer, Buffer>();
+
+/**
+ * Data and tree blobs have separate ID spaces: a tree's ID is keyed with a subkey
+ * derived from the ID key. Otherwise a file whose bytes equal some directory
+ * listing would share that listing's ID and be "deduplicated" against a blob of
+ * the other type, which cannot be read back as data.
+ */
+export function idKeyFor(keys: MasterKeys, type: BlobType): Buffer {
+  if (type === BlobType.Data) return keys.id;
+  let k = treeIdKeys.get(keys.id);
+  if (!k) treeIdKeys.set(keys.id, (k = deriveSubkey('aegis 2026 tree blob id v1', keys.id)));
+  return k;
+}
+
+export function blobId(keys: MasterKeys, type: BlobType, plaintext: Uint8Array): Buffer {
+  return keyedId(idKeyFor(keys, type), plaintext);
+}
+
 export interface SealedBlob {
   id: Buffer;
   sealed: Buffer;
@@ -45,7 +64,7 @@ export function sealBlobWithId(keys: MasterKeys, type: BlobType, id: Buffer, pla
 }
 
 export function sealBlob(keys: MasterKeys, type: BlobType, plaintext: Uint8Array, mode: CompressionMode): SealedBlob {
-  return sealBlobWithId(keys, type, keyedId(keys.id, plaintext), plaintext, mode);
+  return sealBlobWithId(keys, type, blobId(keys, type, plaintext), plaintext, mode);
 }
 
 /** Decrypt, decompress and verify a blob against its ID. */
@@ -62,7 +81,7 @@ export function openBlob(keys: MasterKeys, type: BlobType, id: Buffer, sealed: B
   } catch (err) {
     throw new DamagedBlobError(idToHex(id), (err as Error).message, packId);
   }
-  if (!keyedId(keys.id, plain).equals(id)) throw new DamagedBlobError(idToHex(id), 'content does not match its ID', packId);
+  if (!blobId(keys, type, plain).equals(id)) throw new DamagedBlobError(idToHex(id), 'content does not match its ID', packId);
   return plain;
 }
 

@@ -17,6 +17,15 @@ export interface RepoConfig {
 }
 
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
+/** Pack offsets are 32-bit: keep packs well below 4 GiB, and large enough to be worth a request. */
+export const MIN_PACK_SIZE = 256 * 1024;
+export const MAX_PACK_SIZE = 1024 * 1024 * 1024;
+
+export function validatePackSize(n: number): void {
+  if (!Number.isInteger(n) || n < MIN_PACK_SIZE || n > MAX_PACK_SIZE) {
+    throw new Error(`pack size must be between ${MIN_PACK_SIZE / 1024} KiB and ${MAX_PACK_SIZE / 1024 / 1024} MiB`);
+  }
+}
 
 export function newConfig(id: string, overrides: Partial<Pick<RepoConfig, 'chunker' | 'packSize' | 'compression'>> = {}): RepoConfig {
   return {

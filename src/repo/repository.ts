@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import { type ChunkerParams, validateChunkerParams } from '../chunker/fastcdc.js';
-import { type KeyFile, type MasterKeys, WrongPassphraseError, generateMasterKeys, parseKeyFile, unwrapMasterKeys, wrapMasterKeys } from '../crypto/keys.js';
+import { type KeyFile, type KeyInfo as KeyFileInfo, type MasterKeys, WrongPassphraseError, currentKeyInfo, generateMasterKeys, parseKeyFile, unwrapMasterKeys, wrapMasterKeys } from '../crypto/keys.js';
 import { hexToId } from '../crypto/ids.js';
 import { RepositoryMissingError, UserError } from '../errors.js';
 import { type Tree, decodeTree, encodeTree } from '../snapshot/tree.js';
@@ -8,7 +8,7 @@ import { type Snapshot, type SnapshotEntry, sortByTime } from '../snapshot/snaps
 import { type Storage, StorageError, collectList, isNotFound } from '../storage/storage.js';
 import { BlobType, DamagedBlobError, openBlob, sealBlob } from './blob.js';
 import { type CompressionMode } from './compression.js';
-import { FORMAT_VERSION, type RepoConfig, newConfig } from './config.js';
+import { FORMAT_VERSION, type RepoConfig, newConfig, validatePackSize } from './config.js';
 import { BlobIndex, type IndexedPack, decodeIndex, encodeIndex } from './index.js';
 import { CONFIG, INDEX, KEYS, SNAPSHOTS, idOf, packName } from './layout.js';
 import { RepoLock } from './lock.js';
@@ -67,12 +67,15 @@ export class Repository {
 
   static async init(storage: Storage, passphrase: string, options: InitOptions = {}): Promise<Repository> {
     if (await Repository.exists(storage)) throw new UserError(`a repository already exists at ${storage.location}`);
-    if (options.chunker) validateChunkerParams(options.chunker);
+    try {
+      if (options.chunker) validateChunkerParams(options.chunker);
+      if (options.packSize !== undefined) validatePackSize(options.packSize);
+    } catch (err) {
+      throw new UserError((err as Error).message);
+    }
     const keys = generateMasterKeys();
     const config = newConfig(crypto.randomBytes(32).toString('hex'), options);
-    const keyId = crypto.randomBytes(32).toString('hex');
-    const keyFile = await wrapMasterKeys(keys, passphrase);
-    await storage.put(`${KEYS}${keyId}`, Buffer.from(JSON.stringify(keyFile, null, 2)), { ifNotExists: true });
+    const keyId = await writeKeyFile(storage, keys, passphrase);
     // The config is written last and only if absent: it is what marks a repository as existing.
     await storage.put(CONFIG, sealJson(keys, CONFIG, config), { ifNotExists: true });
     const repo = new Repository(storage, keys, config, keyId);
@@ -87,13 +90,17 @@ export class Repository {
     }
     const keyNames = (await collectList(storage, KEYS)).map((o) => o.name).filter((n) => idOf(KEYS, n));
     if (keyNames.length === 0) throw new UserError(`repository at ${storage.location} has no key files`);
+    const unusable: string[] = [];
     for (const name of keyNames) {
       let file: KeyFile;
       try {
         file = parseKeyFile(await storage.get(name), name);
       } catch (err) {
         if (isNotFound(err)) continue;
-        throw err;
+        if (err instanceof StorageError) throw err;
+        // A damaged or foreign key file must not lock everyone out: try the others.
+        unusable.push((err as Error).message);
+        continue;
       }
       let keys: MasterKeys;
       try {
@@ -108,6 +115,7 @@ export class Repository {
       }
       return new Repository(storage, keys, config, idOf(KEYS, name)!);
     }
+    if (unusable.length === keyNames.length) throw new UserError(`no usable key file: ${unusable.join('; ')}`);
     throw new WrongPassphraseError();
   }
 
@@ -119,16 +127,21 @@ export class Repository {
       const id = idOf(KEYS, name);
       if (!id) continue;
       const file = parseKeyFile(await this.storage.get(name), name);
-      out.push({ id, current: id === this.keyId, created: file.created, hostname: file.hostname, username: file.username });
+      let info: KeyFileInfo = { created: '', hostname: '?', username: '?' };
+      if (file.info) {
+        try {
+          info = openJson<KeyFileInfo>(this.keys, `${name}#info`, Buffer.from(file.info, 'base64'));
+        } catch {
+          /* info sealed by another repository's keys: list the key anyway */
+        }
+      }
+      out.push({ id, current: id === this.keyId, ...info });
     }
     return out.sort((a, b) => a.created.localeCompare(b.created));
   }
 
-  async addKey(passphrase: string): Promise<string> {
-    const id = crypto.randomBytes(32).toString('hex');
-    const file = await wrapMasterKeys(this.keys, passphrase);
-    await this.storage.put(`${KEYS}${id}`, Buffer.from(JSON.stringify(file, null, 2)), { ifNotExists: true });
-    return id;
+  addKey(passphrase: string): Promise<string> {
+    return writeKeyFile(this.storage, this.keys, passphrase);
   }
 
   /** Remove a key file by ID or unique prefix; the last key cannot be removed. */
@@ -254,6 +267,16 @@ export class Repository {
   async close(): Promise<void> {
     await this.storage.close();
   }
+}
+
+/** Wrap the master keys for a passphrase and store them as a new key file; returns its ID. */
+async function writeKeyFile(storage: Storage, keys: MasterKeys, passphrase: string): Promise<string> {
+  const id = crypto.randomBytes(32).toString('hex');
+  const name = `${KEYS}${id}`;
+  const file = await wrapMasterKeys(keys, passphrase);
+  file.info = sealJson(keys, `${name}#info`, currentKeyInfo()).toString('base64');
+  await storage.put(name, Buffer.from(JSON.stringify(file, null, 2)), { ifNotExists: true });
+  return id;
 }
 
 async function firstObject(storage: Storage): Promise<boolean> {

@@ -36,6 +36,8 @@ export function makeGnarlyTree(root: string, opts: { sparse?: boolean } = {}): v
   fs.writeFileSync(path.join(deep, 'bottom.txt'), 'deep down\n');
   fs.writeFileSync(j('empty-file'), '');
   fs.mkdirSync(j('empty-dir'));
+  // Bytes equal to the tree blob of an empty directory: data and tree IDs must not collide.
+  fs.writeFileSync(j('looks-like-a-tree.json'), '{"nodes":[]}');
   fs.symlinkSync('plain.txt', j('link-relative'));
   fs.symlinkSync('/nonexistent/target/of/a/dangling/link', j('link-dangling'));
   fs.symlinkSync('deep/level0', j('link-to-dir'));
