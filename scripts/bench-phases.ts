@@ -1,0 +1,89 @@
+/**
+ * One timed step of one tool, turned into a result row: run the command under the
+ * RSS meter, flush the disks afterwards (outside the timing), and for a restore,
+ * check the restored tree against the source.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { MARKER } from './bench-data.js';
+import { type CommandSpec, type Measurement, dropCaches, failureNote, measure, syncDisks } from './bench-measure.js';
+import type { ToolAdapter, ToolContext } from './bench-tools.js';
+import type { PhaseResult, Section } from './bench-types.js';
+import { type Manifest, findMarkedRoot, verifyTree } from './bench-verify.js';
+
+export interface PhaseSettings {
+  /** Drop the page cache before each timed command (root only). */
+  cold: boolean;
+  /** Keep restore targets instead of deleting them after verification. */
+  keep: boolean;
+  log: (message: string) => void;
+}
+
+export interface PhaseRun {
+  result: PhaseResult;
+  measurement: Measurement;
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
+/** Run one command as a phase; `bytes` is what the phase processed (for MB/s). */
+export async function timedPhase(
+  spec: CommandSpec,
+  row: { section: Section; tool: string; phase: string; bytes?: number },
+  settings: PhaseSettings,
+): Promise<PhaseRun> {
+  if (settings.cold) dropCaches();
+  settings.log(`  ${row.tool}: ${row.phase} …`);
+  const m = await measure(spec);
+  syncDisks();
+  const result: PhaseResult = { ...row, ok: m.ok, seconds: m.seconds, peakRssKiB: m.peakRssKiB };
+  if (m.ok && row.bytes !== undefined && m.seconds > 0) result.mbPerSec = row.bytes / m.seconds / 1e6;
+  if (!m.ok) result.note = failureNote(m);
+  settings.log(
+    m.ok
+      ? `  ${row.tool}: ${row.phase} took ${m.seconds.toFixed(2)} s` +
+          (result.mbPerSec !== undefined ? ` (${result.mbPerSec.toFixed(1)} MB/s)` : '') +
+          (m.peakRssKiB !== null ? `, peak RSS ${(m.peakRssKiB / 1024).toFixed(0)} MiB` : '')
+      : `  ${row.tool}: ${row.phase} FAILED: ${result.note}`,
+  );
+  return { result, measurement: m };
+}
+
+/** A row for a step that did not run. */
+export function skippedPhase(section: Section, tool: string, phase: string, note: string): PhaseResult {
+  return { section, tool, phase, ok: false, skipped: true, note };
+}
+
+/** Restore the newest snapshot into a fresh directory, time it, and verify it against `manifest`. */
+export async function restorePhase(
+  adapter: ToolAdapter,
+  ctx: ToolContext,
+  section: Section,
+  manifest: Manifest,
+  settings: PhaseSettings,
+): Promise<PhaseResult> {
+  if (!adapter.has('restore')) return skippedPhase(section, adapter.name, 'restore', `${adapter.name} has no restore command yet`);
+  const target = path.join(ctx.dir, 'restore');
+  fs.rmSync(target, { recursive: true, force: true });
+  fs.mkdirSync(target, { recursive: true });
+  const { result } = await timedPhase(adapter.restore(ctx, target), { section, tool: adapter.name, phase: 'restore', bytes: manifest.bytes }, settings);
+  if (result.ok) {
+    const root = findMarkedRoot(target, MARKER);
+    if (!root) {
+      result.ok = false;
+      result.note = `restored tree has no ${MARKER}: nothing restored where expected`;
+    } else {
+      const v = await verifyTree(manifest, root);
+      if (v.ok) result.note = `verified: ${v.files} files, ${mb(v.bytes)}, sizes and SHA-1 equal`;
+      else {
+        result.ok = false;
+        result.note = `restore differs: ${v.problems.join('; ')}`;
+      }
+    }
+    settings.log(`  ${adapter.name}: ${result.note}`);
+  }
+  if (!settings.keep) fs.rmSync(target, { recursive: true, force: true });
+  return result;
+}
