@@ -3,8 +3,8 @@
 # in-memory OSD, one RADOS gateway) listening on 127.0.0.1 only.
 #
 #   scripts/s3-server.sh start    start it (or notice it already answers); prints "ready" when usable
-#   scripts/s3-server.sh stop     kill every daemon this script started and remove its scratch directory,
-#                                 unless other users registered with AEGIS_S3_USER still run (--force: regardless)
+#   scripts/s3-server.sh stop     kill every daemon this script started and remove its scratch directory
+#                                 (with AEGIS_S3_USER: only when no other registered user remains)
 #   scripts/s3-server.sh status   exit 0 when the gateway answers
 #   scripts/s3-server.sh env      print the AWS_* variables a client needs (test credentials)
 #
@@ -14,8 +14,9 @@
 #   AEGIS_S3_ACCESS_KEY / AEGIS_S3_SECRET_KEY   the test user's keys (defaults below: for loopback tests only)
 #   CEPH_ROOT           where the Ceph Debian packages were unpacked with dpkg -x ("" when installed with apt-get)
 #   AEGIS_S3_USER       a process ID that uses the server (the test runner sets its own): start registers it,
-#                       stop unregisters it and stops the server only when no registered process is alive, so
-#                       two test runs on one machine share one server and neither pulls it from under the other.
+#                       stop unregisters it and stops the server only when no other registered process is alive
+#                       and nobody started it by hand, so two test runs on one machine share one server and
+#                       neither pulls it from under the other. Without it, stop stops unconditionally.
 #
 # Auth between the Ceph daemons is off and the pool has one replica: never expose this beyond 127.0.0.1.
 # Packages: `bash scripts/setup.sh --test` installs radosgw, ceph-mon, ceph-osd and ceph-common.
@@ -75,18 +76,19 @@ need() {
   command -v "$1" >/dev/null || { echo "s3-server: $1 is not installed (run: bash scripts/setup.sh --test)" >&2; exit 1; }
 }
 
+# A start without AEGIS_S3_USER (by hand) registers "manual": such a server is only stopped by hand.
 register() {
-  [ -n "${AEGIS_S3_USER:-}" ] || return 0
-  mkdir -p "$USERS" && : >"$USERS/$AEGIS_S3_USER"
+  mkdir -p "$USERS" && : >"$USERS/${AEGIS_S3_USER:-manual}"
 }
 
-# Other registered users whose process still lives.
+# Other registered users whose process still lives ("manual" always counts).
 other_users() {
   local n=0 f pid
   for f in "$USERS"/*; do
     [ -e "$f" ] || continue
     pid=$(basename "$f")
-    if [ "$pid" != "${AEGIS_S3_USER:-}" ] && kill -0 "$pid" 2>/dev/null; then n=$((n + 1)); else rm -f "$f"; fi
+    [ "$pid" = "${AEGIS_S3_USER:-}" ] && continue
+    if [ "$pid" = manual ] || kill -0 "$pid" 2>/dev/null; then n=$((n + 1)); else rm -f "$f"; fi
   done
   echo $n
 }
@@ -179,8 +181,12 @@ CONF
 }
 
 stop() {
-  if [ "${1:-}" != "--force" ]; then
-    [ -n "${AEGIS_S3_USER:-}" ] && rm -f "$USERS/$AEGIS_S3_USER"
+  if [ "${1:-}" != "--force" ] && [ -n "${AEGIS_S3_USER:-}" ]; then
+    if [ ! -e "$USERS/$AEGIS_S3_USER" ]; then
+      say "process $AEGIS_S3_USER is not registered; left as it is"
+      return 0
+    fi
+    rm -f "$USERS/$AEGIS_S3_USER"
     local others
     others=$(other_users)
     if [ "$others" -gt 0 ]; then

@@ -100,7 +100,9 @@ export class CachedStorage implements Storage {
   private readonly background = new Set<Promise<unknown>>();
   private readonly inflight = new Map<string, Promise<Buffer>>();
   private rangeBytes: number | undefined;
+  private sizing: Promise<number> | undefined;
   private evicting: Promise<void> | undefined;
+  private addedDuringEviction = 0;
   private prepared = false;
   private warned = false;
 
@@ -356,8 +358,18 @@ export class CachedStorage implements Storage {
 
   private async storeRange(file: string, data: Buffer): Promise<void> {
     if (!(await this.writeVerified(file, data))) return;
-    if (this.rangeBytes === undefined) this.rangeBytes = await this.rangeBytesOnDisk();
-    else this.rangeBytes += data.length + HASH_BYTES;
+    const size = data.length + HASH_BYTES;
+    if (this.rangeBytes === undefined) {
+      // First store in this process: learn what earlier processes left (one scan, shared).
+      this.sizing ??= this.rangeBytesOnDisk().finally(() => {
+        this.sizing = undefined;
+      });
+      const onDisk = await this.sizing;
+      this.rangeBytes ??= onDisk;
+    } else {
+      this.rangeBytes += size;
+      if (this.evicting) this.addedDuringEviction += size;
+    }
     if (this.rangeBytes > this.maxBytes && !this.evicting) {
       this.evicting = this.evict().finally(() => {
         this.evicting = undefined;
@@ -386,20 +398,31 @@ export class CachedStorage implements Storage {
     return out;
   }
 
-  /** Delete least recently used ranges, data before tree, until 90 % of the budget is left. */
+  /**
+   * Delete least recently used ranges, data before tree, until 90 % of the budget is
+   * left; again if ranges stored meanwhile pushed it over.
+   */
   private async evict(): Promise<void> {
-    const files = await this.scanRanges();
-    let total = files.reduce((s, f) => s + f.size, 0);
     const target = Math.floor(this.maxBytes * 0.9);
-    if (total > this.maxBytes) {
-      files.sort((a, b) => Number(a.tree) - Number(b.tree) || a.mtimeMs - b.mtimeMs);
-      for (const f of files) {
-        if (total <= target) break;
-        await rmQuiet(f.file);
-        total -= f.size;
+    for (;;) {
+      this.addedDuringEviction = 0;
+      const files = await this.scanRanges();
+      let total = files.reduce((s, f) => s + f.size, 0);
+      let removed = 0;
+      if (total > this.maxBytes) {
+        files.sort((a, b) => Number(a.tree) - Number(b.tree) || a.mtimeMs - b.mtimeMs);
+        for (const f of files) {
+          if (total <= target) break;
+          if (await rmQuiet(f.file)) {
+            total -= f.size;
+            removed++;
+          }
+        }
       }
+      // Ranges stored during the scan may be counted twice: an over-estimate only costs a rescan.
+      this.rangeBytes = total + this.addedDuringEviction;
+      if (this.rangeBytes <= this.maxBytes || (removed === 0 && this.addedDuringEviction === 0)) return;
     }
-    this.rangeBytes = total;
   }
 
   private async dropRanges(name: string): Promise<void> {
@@ -426,7 +449,9 @@ export class CachedStorage implements Storage {
         await writeParts(tmp, [data, digest]);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-        // The directory is new, or was deleted under us.
+        // The directory is new, or was deleted under us (then the tag goes back too).
+        this.prepared = false;
+        await this.prepare();
         await fsp.mkdir(dir, { recursive: true });
         await writeParts(tmp, [data, digest]);
       }
@@ -529,6 +554,10 @@ async function touch(file: string): Promise<void> {
   await fsp.utimes(file, t, t);
 }
 
-async function rmQuiet(file: string): Promise<void> {
-  await fsp.rm(file, { force: true }).catch(() => {});
+/** Remove a file if it is there; true unless removing failed. */
+async function rmQuiet(file: string): Promise<boolean> {
+  return fsp.rm(file, { force: true }).then(
+    () => true,
+    () => false,
+  );
 }

@@ -299,7 +299,7 @@ export class S3Storage implements Storage {
         }),
       );
       const declared = res.ContentLength;
-      const body = await readBody(res.Body as AsyncIterable<Uint8Array> | undefined, declared, name);
+      const body = await readBody(res.Body as AsyncIterable<Uint8Array> | undefined, declared, name, this.where());
       if (!range) return body;
       if (res.ContentRange) {
         // 206: the server may return less than asked when the range crosses the end.
@@ -416,10 +416,10 @@ function shortRead(name: string, range: ByteRange, got: number): StorageError {
 }
 
 /** Read a response body whole, failing (transient) when it ends before its declared length. */
-async function readBody(body: AsyncIterable<Uint8Array> | undefined, declared: number | undefined, name: string): Promise<Buffer> {
+async function readBody(body: AsyncIterable<Uint8Array> | undefined, declared: number | undefined, name: string, where: string): Promise<Buffer> {
   if (!body) {
     if (!declared) return Buffer.alloc(0);
-    throw new StorageError('transient', name, `S3 response for ${name} had no body`);
+    throw new StorageError('transient', name, `S3 response for ${name} in ${where} had no body`);
   }
   const chunks: Buffer[] = [];
   let total = 0;
@@ -431,10 +431,10 @@ async function readBody(body: AsyncIterable<Uint8Array> | undefined, declared: n
     }
   } catch (err) {
     const detail = describe(err, statusOf(err), errorCode(err));
-    throw new StorageError('transient', name, `reading ${name} from S3 failed after ${total} of ${declared ?? '?'} bytes: ${detail}`, { cause: err });
+    throw new StorageError('transient', name, `S3 read ${name} in ${where} broke off after ${total} of ${declared ?? '?'} bytes: ${detail}`, { cause: err });
   }
   if (declared !== undefined && total !== declared) {
-    throw new StorageError('transient', name, `S3 response for ${name} was truncated: ${total} of ${declared} bytes`);
+    throw new StorageError('transient', name, `S3 read ${name} in ${where} was truncated: ${total} of ${declared} bytes`);
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
 }
@@ -512,9 +512,17 @@ function isTransient(err: unknown, status: number | undefined, code: string | un
 }
 
 function describe(err: unknown, status: number | undefined, code: string | undefined): string {
-  const e = err as { message?: string };
+  const e = err as { message?: string; code?: string };
   let msg = (e?.message ?? String(err)).split('\n')[0]!.trim();
-  if (msg === 'UnknownError' || msg === '') msg = '';
-  const parts = [status ? String(status) : '', code && code !== msg ? code : '', msg].filter(Boolean);
+  // The SDK's HTTP handler words its timeouts at length; say what happened.
+  const idle = /timed out after (\d+) ms of inactivity/.exec(msg);
+  if (idle) return `no response for ${(Number(idle[1]) / 1000).toFixed(1)} s (s3Timeout)`;
+  const connect = /did not establish a connection with the server within the configured timeout of (\d+) ms/.exec(msg);
+  if (connect) return `could not connect within ${(Number(connect[1]) / 1000).toFixed(1)} s (s3Timeout)`;
+  if (/^(Unknown|UnknownError)$/.test(msg)) msg = '';
+  // Network errors: the errno code (ECONNRESET) says more than the SDK's renaming (TimeoutError).
+  let label = typeof e?.code === 'string' && /^E[A-Z_]+$/.test(e.code) ? e.code : code;
+  if (label === 'Unknown' || (label && msg.includes(label))) label = undefined;
+  const parts = [status ? String(status) : '', label ?? '', msg].filter(Boolean);
   return parts.join(' ') || 'unknown error';
 }

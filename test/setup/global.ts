@@ -24,5 +24,5 @@ type SetupModule = (project: TestProject) => Promise<(() => Promise<void>) | voi
 
 /** Each shared test service adds its starter here. */
 async function setupModules(): Promise<SetupModule[]> {
-  return [];
+  return [(await import('./s3-server.js')).default];
 }
