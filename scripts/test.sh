@@ -4,6 +4,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test || exit 1
+if ! npx --no-install tsc --noEmit -p tsconfig.json; then
+  echo "type errors: fix them before the tests run" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+fi
 report=$(mktemp /tmp/aegis-vitest-XXXXXX.json)
 AEGIS_JSON_REPORT="$report" npx --no-install vitest run "$@"
 status=$?

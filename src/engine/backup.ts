@@ -59,6 +59,12 @@ export interface BackupResult {
 }
 
 const CHECKPOINT_PACKS = 32;
+
+/** How often progress is reported: AEGIS_PROGRESS_INTERVAL_MS, default 250 ms. */
+function progressIntervalMs(): number {
+  const v = Number(process.env.AEGIS_PROGRESS_INTERVAL_MS);
+  return Number.isFinite(v) && v >= 10 ? v : 250;
+}
 /** Entries of one directory examined at once (lstat, cache lookup, queueing reads). */
 const DIR_CONCURRENCY = 32;
 
@@ -199,7 +205,7 @@ class BackupRun {
     this.reads = new Semaphore(pool.size * 4);
     this.compression = opts.compression ?? repo.config.compression;
     if (opts.onProgress) {
-      this.progressTimer = setInterval(() => this.reportProgress(), 250);
+      this.progressTimer = setInterval(() => this.reportProgress(), progressIntervalMs());
       this.progressTimer.unref();
     }
   }

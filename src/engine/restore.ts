@@ -6,6 +6,7 @@ import { keyedId } from '../crypto/ids.js';
 import { InterruptedError, UserError } from '../errors.js';
 import { BlobType, DamagedBlobError } from '../repo/blob.js';
 import { packName } from '../repo/layout.js';
+import { StorageError } from '../storage/storage.js';
 import { type Repository } from '../repo/repository.js';
 import { type TreeNode } from '../snapshot/tree.js';
 import { mapLimit } from '../util/concurrency.js';
@@ -218,15 +219,30 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   timer?.unref();
 
   const failed = new Set<PendingFile>();
+  // A damaged blob fails only the files that need it: they are dropped (no
+  // partial file under a real name), reported by name, and the rest is restored.
+  const failFiles = async (targets: Target[], reason: string) => {
+    for (const t of targets) {
+      if (failed.has(t.file)) continue;
+      failed.add(t.file);
+      warn(`${t.file.entry.path.toString()}: not restored: ${reason}`);
+      const fh = t.file.handle;
+      t.file.handle = undefined;
+      await fh?.close().catch(() => {});
+      await fsp.rm(t.file.tmp, { force: true });
+    }
+  };
   try {
     await mapLimit([...plans.values()], 4, async (plan) => {
       checkAbort();
       for (const range of coalesce(plan)) {
         let data: Buffer;
         try {
-          data = await repo.storage.get(packName(plan.packId), { offset: range.start, length: range.end - range.start });
+          data = await repo.storage.get(packName(plan.packId), { offset: range.start, length: range.end - range.start }, { kind: 'data' });
         } catch (err) {
-          throw new DamagedBlobError(range.blobs[0]![0], `cannot read pack: ${(err as Error).message}`, plan.packId);
+          if (err instanceof StorageError && err.kind === 'transient') throw err;
+          await failFiles(range.blobs.flatMap(([, b]) => b.targets), `pack ${plan.packId.slice(0, 16)} cannot be read: ${(err as Error).message}`);
+          continue;
         }
         await Promise.all(
           range.blobs.map(async ([id, b]) => {
@@ -235,8 +251,9 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
             try {
               plain = await repo.opener.open(BlobType.Data, Buffer.from(id, 'hex'), sealed, plan.packId);
             } catch (err) {
-              const names = [...new Set(b.targets.map((t) => t.file.entry.path.toString()))].join(', ');
-              throw new DamagedBlobError(id, `${(err as Error).message.replace(/^blob \S+ (in pack \S+ )?is damaged: /, '')}; affects ${names}`, plan.packId);
+              if (!(err instanceof DamagedBlobError)) throw err;
+              await failFiles(b.targets, err.message);
+              return;
             }
             const zero = isAllZero(plain);
             for (const t of b.targets) {
@@ -266,6 +283,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     if (timer) clearInterval(timer);
   }
   report();
+  summary.files -= failed.size;
 
   for (const { dest, key } of hardlinkLater) {
     try {
@@ -286,7 +304,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   }
 
   if (opts.verify) {
-    for (const f of verifyList) {
+    for (const f of verifyList.filter((x) => !failed.has(x))) {
       checkAbort();
       await verifyFile(repo, f.dest, f.entry);
       summary.verified++;

@@ -204,7 +204,7 @@ export class Repository {
     if (!loc) throw new DamagedBlobError(id, 'not in the index (missing from the repository)');
     let sealed: Buffer;
     try {
-      sealed = await this.storage.get(packName(loc.packId), { offset: loc.offset, length: loc.length });
+      sealed = await this.storage.get(packName(loc.packId), { offset: loc.offset, length: loc.length }, { kind: type === BlobType.Tree ? 'tree' : 'data' });
     } catch (err) {
       if (isNotFound(err)) throw new DamagedBlobError(id, 'its pack is missing', loc.packId);
       if (err instanceof StorageError && err.kind === 'permanent' && /short read/.test(err.message)) {
