@@ -381,7 +381,7 @@ describe('real HTTP faults between the S3 backend and the RADOS gateway', () => 
     const err = await failure(s.put('snapshots/x', Buffer.from('x')));
     expect(proxy.log.length - before).toBe(1);
     expect(err.kind).toBe('permanent');
-    expect(err.message).toBe(`access denied to bucket "${bucket}" at ${proxy.endpoint} (write snapshots/x); check the credentials' permissions`);
+    expect(err.message).toBe(`access denied to bucket "${bucket}" at ${proxy.endpoint} (write snapshots/x); check the credentials and their permissions`);
   });
 
   it('fails at once with a clear line on a wrong secret or an unknown key, never showing the secret', async () => {

@@ -62,7 +62,7 @@ export class FaultSyntaxError extends UserError {
 /** Durations: a number of `defaultUnit`, or a number with ms, s, m or h. */
 export function parseDuration(value: number | string, defaultUnit: 'ms' | 's' = 's'): number {
   if (typeof value === 'number') {
-    if (!Number.isFinite(value) || value < 0) throw new Error(`invalid duration ${value}`);
+    if (!Number.isFinite(value) || value < 0) throw new Error(`expected a duration (a number of ${defaultUnit === 's' ? 'seconds' : 'milliseconds'}, or e.g. 500ms, 30s, 2m)`);
     return defaultUnit === 's' ? value * 1000 : value;
   }
   const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i.exec(value);
@@ -75,7 +75,7 @@ export function parseDuration(value: number | string, defaultUnit: 'ms' | 's' = 
 /** Sizes: a number of bytes, or a number with K, M, G (powers of 1024; KiB/KB/k accepted alike). */
 export function parseByteSize(value: number | string): number {
   if (typeof value === 'number') {
-    if (!Number.isFinite(value) || value < 0) throw new Error(`invalid size ${value}`);
+    if (!Number.isFinite(value) || value < 0) throw new Error('expected a size (a number of bytes, or e.g. 512MiB, 1GiB)');
     return Math.floor(value);
   }
   const m = /^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)?\s*$/i.exec(value);

@@ -393,7 +393,7 @@ export class S3Storage implements Storage {
     }
     if (code === 'RequestTimeTooSkewed') return make('transient', `S3 says this computer's clock is off (${what}); retrying with corrected time`);
     if (code === 'AccessDenied' || code === 'AllAccessDisabled' || code === 'Forbidden' || status === 403) {
-      return make('permanent', `access denied to ${where} (${op} ${name || 'objects'}); check the credentials' permissions`);
+      return make('permanent', `access denied to ${where} (${op} ${name || 'objects'}); check the credentials and their permissions`);
     }
     if (isCredentialsError(err)) {
       return make('permanent', `no S3 credentials found for ${where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE`);
