@@ -196,7 +196,7 @@ describe.each(backends)('storage contract: $name', (backend) => {
     expect(new Set((await collectList(s, 'index/')).map((o) => o.name))).toEqual(new Set(names));
   });
 
-  it.runIf(backend.s3)('paginates with small pages (s3ListPageSize) without losing or repeating a name', async () => {
+  if (backend.s3) it('paginates with small pages (s3ListPageSize) without losing or repeating a name', async () => {
     const s = await backend.open('pages', { s3ListPageSize: 7 });
     const names = Array.from({ length: 53 }, () => `data/${hex(1)}/${hex(32)}`);
     await putMany(s, names, 16);

@@ -327,8 +327,13 @@ export class CachedStorage implements Storage {
     const sizes = new Map(entries);
     await Promise.all(
       files.map(async (f) => {
-        if (f.startsWith('.tmp-')) return;
         const file = path.join(dir, f);
+        if (f.startsWith('.tmp-')) {
+          // Left by a process that died between writing and renaming; any writer is long done after an hour.
+          const st = await fsp.stat(file).catch(() => undefined);
+          if (st && Date.now() - st.mtimeMs > 3_600_000) await rmQuiet(file);
+          return;
+        }
         const size = sizes.get(prefix + f);
         if (size === undefined) return rmQuiet(file);
         const st = await fsp.stat(file).catch(() => undefined);
