@@ -1,0 +1,348 @@
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { DamagedBlobError } from '../src/repo/blob.js';
+import { type BlobOpener, type Repository } from '../src/repo/repository.js';
+import { WorkerPool } from '../src/workers/pool.js';
+import { BlobCache, DEFAULT_CACHE_BYTES } from './blob-cache.js';
+import { type MountContext } from './context.js';
+import { BlobReadError, OpenFile } from './file.js';
+import { type FsOperations, FuseSession, type Statfs, tuneReadahead } from './fuse.js';
+import { mountAt, recoverStaleMount } from './mounts.js';
+import { Resolver } from './root.js';
+import { type SnapshotFilter, SnapshotSet } from './snapshots-dir.js';
+import { TreeCache } from './tree-cache.js';
+import { type Attr, EINVAL, EISDIR, ENOTDIR, EIO, EROFS, FsError, type Listing, type MountNode, S_IFDIR } from './types.js';
+
+/**
+ * `createMount(repo, mountpoint, options)`: the read-only snapshot file system
+ * (docs/MOUNT.md). It depends on the repository layer and the worker pool only.
+ */
+export interface MountOptions {
+  filter?: SnapshotFilter;
+  /** Views besides snapshots/ (restic-style templates; default hosts/%h/%T, tags/%t/%T, ids/%i). */
+  templates?: string[];
+  /** Chunk cache size in bytes (default 256 MiB). */
+  cacheSize?: number;
+  /** Decoded tree cache, estimated bytes (default 64 MiB). */
+  treeCacheSize?: number;
+  allowOther?: boolean;
+  /** Kernel permission checks against stored owners and modes (default: on with allowOther). */
+  defaultPermissions?: boolean;
+  /** Worker pool for decrypting blobs; one is created (and closed on unmount) if not given. */
+  pool?: WorkerPool;
+  workers?: number;
+  /** Error lines (damaged blobs, unreadable snapshots). Default: stderr. */
+  log?: (message: string) => void;
+  /** Notices (a stale mountpoint recovered). Default: stderr. */
+  notice?: (message: string) => void;
+  /** Background re-read of the snapshot list while the mount is in use (default 30 s). */
+  refreshIntervalMs?: number;
+  /** Kernel entry/attribute cache, seconds (default 60). */
+  entryTimeout?: number;
+  attrTimeout?: number;
+  /** Largest read-ahead window per open file, bytes (default 32 MiB, at most a quarter of the cache). */
+  readAheadMax?: number;
+  /** Kernel read-ahead for the mount, bytes (default 4 MiB). */
+  kernelReadahead?: number;
+  /** How often to check that the mount is still there (default 1 s). */
+  watchIntervalMs?: number;
+  debug?: boolean;
+}
+
+export interface MountStats {
+  snapshots: number;
+  cacheBytes: number;
+  blobHits: number;
+  blobMisses: number;
+  blobsLoaded: number;
+  prefetched: number;
+  treesLoaded: number;
+  openFiles: number;
+}
+
+export interface MountHandle {
+  readonly mountpoint: string;
+  /** Resolves when the file system answers; rejects if it could not be mounted. */
+  readonly ready: Promise<void>;
+  /** Resolves once unmounted, by `unmount()` or from outside (aegis umount, fusermount -u). */
+  readonly closed: Promise<void>;
+  /** Whether a stale mount had to be cleared first. */
+  readonly recoveredStale: boolean;
+  unmount(): Promise<void>;
+  stats(): MountStats;
+}
+
+const O_ACCMODE = 3;
+const O_TRUNC = 0o1000;
+
+export const MIN_CACHE_SIZE = 16 * 1024 * 1024;
+
+class MountFs implements FsOperations {
+  private readonly handles = new Map<number, OpenFile>();
+  private nextFd = 1;
+  private readonly logged = new Set<string>();
+  active = false;
+
+  constructor(
+    private readonly ctx: MountContext,
+    private readonly set: SnapshotSet,
+    private readonly resolver: Resolver,
+    private readonly blobs: BlobCache,
+    private readonly readAheadMax: number,
+    readonly initial: Promise<unknown>,
+  ) {}
+
+  get openFiles(): number {
+    return this.handles.size;
+  }
+
+  private async resolve(p: string): Promise<MountNode> {
+    this.active = true;
+    if (this.set.generation === 0) await this.initial;
+    return this.resolver.resolve(p);
+  }
+
+  getattr(p: string): Attr | Promise<Attr> {
+    this.active = true;
+    const hit = this.resolver.peek(p);
+    if (hit) return hit.attr();
+    return this.resolve(p).then((n) => n.attr());
+  }
+
+  async readdir(p: string): Promise<Listing> {
+    let node = await this.resolve(p);
+    if (node.kind !== 'dir') throw new FsError(ENOTDIR, `${p} is not a directory`);
+    if ((node as { refreshOnList?: boolean }).refreshOnList && (await this.set.refreshIfOlder())) {
+      node = await this.resolve(p);
+      if (node.kind !== 'dir') throw new FsError(ENOTDIR, `${p} is not a directory`);
+    }
+    const l = await node.list();
+    const slash = p.lastIndexOf('/');
+    const parent = p === '/' ? node : this.resolver.peek(slash <= 0 ? '/' : p.slice(0, slash));
+    return {
+      names: ['.', '..', ...l.names],
+      modes: [S_IFDIR, S_IFDIR, ...l.modes],
+      inos: [node.ino, parent?.ino ?? node.ino, ...l.inos],
+    };
+  }
+
+  async readlink(p: string): Promise<string> {
+    const node = await this.resolve(p);
+    if (node.kind !== 'symlink') throw new FsError(EINVAL, `${p} is not a symlink`);
+    return node.target();
+  }
+
+  async open(p: string, flags: number): Promise<number> {
+    if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) throw new FsError(EROFS, 'read-only');
+    const node = await this.resolve(p);
+    if (node.kind === 'dir') throw new FsError(EISDIR, `${p} is a directory`);
+    if (node.kind !== 'file') throw new FsError(EINVAL, `${p} has no data`);
+    const fd = this.nextFd++;
+    if (this.nextFd > 0x7fffffff) this.nextFd = 1;
+    this.handles.set(fd, new OpenFile(node, this.ctx.repo, this.blobs, (m) => this.ctx.log(m), this.readAheadMax));
+    return fd;
+  }
+
+  async read(p: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
+    let file = this.handles.get(fd);
+    if (!file) {
+      const node = await this.resolve(p);
+      if (node.kind !== 'file') throw new FsError(EISDIR, `${p} is not a file`);
+      file = new OpenFile(node, this.ctx.repo, this.blobs, (m) => this.ctx.log(m), this.readAheadMax);
+      this.handles.set(fd, file);
+    }
+    try {
+      return await file.read(buf, len, pos);
+    } catch (err) {
+      if (err instanceof BlobReadError) {
+        const loc = this.ctx.repo.index.get(err.blobId);
+        const key = `${p}\0${err.blobId}`;
+        if (!this.logged.has(key)) {
+          if (this.logged.size > 10_000) this.logged.clear();
+          this.logged.add(key);
+          const cause = err.cause;
+          const what = cause instanceof DamagedBlobError ? 'is damaged' : 'cannot be read';
+          this.ctx.log(`cannot read ${p}: blob ${err.blobId}${loc ? ` in pack ${loc.packId}` : ''} ${what}: ${(cause as Error)?.message ?? String(cause)}`);
+        }
+        throw new FsError(EIO, err.message);
+      }
+      throw err;
+    }
+  }
+
+  release(_p: string, fd: number): void {
+    this.handles.delete(fd);
+  }
+
+  statfs(): Statfs {
+    return {
+      bsize: 128 * 1024,
+      frsize: 4096,
+      blocks: 0,
+      bfree: 0,
+      bavail: 0,
+      files: 0,
+      ffree: 0,
+      favail: 0,
+      fsid: 0,
+      flag: 1, // ST_RDONLY
+      namemax: 255,
+    };
+  }
+}
+
+export function createMount(repo: Repository, mountpoint: string, options: MountOptions = {}): MountHandle {
+  const mnt = path.resolve(mountpoint);
+  const log = options.log ?? ((m: string) => process.stderr.write(`aegis mount: ${m}\n`));
+  const notice = options.notice ?? ((m: string) => process.stderr.write(`${m}\n`));
+  const cacheSize = Math.max(MIN_CACHE_SIZE, options.cacheSize ?? DEFAULT_CACHE_BYTES);
+  const readAheadMax = Math.max(1024 * 1024, Math.min(options.readAheadMax ?? 32 * 1024 * 1024, Math.floor(cacheSize / 4)));
+
+  let session: FuseSession | undefined;
+  let pool: WorkerPool | undefined;
+  let ownPool = false;
+  let savedOpener: BlobOpener | undefined;
+  let watch: NodeJS.Timeout | undefined;
+  let refreshTimer: NodeJS.Timeout | undefined;
+  let recovered = false;
+  let finished = false;
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((r) => (resolveClosed = r));
+
+  const ctx: MountContext = {
+    repo,
+    trees: new TreeCache(repo, { maxBytes: options.treeCacheSize }),
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    log,
+  };
+  const blobs = new BlobCache(repo, { maxBytes: cacheSize });
+  const set = new SnapshotSet(ctx, { filter: options.filter, templates: options.templates });
+  const resolver = new Resolver(set);
+  let fsImpl: MountFs | undefined;
+
+  const cleanup = async (unmountFirst: boolean): Promise<void> => {
+    if (finished) return;
+    finished = true;
+    if (watch) clearInterval(watch);
+    if (refreshTimer) clearInterval(refreshTimer);
+    try {
+      if (unmountFirst && session) await session.unmount();
+    } finally {
+      if (savedOpener) repo.opener = savedOpener;
+      if (ownPool && pool) await pool.close().catch(() => {});
+      resolveClosed();
+    }
+  };
+
+  const ready = (async () => {
+    let existing = await mountAt(mnt);
+    if (existing && (existing.fstype === 'fuse' || existing.fstype.startsWith('fuse.'))) {
+      recovered = await recoverStaleMount(mnt);
+      if (recovered) {
+        notice(`aegis: ${mnt} was left mounted by a process that is gone ("Transport endpoint is not connected"); unmounted it`);
+        existing = await mountAt(mnt);
+      }
+    }
+    if (existing) throw new Error(`${mnt} is already a mount point (${existing.fstype} from ${existing.source}); unmount it first ("aegis umount ${mnt}")`);
+    const st = await fsp.stat(mnt).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') throw new Error(`mountpoint ${mnt} does not exist (create it with mkdir)`);
+      throw err;
+    });
+    if (!st.isDirectory()) throw new Error(`mountpoint ${mnt} is not a directory`);
+    const entries = await fsp.readdir(mnt);
+    if (entries.length > 0) throw new Error(`mountpoint ${mnt} is not empty`);
+
+    pool = options.pool;
+    if (!pool) {
+      pool = new WorkerPool({ keys: repo.keys, chunker: repo.config.chunker, size: options.workers });
+      ownPool = true;
+    }
+    savedOpener = repo.opener;
+    repo.opener = pool.blobOpener();
+
+    // The snapshot list is read while the kernel sets up the mount; the first
+    // request that needs it waits for it.
+    const initial = repo.loadIndex().then(() => set.refresh());
+    initial.catch(() => {});
+    fsImpl = new MountFs(ctx, set, resolver, blobs, readAheadMax, initial);
+    const entryTimeout = options.entryTimeout ?? 60;
+    const attrTimeout = options.attrTimeout ?? 60;
+    const kernelReadahead = options.kernelReadahead ?? 4 * 1024 * 1024;
+    try {
+      session = await FuseSession.mount(
+        mnt,
+        fsImpl,
+        {
+          fsname: `aegis:${repo.storage.location}`,
+          allowOther: options.allowOther,
+          defaultPermissions: options.defaultPermissions ?? Boolean(options.allowOther),
+          entryTimeout,
+          attrTimeout,
+          maxReadahead: kernelReadahead,
+          kernelCache: true,
+          autoUnmount: true,
+          debug: options.debug,
+        },
+        (op, p, err) => log(`${op} ${p}: ${(err as Error)?.message ?? String(err)}`),
+      );
+      await initial;
+    } catch (err) {
+      if (session) await session.unmount().catch(() => {});
+      await cleanup(false);
+      throw err;
+    }
+    await tuneReadahead(mnt, kernelReadahead);
+
+    const watchMs = options.watchIntervalMs ?? 1000;
+    let checking = false;
+    watch = setInterval(() => {
+      if (checking) return;
+      checking = true;
+      mountAt(mnt)
+        .then((m) => {
+          if (!m && !finished) void cleanup(false);
+        })
+        .catch(() => {})
+        .finally(() => (checking = false));
+    }, watchMs);
+    watch.unref();
+    const every = options.refreshIntervalMs ?? 30_000;
+    refreshTimer = setInterval(() => {
+      if (!fsImpl?.active) return;
+      fsImpl.active = false;
+      set.refreshIfOlder(every).catch((err: unknown) => log(`re-reading the snapshot list failed: ${(err as Error).message}`));
+    }, every);
+    refreshTimer.unref();
+  })();
+  ready.catch(() => {});
+
+  return {
+    mountpoint: mnt,
+    ready,
+    closed,
+    get recoveredStale() {
+      return recovered;
+    },
+    unmount: async () => {
+      await ready.catch(() => {});
+      await cleanup(true);
+    },
+    stats: () => ({
+      snapshots: set.snapshots.length,
+      cacheBytes: blobs.size,
+      blobHits: blobs.stats.hits,
+      blobMisses: blobs.stats.misses,
+      blobsLoaded: blobs.stats.loaded,
+      prefetched: blobs.stats.prefetched,
+      treesLoaded: ctx.trees.loads,
+      openFiles: fsImpl?.openFiles ?? 0,
+    }),
+  };
+}
+
+export { DEFAULT_CACHE_BYTES } from './blob-cache.js';
+export { DEFAULT_TEMPLATES, checkTemplate, timeName, type SnapshotFilter } from './snapshots-dir.js';
+export { fusermountUnmount, isStale, mountAt, recoverStaleMount } from './mounts.js';
+export { displayName, decodeName } from './names.js';
+

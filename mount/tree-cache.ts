@@ -1,0 +1,251 @@
+import { LRUCache } from 'lru-cache';
+import { type Repository } from '../src/repo/repository.js';
+import { BlobType, DamagedBlobError } from '../src/repo/blob.js';
+import { type NodeType, type TreeNode, decodeTree } from '../src/snapshot/tree.js';
+import { displayName } from './names.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from './types.js';
+
+/**
+ * Decoded directory listings (tree blobs), kept in an LRU cache bounded by an
+ * estimate of their memory. A tree is decrypted and verified on a worker thread
+ * (repo.opener); big ones are then parsed here in slices of about 256 KiB with a
+ * turn of the event loop between slices, so a directory of 100,000 entries never
+ * stalls other readers for more than a few milliseconds.
+ */
+
+/** One entry of a directory as the mount needs it: compact, no Buffers or bigints. */
+export interface Entry {
+  /** The name as shown (mount/names.ts). */
+  readonly name: string;
+  readonly type: NodeType;
+  /** st_mode with the file-type bits. */
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+  readonly links: number;
+  readonly atimeMs: number;
+  readonly mtimeMs: number;
+  readonly ctimeMs: number;
+  /** `dev:inode` of a non-directory that had several links when backed up. */
+  readonly hardlink?: string;
+  readonly subtree?: string;
+  readonly content?: readonly string[];
+  /** Symlink target as shown, and its length in original bytes. */
+  readonly linkTarget?: string;
+  readonly linkBytes?: number;
+  readonly rdev?: number;
+}
+
+const TYPE_BITS: Record<NodeType, number> = {
+  file: S_IFREG,
+  dir: S_IFDIR,
+  symlink: S_IFLNK,
+  fifo: S_IFIFO,
+  chardev: S_IFCHR,
+  blockdev: S_IFBLK,
+  socket: S_IFSOCK,
+};
+
+function nsToMs(ns: bigint): number {
+  return Number(ns / 1_000_000n);
+}
+
+export function toEntry(n: TreeNode): Entry {
+  const e: {
+    -readonly [K in keyof Entry]: Entry[K];
+  } = {
+    name: displayName(n.name),
+    type: n.type,
+    mode: TYPE_BITS[n.type] | (n.mode & 0o7777),
+    uid: n.uid,
+    gid: n.gid,
+    size: n.type === 'file' ? n.size : 0,
+    links: n.links > 0 ? n.links : 1,
+    atimeMs: nsToMs(n.atimeNs),
+    mtimeMs: nsToMs(n.mtimeNs),
+    ctimeMs: nsToMs(n.ctimeNs),
+  };
+  if (n.type !== 'dir' && n.links > 1) e.hardlink = `${n.dev}:${n.inode}`;
+  if (n.subtree !== undefined) e.subtree = n.subtree;
+  if (n.content !== undefined) e.content = n.content;
+  if (n.linkTarget !== undefined) {
+    e.linkTarget = displayName(n.linkTarget);
+    e.linkBytes = Buffer.byteLength(e.linkTarget, 'utf8');
+    e.size = e.linkBytes;
+  }
+  if (n.rdev !== undefined) e.rdev = n.rdev;
+  return e;
+}
+
+/** A decoded directory: its entries in stored order and a name index. */
+export class LoadedTree {
+  private readonly byName: Map<string, Entry>;
+
+  constructor(
+    readonly id: string,
+    readonly entries: Entry[],
+    /** Estimated memory in bytes, for the cache bound. */
+    readonly bytes: number,
+    byName?: Map<string, Entry>,
+  ) {
+    if (byName) this.byName = byName;
+    else {
+      this.byName = new Map();
+      for (const e of entries) if (!this.byName.has(e.name)) this.byName.set(e.name, e);
+    }
+  }
+
+  get(name: string): Entry | undefined {
+    return this.byName.get(name);
+  }
+}
+
+/** Trees smaller than this are parsed in one go (about a millisecond). */
+const SYNC_LIMIT = 256 * 1024;
+const SLICE = 256 * 1024;
+/** Rough heap cost of one decoded entry beyond its strings. */
+const ENTRY_OVERHEAD = 240;
+
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+function estimate(plainBytes: number, entries: number): number {
+  return plainBytes + entries * ENTRY_OVERHEAD;
+}
+
+/**
+ * Decode a tree blob without blocking the event loop for long. The blob is the
+ * JSON `{"nodes":[…]}` written by src/snapshot/tree.ts; it is cut between
+ * top-level node objects and each slice is parsed by the format's own decoder.
+ * Anything unexpected falls back to decoding it in one piece.
+ */
+export async function decodeTreeSliced(id: string, plain: Buffer): Promise<LoadedTree> {
+  const prefix = Buffer.from('{"nodes":[');
+  const parse = (b: Buffer): TreeNode[] => {
+    try {
+      return decodeTree(b).nodes;
+    } catch (err) {
+      throw new DamagedBlobError(id, `tree does not parse: ${(err as Error).message}`);
+    }
+  };
+  if (plain.length <= SYNC_LIMIT || !plain.subarray(0, prefix.length).equals(prefix)) {
+    const entries = parse(plain).map(toEntry);
+    return new LoadedTree(id, entries, estimate(plain.length, entries.length));
+  }
+  const entries: Entry[] = [];
+  const byName = new Map<string, Entry>();
+  const suffix = Buffer.from(']}');
+  let depth = 0;
+  let inString = false;
+  let escaped = false;
+  let sliceStart = prefix.length;
+  let end = -1;
+  for (let i = prefix.length; i < plain.length; i++) {
+    const c = plain[i]!;
+    if (inString) {
+      if (escaped) escaped = false;
+      else if (c === 0x5c) escaped = true;
+      else if (c === 0x22) inString = false;
+      continue;
+    }
+    if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) depth++;
+    else if (c === 0x7d) depth--;
+    else if (c === 0x5d) {
+      if (depth === 0) {
+        end = i;
+        break;
+      }
+      depth--;
+    } else if (c === 0x2c && depth === 0 && i - sliceStart >= SLICE) {
+      for (const n of parse(Buffer.concat([prefix, plain.subarray(sliceStart, i), suffix]))) {
+        const e = toEntry(n);
+        entries.push(e);
+        if (!byName.has(e.name)) byName.set(e.name, e);
+      }
+      sliceStart = i + 1;
+      await yieldToLoop();
+    }
+  }
+  if (end < 0 || plain.subarray(end).toString('utf8').trim() !== ']}') {
+    const all = parse(plain).map(toEntry);
+    return new LoadedTree(id, all, estimate(plain.length, all.length));
+  }
+  if (end > sliceStart) {
+    for (const n of parse(Buffer.concat([prefix, plain.subarray(sliceStart, end), suffix]))) {
+      const e = toEntry(n);
+      entries.push(e);
+      if (!byName.has(e.name)) byName.set(e.name, e);
+    }
+  }
+  return new LoadedTree(id, entries, estimate(plain.length, entries.length), byName);
+}
+
+const EMPTY = new LoadedTree('', [], 0);
+
+export interface TreeCacheOptions {
+  /** Estimated bytes of decoded trees to keep (default 64 MiB). */
+  maxBytes?: number;
+}
+
+export class TreeCache {
+  private readonly lru: LRUCache<string, LoadedTree>;
+  private readonly loading = new Map<string, Promise<LoadedTree>>();
+  /**
+   * The few trees used last, held even when one is larger than the whole cache,
+   * so that `ls -l` of a huge directory does not decode it once per entry.
+   */
+  private readonly recent: LoadedTree[] = [];
+  loads = 0;
+
+  constructor(private readonly repo: Repository, opts: TreeCacheOptions = {}) {
+    const maxSize = Math.max(1, opts.maxBytes ?? 64 * 1024 * 1024);
+    this.lru = new LRUCache<string, LoadedTree>({ maxSize, sizeCalculation: (t) => Math.max(1, t.bytes) });
+  }
+
+  /** A tree if it is in memory now, without waiting. */
+  peek(id: string): LoadedTree | undefined {
+    if (id === '') return EMPTY;
+    const t = this.lru.get(id) ?? this.recent.find((r) => r.id === id);
+    if (t) this.touch(t);
+    return t;
+  }
+
+  async get(id: string): Promise<LoadedTree> {
+    if (id === '') return EMPTY;
+    const have = this.peek(id);
+    if (have) return have;
+    let p = this.loading.get(id);
+    if (!p) {
+      p = this.load(id);
+      this.loading.set(id, p);
+      p.then(
+        () => this.loading.delete(id),
+        () => this.loading.delete(id),
+      );
+    }
+    return p;
+  }
+
+  private async load(id: string): Promise<LoadedTree> {
+    this.loads++;
+    const plain = await this.repo.loadBlob(BlobType.Tree, id);
+    const tree = await decodeTreeSliced(id, plain);
+    this.lru.set(id, tree);
+    this.touch(tree);
+    return tree;
+  }
+
+  private touch(t: LoadedTree): void {
+    if (this.recent[0] === t) return;
+    const i = this.recent.indexOf(t);
+    if (i >= 0) this.recent.splice(i, 1);
+    this.recent.unshift(t);
+    if (this.recent.length > 2) this.recent.length = 2;
+  }
+
+  clear(): void {
+    this.lru.clear();
+    this.recent.length = 0;
+  }
+}
