@@ -149,9 +149,19 @@ CONF
   # 9>&-: the daemons must not inherit (and keep holding) the start/stop lock.
   ceph-mon -c "$C" -i a >>"$D/log/setup.out" 2>&1 9>&- || fail "ceph-mon did not start"
   local osd
-  osd=$(timeout 60 ceph -c "$C" osd create 2>>"$D/log/setup.out") || fail "the monitor did not answer"
+  # The monitor may take a while on a loaded machine: ask again until it answers (up to 90 s).
+  local osd_uuid
+  osd_uuid=$(cat /proc/sys/kernel/random/uuid)
+  osd=""
+  for _ in $(seq 1 9); do
+    # With a UUID, "osd create" is idempotent: a retry after a lost answer gets the same ID.
+    if osd=$(timeout 10 ceph -c "$C" osd create "$osd_uuid" 2>>"$D/log/setup.out"); then break; fi
+    osd=""
+    kill -0 "$(cat "$D/run/mon.a.pid" 2>/dev/null || echo 0)" 2>/dev/null || fail "the monitor died at start"
+  done
+  [ -n "$osd" ] || fail "the monitor did not answer within 90 s"
   mkdir -p "$D/osd/ceph-$osd"
-  ceph-osd -c "$C" -i "$osd" --mkfs --osd-uuid "$(cat /proc/sys/kernel/random/uuid)" >>"$D/log/setup.out" 2>&1 || fail "ceph-osd --mkfs failed"
+  ceph-osd -c "$C" -i "$osd" --mkfs --osd-uuid "$osd_uuid" >>"$D/log/setup.out" 2>&1 || fail "ceph-osd --mkfs failed"
   ceph-osd -c "$C" -i "$osd" >>"$D/log/setup.out" 2>&1 9>&- || fail "ceph-osd did not start"
   local up=0
   for _ in $(seq 1 120); do
