@@ -85,7 +85,7 @@ describe('damage', () => {
     expect(fs.readdirSync(target).filter((n) => n.startsWith('.aegis-restore-'))).toEqual([]);
     expect(fs.readFileSync(path.join(target, 'intact.bin')).equals(fs.readFileSync(path.join(src, 'intact.bin')))).toBe(true);
     const dump = await ws.run(['dump', 'latest', path.join(src, 'victim.bin')]);
-    expect(dump.code).toBe(1);
+    expect(dump.code, dump.stderr).toBe(1);
     expect(dump.stderr).toMatch(/^aegis: blob [0-9a-f]+ in pack [0-9a-f]+ is damaged/);
   });
 
