@@ -11,7 +11,8 @@ export interface GlobalArgs {
   json?: boolean;
   quiet?: boolean;
   debug?: boolean;
-  noCache?: boolean;
+  /** False with --no-cache. */
+  cache?: boolean;
   s3Region?: string;
   s3Connections?: number;
   s3StorageClass?: string;
@@ -29,7 +30,7 @@ export function repoLocation(args: GlobalArgs): string {
 }
 
 export async function storageFor(args: GlobalArgs): Promise<Storage> {
-  const options: Record<string, unknown> = { noCache: args.noCache };
+  const options: Record<string, unknown> = { noCache: args.cache === false };
   for (const k of ['s3Region', 's3Connections', 's3StorageClass', 's3Sse', 's3SseKmsKeyId', 's3Timeout', 's3PathStyle', 's3CreateBucket'] as const) {
     if (args[k] !== undefined) options[k] = args[k];
   }

@@ -434,5 +434,11 @@ class BackupRun {
     await this.treePacker.flush();
     await this.flushIndex();
     this.cache.commit();
+    // The snapshot may refer only to stored, indexed data: check before it is written.
+    if (!this.opts.dryRun) {
+      for (const id of this.added) {
+        if (!this.repo.index.has(id)) throw new Error(`internal error: blob ${id} was not stored before the snapshot; no snapshot written`);
+      }
+    }
   }
 }

@@ -33,9 +33,12 @@ function processAlive(pid: number): boolean {
   }
 }
 
-export function isStale(lock: LockRecord, now = Date.now()): boolean {
-  if (now - Date.parse(lock.refreshed) > STALE_MS) return true;
+function deadHere(lock: LockRecord): boolean {
   return lock.hostname === os.hostname() && !processAlive(lock.pid);
+}
+
+export function isStale(lock: LockRecord, now = Date.now()): boolean {
+  return now - Date.parse(lock.refreshed) > STALE_MS || deadHere(lock);
 }
 
 export class RepoLock {
@@ -89,7 +92,9 @@ export class RepoLock {
         throw err;
       }
       if (isStale(other)) {
-        if (this.record.exclusive) await this.storage.delete(info.name);
+        // A lock of a dead process on this host is certainly stale: anyone may clear it.
+        // One that merely aged out is cleared only by an exclusive locker.
+        if (this.record.exclusive || deadHere(other)) await this.storage.delete(info.name);
         continue;
       }
       if (other.exclusive || this.record.exclusive) return other;

@@ -64,7 +64,8 @@ export function workspace(name: string): Workspace {
       return r;
     },
     spawn: (args, opts = {}) => spawn(process.execPath, [AEGIS, '-r', repo, ...args], { env: { ...env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] }),
-    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+    // AEGIS_KEEP_TEST_DIRS=1 keeps workspaces for a post-mortem.
+    cleanup: () => (process.env.AEGIS_KEEP_TEST_DIRS ? undefined : rmSync(dir, { recursive: true, force: true })),
   };
   return ws;
 }

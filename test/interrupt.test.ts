@@ -1,0 +1,97 @@
+import { type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Workspace, sh, workspace } from './helpers/cli.js';
+import { deterministicBytes } from './helpers/tree.js';
+
+const FILES = 12;
+const FILE_SIZE = 12 * 1024 * 1024;
+
+/** Resolve when the backup's JSON status says it has read at least `bytes`; reject if it ends first. */
+function whenRead(child: ChildProcess, bytes: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const rl = readline.createInterface({ input: child.stdout! });
+    rl.on('line', (line) => {
+      try {
+        const m = JSON.parse(line);
+        if (m.message_type === 'status' && m.bytes_read >= bytes) {
+          rl.close();
+          resolve();
+        }
+      } catch {
+        /* not JSON */
+      }
+    });
+    child.on('exit', () => reject(new Error('backup finished before the kill point')));
+  });
+}
+
+function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+}
+
+function lastJson(stdout: string): Record<string, any> {
+  return JSON.parse(stdout.trim().split('\n').pop()!);
+}
+
+describe('interrupted backups', () => {
+  let ws: Workspace;
+  let src: string;
+  let small: string;
+  const env = { AEGIS_PROGRESS_INTERVAL_MS: '10' };
+
+  beforeAll(async () => {
+    ws = workspace('interrupt');
+    small = path.join(ws.dir, 'small');
+    fs.mkdirSync(small);
+    fs.writeFileSync(path.join(small, 'keep.txt'), 'the earlier snapshot\n');
+    src = path.join(ws.dir, 'big');
+    fs.mkdirSync(src);
+    for (let i = 0; i < FILES; i++) fs.writeFileSync(path.join(src, `f${i}.bin`), deterministicBytes(`f${i}`, FILE_SIZE));
+    await ws.ok(['init', '--pack-size', '1']);
+    await ws.ok(['backup', small]);
+  });
+  afterAll(() => ws.cleanup());
+
+  it.each([0.1, 0.5, 0.9])('SIGKILL after %s of the data leaves an intact repository, and the rerun reuses uploaded packs', async (fraction) => {
+    const snapshotsBefore = JSON.parse((await ws.ok(['snapshots', '--json'])).stdout).length;
+    const child = ws.spawn(['backup', src, '--json'], { env });
+    const done = exited(child);
+    await whenRead(child, fraction * FILES * FILE_SIZE);
+    child.kill('SIGKILL');
+    expect((await done).signal).toBe('SIGKILL');
+
+    // No snapshot from the killed run; the earlier one restores exactly.
+    expect(JSON.parse((await ws.ok(['snapshots', '--json'])).stdout)).toHaveLength(snapshotsBefore);
+    const target = path.join(ws.dir, `restore-${fraction}`);
+    await ws.ok(['restore', `latest:${small}`, '--path', small, '--target', target, '--verify']);
+    expect((await sh('diff', ['-r', small, target])).code).toBe(0);
+
+    // The stale lock of the killed process does not block, and uploaded data is reused.
+    const rerun = lastJson((await ws.ok(['backup', src, '--json'], { env })).stdout);
+    expect(rerun.data_added).toBeLessThan(FILES * FILE_SIZE);
+    const all = path.join(ws.dir, `restore-all-${fraction}`);
+    await ws.ok(['restore', `latest:${src}`, '--path', src, '--target', all, '--verify']);
+    expect((await sh('diff', ['-r', src, all])).code).toBe(0);
+    // Make the next case back up new data again.
+    for (let i = 0; i < FILES; i++) fs.writeFileSync(path.join(src, `f${i}.bin`), deterministicBytes(`f${i}-${fraction}`, FILE_SIZE));
+  });
+
+  it('SIGINT stops cleanly with exit 130, writes no snapshot, and indexes what was uploaded', async () => {
+    const snapshotsBefore = JSON.parse((await ws.ok(['snapshots', '--json'])).stdout).length;
+    const indexBefore = fs.readdirSync(path.join(ws.repo, 'index')).length;
+    const child = ws.spawn(['backup', src, '--json'], { env });
+    const done = exited(child);
+    await whenRead(child, 0.5 * FILES * FILE_SIZE);
+    child.kill('SIGINT');
+    const { code } = await done;
+    expect(code).toBe(130);
+    expect(JSON.parse((await ws.ok(['snapshots', '--json'])).stdout)).toHaveLength(snapshotsBefore);
+    expect(fs.readdirSync(path.join(ws.repo, 'index')).length).toBeGreaterThan(indexBefore);
+    expect(fs.readdirSync(path.join(ws.repo, 'locks'))).toEqual([]);
+    const rerun = lastJson((await ws.ok(['backup', src, '--json'], { env })).stdout);
+    expect(rerun.data_added).toBeLessThan(FILES * FILE_SIZE);
+  });
+});
