@@ -1,24 +1,37 @@
 import { LRUCache } from 'lru-cache';
-import { BlobType } from '../src/repo/blob.js';
+import { hexToId } from '../src/crypto/ids.js';
+import { BlobType, DamagedBlobError } from '../src/repo/blob.js';
+import { type BlobLocation } from '../src/repo/index.js';
+import { packName } from '../src/repo/layout.js';
 import { type Repository } from '../src/repo/repository.js';
+import { StorageError, isNotFound } from '../src/storage/storage.js';
 
 /**
  * The chunk cache: decrypted, verified data blobs in an LRU cache bounded in
  * bytes, shared by every open file. A blob asked for while it is being fetched
- * joins that fetch. Fetches run through two lanes of one limit: demand reads
- * (a program waiting) always get a slot; read-ahead only takes slots up to its
- * own smaller limit and never queues, so it cannot delay a waiting reader.
+ * joins that fetch.
+ *
+ * A fetch is one byte-range read of a pack. A reader waiting for a blob fetches
+ * just that blob; read-ahead fetches runs of blobs that sit next to each other
+ * in one pack (a file's blobs usually do) with a single range read, then opens
+ * (decrypts, decompresses, verifies) each blob on the worker pool. Range reads
+ * run under one limit with two lanes: a waiting reader always gets the next free
+ * slot; read-ahead only starts when one of its own, smaller, share is free and
+ * never queues, so it cannot delay a reader.
  */
 export interface BlobCacheOptions {
   /** Bytes of plaintext to keep (default 256 MiB). */
   maxBytes?: number;
-  /** Blob loads in flight at once (range read + decrypt on the worker pool). */
+  /** Range reads in flight at once. */
   maxLoads?: number;
   /** Of those, at most this many for read-ahead. */
   maxPrefetch?: number;
+  /** Largest read-ahead range read in bytes (default 8 MiB). */
+  maxRunBytes?: number;
 }
 
 export const DEFAULT_CACHE_BYTES = 256 * 1024 * 1024;
+const MAX_GAP = 256 * 1024;
 
 export class BlobCache {
   private readonly lru: LRUCache<string, Buffer>;
@@ -29,18 +42,30 @@ export class BlobCache {
   readonly maxBytes: number;
   private readonly maxLoads: number;
   private readonly maxPrefetch: number;
+  private readonly maxRunBytes: number;
   /** Counters for tests and the debug log. */
-  readonly stats = { hits: 0, misses: 0, joined: 0, prefetched: 0, loaded: 0, loadedBytes: 0 };
+  readonly stats = { hits: 0, misses: 0, joined: 0, prefetched: 0, loaded: 0, loadedBytes: 0, rangeReads: 0 };
 
-  constructor(private readonly repo: Repository, opts: BlobCacheOptions = {}) {
+  constructor(
+    private readonly repo: Repository,
+    opts: BlobCacheOptions = {},
+  ) {
     this.maxBytes = opts.maxBytes ?? DEFAULT_CACHE_BYTES;
-    this.maxLoads = Math.max(1, opts.maxLoads ?? 12);
-    this.maxPrefetch = Math.max(0, Math.min(this.maxLoads - 1, opts.maxPrefetch ?? 8));
+    this.maxLoads = Math.max(2, opts.maxLoads ?? 12);
+    this.maxPrefetch = Math.max(1, Math.min(this.maxLoads - 1, opts.maxPrefetch ?? 6));
+    this.maxRunBytes = Math.max(1, opts.maxRunBytes ?? 8 * 1024 * 1024);
     this.lru = new LRUCache<string, Buffer>({ maxSize: Math.max(1, this.maxBytes), sizeCalculation: (b) => Math.max(1, b.length) });
   }
 
   has(id: string): boolean {
     return this.lru.has(id) || this.inflight.has(id);
+  }
+
+  /** The plaintext of `id` if it is cached (counts as a hit). */
+  peek(id: string): Buffer | undefined {
+    const hit = this.lru.get(id);
+    if (hit) this.stats.hits++;
+    return hit;
   }
 
   /** The plaintext of data blob `id`: from the cache, a fetch already running, or a new one. */
@@ -56,18 +81,7 @@ export class BlobCache {
       return running;
     }
     this.stats.misses++;
-    return this.start(id, false);
-  }
-
-  /** Start fetching `id` in the background if a read-ahead slot is free. Returns whether it is (or was) underway. */
-  prefetch(id: string): boolean {
-    if (this.lru.has(id) || this.inflight.has(id)) return true;
-    if (this.prefetching >= this.maxPrefetch || this.active >= this.maxLoads) return false;
-    this.stats.prefetched++;
-    this.start(id, true).catch(() => {
-      /* a reader that needs it will fetch again and report the error */
-    });
-    return true;
+    return this.fetch([id], false)[0]!;
   }
 
   /** Read-ahead slots free right now. */
@@ -75,27 +89,96 @@ export class BlobCache {
     return Math.max(0, Math.min(this.maxPrefetch - this.prefetching, this.maxLoads - this.active));
   }
 
-  private start(id: string, prefetch: boolean): Promise<Buffer> {
-    const p = this.load(id, prefetch);
-    this.inflight.set(id, p);
-    const done = () => {
-      if (this.inflight.get(id) === p) this.inflight.delete(id);
-    };
-    p.then(done, done);
-    return p;
+  /**
+   * Start fetching blobs in the background, in order, as far as read-ahead slots
+   * allow. Returns how many of `ids` are now cached or on their way (a prefix).
+   */
+  prefetch(ids: readonly string[]): number {
+    let i = 0;
+    while (i < ids.length) {
+      const id = ids[i]!;
+      if (this.lru.has(id) || this.inflight.has(id)) {
+        i++;
+        continue;
+      }
+      if (this.prefetchRoom() <= 0) break;
+      // A run: blobs stored one after another in the same pack, not yet cached.
+      const first = this.repo.index.get(id);
+      const run = [id];
+      if (first) {
+        let end = first.offset + first.length;
+        for (let j = i + 1; j < ids.length; j++) {
+          const next = this.repo.index.get(ids[j]!);
+          // Small gaps (other files' blobs packed in between) are read and skipped.
+          if (!next || next.packId !== first.packId || next.offset < end || next.offset - end > MAX_GAP || this.has(ids[j]!)) break;
+          if (next.offset + next.length - first.offset > this.maxRunBytes) break;
+          run.push(ids[j]!);
+          end = next.offset + next.length;
+        }
+      }
+      this.stats.prefetched += run.length;
+      for (const p of this.fetch(run, true)) p.catch(() => {});
+      i += run.length;
+    }
+    return i;
   }
 
-  private async load(id: string, prefetch: boolean): Promise<Buffer> {
+  /** One range read for `ids` (consecutive in one pack), then each blob opened. */
+  private fetch(ids: string[], prefetch: boolean): Promise<Buffer>[] {
+    const locs: BlobLocation[] = [];
+    for (const id of ids) {
+      const loc = this.repo.index.get(id);
+      if (!loc) {
+        const p = Promise.reject(new DamagedBlobError(id, 'not in the index (missing from the repository)'));
+        p.catch(() => {});
+        return [p];
+      }
+      locs.push(loc);
+    }
+    const first = locs[0]!;
+    const last = locs[locs.length - 1]!;
+    const length = last.offset + last.length - first.offset;
+    const read = this.readRange(ids[0]!, first.packId, first.offset, length, prefetch);
+    read.catch(() => {});
+    return ids.map((id, k) => {
+      const loc = locs[k]!;
+      const p = read.then(async (buf) => {
+        let sealed = buf;
+        if (locs.length > 1) {
+          // A piece of its own: the worker pool moves whole ArrayBuffers, but would
+          // copy all of a shared one for every view into it.
+          sealed = Buffer.allocUnsafeSlow(loc.length);
+          buf.copy(sealed, 0, loc.offset - first.offset, loc.offset - first.offset + loc.length);
+        }
+        const plain = await this.repo.opener.open(BlobType.Data, hexToId(id), sealed, loc.packId);
+        this.stats.loaded++;
+        this.stats.loadedBytes += plain.length;
+        this.lru.set(id, plain);
+        return plain;
+      });
+      this.inflight.set(id, p);
+      const done = () => {
+        if (this.inflight.get(id) === p) this.inflight.delete(id);
+      };
+      p.then(done, done);
+      return p;
+    });
+  }
+
+  private async readRange(firstId: string, packId: string, offset: number, length: number, prefetch: boolean): Promise<Buffer> {
     if (prefetch) {
       this.prefetching++;
       this.active++;
     } else await this.acquire();
     try {
-      const buf = await this.repo.loadBlob(BlobType.Data, id);
-      this.stats.loaded++;
-      this.stats.loadedBytes += buf.length;
-      this.lru.set(id, buf);
-      return buf;
+      this.stats.rangeReads++;
+      return await this.repo.storage.get(packName(packId), { offset, length }, { kind: 'data' });
+    } catch (err) {
+      if (isNotFound(err)) throw new DamagedBlobError(firstId, 'its pack is missing', packId);
+      if (err instanceof StorageError && err.kind === 'permanent' && /short read/.test(err.message)) {
+        throw new DamagedBlobError(firstId, 'its pack is truncated', packId);
+      }
+      throw err;
     } finally {
       if (prefetch) this.prefetching--;
       this.release();
@@ -112,7 +195,7 @@ export class BlobCache {
 
   private release(): void {
     const next = this.waiting.shift();
-    if (next) next(); // the slot passes straight to a waiting demand read
+    if (next) next(); // the slot passes straight to a waiting reader
     else this.active--;
   }
 

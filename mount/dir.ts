@@ -34,6 +34,14 @@ export class TreeDir implements DirNode {
     return e ? nodeForEntry(this.ctx, this, e) : undefined;
   }
 
+  /** The child if this directory's tree is in memory now: undefined if absent, null if unknown without I/O. */
+  lookupNow(name: string): MountNode | undefined | null {
+    const tree = this.ctx.trees.peek(this.treeId);
+    if (!tree) return null;
+    const e = tree.get(name);
+    return e ? nodeForEntry(this.ctx, this, e) : undefined;
+  }
+
   async list(): Promise<Listing> {
     const tree = await this.ctx.trees.get(this.treeId);
     const n = tree.entries.length;

@@ -60,8 +60,36 @@ export class OpenFile {
     return lo;
   }
 
-  /** Copy up to `len` bytes at `pos` into `out`; returns the number of bytes copied. */
-  async read(out: Buffer, len: number, pos: number): Promise<number> {
+  /**
+   * Copy up to `len` bytes at `pos` into `out` and return how many: at once when
+   * every blob needed is in the cache (the common case for sequential reads),
+   * otherwise after fetching what is missing.
+   */
+  read(out: Buffer, len: number, pos: number): number | Promise<number> {
+    const size = this.node.size;
+    if (pos >= size || len <= 0) return 0;
+    const end = Math.min(size, pos + len);
+    if (pos >= this.starts[this.known]!) return this.readAsync(out, len, pos);
+    const first = this.blobAt(pos);
+    const ids = this.node.content;
+    // Fast path: one or two cached blobs, no promises.
+    let b = first;
+    let copied = 0;
+    while (b < this.known && this.starts[b]! < end) {
+      const buf = this.cache.peek(ids[b]!);
+      if (!buf || buf.length !== this.starts[b + 1]! - this.starts[b]!) return this.readAsync(out, len, pos);
+      const from = pos + copied - this.starts[b]!;
+      const n = Math.min(buf.length - from, end - (pos + copied));
+      buf.copy(out, copied, from, from + n);
+      copied += n;
+      b++;
+    }
+    if (copied < end - pos) return this.readAsync(out, len, pos);
+    this.prefetch(pos, end - pos);
+    return copied;
+  }
+
+  private async readAsync(out: Buffer, len: number, pos: number): Promise<number> {
     const size = this.node.size;
     if (pos >= size || len <= 0) return 0;
     const end = Math.min(size, pos + len);
@@ -112,17 +140,12 @@ export class OpenFile {
   private prefetch(pos: number, len: number): void {
     const range = this.readAhead.onRead(pos, len, Math.min(this.node.size, this.starts[this.known]!));
     if (!range) return;
-    const ids = this.node.content;
-    let b = this.blobAt(range.from);
-    let room = this.cache.prefetchRoom();
-    for (; b < this.known && this.starts[b]! < range.to; b++) {
-      const id = ids[b]!;
-      if (this.cache.has(id)) continue;
-      if (room <= 0 || !this.cache.prefetch(id)) break;
-      room--;
-    }
-    // Everything before blob b is cached or on its way.
-    this.readAhead.requestedTo = b < this.known ? this.starts[b]! : this.starts[this.known]!;
+    const first = this.blobAt(range.from);
+    let last = first;
+    while (last < this.known && this.starts[last]! < range.to) last++;
+    const started = this.cache.prefetch(this.node.content.slice(first, last));
+    // Everything before blob first+started is cached or on its way.
+    this.readAhead.requestedTo = this.starts[Math.min(this.known, first + started)]!;
   }
 }
 

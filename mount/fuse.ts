@@ -37,7 +37,7 @@ export interface FsOperations {
   readdir(path: string): Promise<Listing>;
   readlink(path: string): Promise<string>;
   open(path: string, flags: number): Promise<number>;
-  read(path: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number>;
+  read(path: string, fd: number, buf: Buffer, len: number, pos: number): number | Promise<number>;
   release(path: string, fd: number): void | Promise<void>;
   statfs(path: string): Statfs;
 }
@@ -123,7 +123,7 @@ function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
 export const opCounts: Record<string, number> = {};
 const TRACE = process.env.AEGIS_MOUNT_TRACE === '1';
 function operations(fs: FsOperations, report: ErrorReporter): FuseOperations {
-  if (TRACE) setInterval(() => process.stderr.write(`ops ${JSON.stringify(opCounts)}\n`), 2000).unref();
+  if (TRACE) setInterval(() => process.stderr.write(`ops ${JSON.stringify(opCounts)} mem ${JSON.stringify(Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 1048576)])))}\n`), 2000).unref();
   const rofs = (...args: unknown[]) => (args[args.length - 1] as (e: number) => void)(-EROFS);
   return {
     getattr(p, cb) {
@@ -163,10 +163,14 @@ function operations(fs: FsOperations, report: ErrorReporter): FuseOperations {
     },
     read(p, fd, buf, len, pos, cb) {
       if (TRACE) opCounts.read = (opCounts.read ?? 0) + 1;
-      fs.read(p, fd, buf, len, pos).then(
-        (n) => cb(n),
-        (err) => cb(errnoOf(err, 'read', p, report)),
-      );
+      let r: number | Promise<number>;
+      try {
+        r = fs.read(p, fd, buf, len, pos);
+      } catch (err) {
+        return cb(errnoOf(err, 'read', p, report));
+      }
+      if (isPromise(r)) r.then((n) => cb(n), (err) => cb(errnoOf(err, 'read', p, report)));
+      else cb(r);
     },
     release(p, fd, cb) {
       try {

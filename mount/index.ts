@@ -11,7 +11,7 @@ import { mountAt, recoverStaleMount } from './mounts.js';
 import { Resolver } from './root.js';
 import { type SnapshotFilter, SnapshotSet } from './snapshots-dir.js';
 import { TreeCache } from './tree-cache.js';
-import { type Attr, EINVAL, EISDIR, ENOTDIR, EIO, EROFS, FsError, type Listing, type MountNode, S_IFDIR } from './types.js';
+import { type Attr, EINVAL, EISDIR, ENOENT, ENOTDIR, EIO, EROFS, FsError, type Listing, type MountNode, S_IFDIR } from './types.js';
 
 /**
  * `createMount(repo, mountpoint, options)`: the read-only snapshot file system
@@ -104,8 +104,11 @@ class MountFs implements FsOperations {
 
   getattr(p: string): Attr | Promise<Attr> {
     this.active = true;
-    const hit = this.resolver.peek(p);
-    if (hit) return hit.attr();
+    if (this.set.generation > 0) {
+      const now = this.resolver.resolveNow(p);
+      if (now) return now.attr();
+      if (now === undefined) throw new FsError(ENOENT, `${p} does not exist`);
+    }
     return this.resolve(p).then((n) => n.attr());
   }
 
@@ -143,31 +146,43 @@ class MountFs implements FsOperations {
     return fd;
   }
 
-  async read(p: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
-    let file = this.handles.get(fd);
-    if (!file) {
-      const node = await this.resolve(p);
-      if (node.kind !== 'file') throw new FsError(EISDIR, `${p} is not a file`);
-      file = new OpenFile(node, this.ctx.repo, this.blobs, (m) => this.ctx.log(m), this.readAheadMax);
-      this.handles.set(fd, file);
+  read(p: string, fd: number, buf: Buffer, len: number, pos: number): number | Promise<number> {
+    const file = this.handles.get(fd);
+    if (file) {
+      const r = file.read(buf, len, pos);
+      return typeof r === 'number' ? r : r.catch((err: unknown) => this.readFailed(p, err));
     }
+    return this.readUnopened(p, fd, buf, len, pos);
+  }
+
+  /** A read on a handle we do not know (cannot happen with libfuse; handled anyway). */
+  private async readUnopened(p: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
+    const node = await this.resolve(p);
+    if (node.kind !== 'file') throw new FsError(EISDIR, `${p} is not a file`);
+    const file = new OpenFile(node, this.ctx.repo, this.blobs, (m) => this.ctx.log(m), this.readAheadMax);
+    this.handles.set(fd, file);
     try {
       return await file.read(buf, len, pos);
     } catch (err) {
-      if (err instanceof BlobReadError) {
-        const loc = this.ctx.repo.index.get(err.blobId);
-        const key = `${p}\0${err.blobId}`;
-        if (!this.logged.has(key)) {
-          if (this.logged.size > 10_000) this.logged.clear();
-          this.logged.add(key);
-          const cause = err.cause;
-          const what = cause instanceof DamagedBlobError ? 'is damaged' : 'cannot be read';
-          this.ctx.log(`cannot read ${p}: blob ${err.blobId}${loc ? ` in pack ${loc.packId}` : ''} ${what}: ${(cause as Error)?.message ?? String(cause)}`);
-        }
-        throw new FsError(EIO, err.message);
-      }
-      throw err;
+      return this.readFailed(p, err);
     }
+  }
+
+  /** Map a failed read to EIO, with one log line per file and blob naming both. */
+  private readFailed(p: string, err: unknown): never {
+    if (err instanceof BlobReadError) {
+      const loc = this.ctx.repo.index.get(err.blobId);
+      const key = `${p}\0${err.blobId}`;
+      if (!this.logged.has(key)) {
+        if (this.logged.size > 10_000) this.logged.clear();
+        this.logged.add(key);
+        const cause = err.cause;
+        const what = cause instanceof DamagedBlobError ? 'is damaged' : 'cannot be read';
+        this.ctx.log(`cannot read ${p}: blob ${err.blobId}${loc ? ` in pack ${loc.packId}` : ''} ${what}: ${(cause as Error)?.message ?? String(cause)}`);
+      }
+      throw new FsError(EIO, err.message);
+    }
+    throw err;
   }
 
   release(_p: string, fd: number): void {
@@ -220,6 +235,7 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
   const set = new SnapshotSet(ctx, { filter: options.filter, templates: options.templates });
   const resolver = new Resolver(set);
   let fsImpl: MountFs | undefined;
+  const reported = new Set<string>();
 
   const cleanup = async (unmountFirst: boolean): Promise<void> => {
     if (finished) return;
@@ -284,7 +300,14 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
           autoUnmount: true,
           debug: options.debug,
         },
-        (op, p, err) => log(`${op} ${p}: ${(err as Error)?.message ?? String(err)}`),
+        (op, p, err) => {
+          // One line per distinct failure: a file manager retrying must not flood the log.
+          const line = `${op} ${p}: ${(err as Error)?.message ?? String(err)}`;
+          if (reported.has(line)) return;
+          if (reported.size > 10_000) reported.clear();
+          reported.add(line);
+          log(line);
+        },
       );
       await initial;
     } catch (err) {

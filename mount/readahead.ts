@@ -43,6 +43,11 @@ export class ReadAhead {
       return undefined;
     }
     this.frontier = Math.max(this.frontier, end);
+    const ahead = this.requestedTo - this.frontier;
+    // Like the kernel's async read-ahead: ask for more only when less than half
+    // a window is left ahead of the reader, then a whole batch at once (so that
+    // neighbouring blobs can share one range read).
+    if (this.window > 0 && ahead >= this.window / 2) return undefined;
     this.window = this.window === 0 ? this.min : Math.min(this.max, this.window * 2);
     const from = Math.max(this.frontier, this.requestedTo);
     const to = Math.min(fileSize, this.frontier + this.window);

@@ -49,6 +49,23 @@ export class Resolver {
     return this.cache.get(path);
   }
 
+  /**
+   * The node at `path` without I/O when its parent is cached and can answer at
+   * once (the common case for `ls -l`: the directory was just listed).
+   * undefined: not there; null: needs the async path.
+   */
+  resolveNow(path: string): MountNode | undefined | null {
+    const hit = this.peek(path);
+    if (hit) return hit;
+    const slash = path.lastIndexOf('/');
+    if (slash < 0) return null;
+    const parent = this.peek(slash === 0 ? '/' : path.slice(0, slash));
+    if (!parent || parent.kind !== 'dir' || !parent.lookupNow) return null;
+    const child = parent.lookupNow(path.slice(slash + 1));
+    if (child && child.kind === 'dir') this.cache.set(path, child);
+    return child;
+  }
+
   async resolve(path: string): Promise<MountNode> {
     const hit = this.peek(path);
     if (hit) return hit;
@@ -61,7 +78,8 @@ export class Resolver {
     const generation = this.generation;
     const child = await parent.lookup(name);
     if (!child) throw new FsError(ENOENT, `${path} does not exist`);
-    if (generation === this.set.generation) this.cache.set(path, child);
+    // Directories are cached; anything else is rebuilt from its (cached) parent's tree on demand.
+    if (generation === this.set.generation && child.kind === 'dir') this.cache.set(path, child);
     return child;
   }
 

@@ -135,6 +135,10 @@ export class VirtualDir implements DirNode {
     return this.children.get(name);
   }
 
+  lookupNow(name: string): MountNode | undefined {
+    return this.children.get(name);
+  }
+
   async list(): Promise<Listing> {
     const names = [...this.children.keys()].sort();
     return {

@@ -183,6 +183,18 @@ export async function decodeTreeSliced(id: string, plain: Buffer): Promise<Loade
 
 const EMPTY = new LoadedTree('', [], 0);
 
+/** A directory listing that cannot be read: the whole directory answers EIO. */
+export class TreeDamagedError extends Error {
+  constructor(
+    readonly blobId: string,
+    readonly packId: string | undefined,
+    detail: string,
+  ) {
+    super(`tree blob ${blobId}${packId ? ` in pack ${packId}` : ''} is damaged: ${detail}`);
+    this.name = 'TreeDamagedError';
+  }
+}
+
 export interface TreeCacheOptions {
   /** Estimated bytes of decoded trees to keep (default 64 MiB). */
   maxBytes?: number;
@@ -229,8 +241,17 @@ export class TreeCache {
 
   private async load(id: string): Promise<LoadedTree> {
     this.loads++;
-    const plain = await this.repo.loadBlob(BlobType.Tree, id);
-    const tree = await decodeTreeSliced(id, plain);
+    let tree: LoadedTree;
+    try {
+      tree = await decodeTreeSliced(id, await this.repo.loadBlob(BlobType.Tree, id));
+    } catch (err) {
+      if (err instanceof DamagedBlobError) {
+        // Name the blob and pack in full for the log line (the error's own message abbreviates them).
+        const detail = err.message.replace(/^blob \S+( in pack \S+)? is damaged: /, '');
+        throw new TreeDamagedError(id, this.repo.index.get(id)?.packId, detail);
+      }
+      throw err;
+    }
     this.lru.set(id, tree);
     this.touch(tree);
     return tree;

@@ -33,6 +33,8 @@ export interface DirNode extends BaseNode {
   readonly kind: 'dir';
   /** The child called `name`, or undefined. May load a tree blob. */
   lookup(name: string): Promise<MountNode | undefined>;
+  /** Optional fast path: the child without waiting (undefined: absent; null: needs I/O, use lookup). */
+  lookupNow?(name: string): MountNode | undefined | null;
   list(): Promise<Listing>;
 }
 
