@@ -7,6 +7,8 @@
  * The hash is 32 bits wide, shifted left one bit per byte, so it depends on the
  * last 32 bytes; the masks test its top bits, which carry the most history.
  */
+import { nativeSyscalls } from '../native/syscalls.js';
+
 export interface ChunkerParams {
   min: number;
   avg: number;
@@ -30,12 +32,14 @@ function topBitsMask(bits: number): number {
 export class Chunker {
   private readonly maskStrict: number;
   private readonly maskLoose: number;
+  private readonly native = nativeSyscalls()?.fastcdcCut;
 
-  constructor(private readonly gear: Int32Array, readonly params: ChunkerParams) {
+  constructor(private readonly gear: Int32Array, readonly params: ChunkerParams, opts: { native?: boolean } = {}) {
     validateChunkerParams(params);
     const bits = Math.round(Math.log2(params.avg));
     this.maskStrict = topBitsMask(bits + 2);
     this.maskLoose = topBitsMask(bits - 2);
+    if (opts.native === false) this.native = undefined;
   }
 
   /**
@@ -45,6 +49,9 @@ export class Chunker {
    */
   cut(buf: Uint8Array, start: number, end: number): number {
     const { min, avg, max } = this.params;
+    // The native loop (native/aegis_native.c) computes exactly the same cut; the
+    // JavaScript below is the reference and the fallback.
+    if (this.native) return this.native(buf, start, end, this.gear, min, avg, max, this.maskStrict, this.maskLoose);
     let n = end - start;
     if (n <= min) return n;
     if (n > max) n = max;

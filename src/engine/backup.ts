@@ -1,4 +1,7 @@
-import { promises as fsp, type BigIntStats } from 'node:fs';
+// Metadata calls are synchronous on purpose: from the dentry cache they take a
+// microsecond or two, while each promise-based call is a round trip through
+// libuv's four-thread pool (measured: 1.2 s of a 30,000-file backup).
+import fs, { promises as fsp, type BigIntStats } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { UserError, InterruptedError } from '../errors.js';
@@ -11,11 +14,12 @@ import { type BackupSummary, type Snapshot } from '../snapshot/snapshot.js';
 import { type TreeNode, compareNames } from '../snapshot/tree.js';
 import { FileCache } from '../state/filecache.js';
 import { openStateDb } from '../state/statedb.js';
-import { FileReadError, WorkerPool } from '../workers/pool.js';
+import { type FinishedPack, FileReadError, WorkerPool } from '../workers/pool.js';
+import { packName } from '../repo/layout.js';
 import { ExcludeMatcher } from './excludes.js';
 import { nodeFromStat, nodeType } from './fsmeta.js';
 import { adoptUnindexedPacks } from './orphans.js';
-import { findParent } from './snapshots.js';
+import { findParent, resolveSnapshot } from './snapshots.js';
 import { VERSION } from '../version.js';
 import { Semaphore, mapLimit } from '../util/concurrency.js';
 
@@ -46,8 +50,14 @@ export interface BackupProgress {
 }
 
 export interface BackupWarning {
+  /** The path decoded as UTF-8 (names that are not valid UTF-8 get U+FFFD). */
   path: string;
+  /** The path's exact bytes, for display with escapes. */
+  rawPath: Buffer;
   kind: 'unreadable' | 'vanished' | 'changed';
+  /** What happened, without the path: "permission denied". */
+  reason: string;
+  /** `path: reason`. */
   message: string;
 }
 
@@ -83,10 +93,18 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     await repo.loadIndex();
     if (!opts.dryRun) await adoptUnindexedPacks(repo);
     const hostname = opts.host ?? os.hostname();
-    const parent = opts.parent ?? (await findParent(repo, hostname, absPaths))?.id;
+    const parent = opts.parent !== undefined ? (await resolveSnapshot(repo, opts.parent)).id : (await findParent(repo, hostname, absPaths))?.id;
 
-    pool = new WorkerPool({ keys: repo.keys, chunker: repo.config.chunker, size: opts.threads, knownIds: keysOf(repo) });
-    const run = new BackupRun(repo, pool, new FileCache(db, repo.config.id), opts, parent !== undefined);
+    let run: BackupRun | undefined;
+    pool = new WorkerPool({
+      keys: repo.keys,
+      chunker: repo.config.chunker,
+      size: opts.threads,
+      knownIds: keysOf(repo),
+      packSize: repo.config.packSize,
+      onPack: (pack) => run!.storeDataPack(pack),
+    });
+    run = new BackupRun(repo, pool, new FileCache(db, repo.config.id), opts, parent !== undefined);
     let root: string;
     try {
       root = await run.buildRoot(absPaths);
@@ -141,6 +159,12 @@ async function resolvePaths(paths: string[]): Promise<string[]> {
   return out.sort();
 }
 
+/** "EACCES: permission denied, open '/x'" → "permission denied": the path is reported on its own. */
+function describeFsError(err: unknown): string {
+  const m = /^[A-Z0-9_]+: (.*?), \w+ '/s.exec((err as Error).message);
+  return m ? m[1]! : (err as Error).message;
+}
+
 function safeUser(): string {
   try {
     return os.userInfo().username;
@@ -175,7 +199,6 @@ class BackupRun {
     files_read: 0,
     errors: 0,
   };
-  private readonly dataPacker: Packer;
   private readonly treePacker: Packer;
   private readonly added = new Set<string>();
   private readonly indexQueue: IndexedPack[] = [];
@@ -183,6 +206,7 @@ class BackupRun {
   private readonly compression: CompressionMode;
   /** dev:inode → content of a hardlinked file already read in this run. */
   private readonly hardlinks = new Map<string, Promise<{ content: string[]; size: number } | undefined>>();
+  private readonly onStored: (pack: IndexedPack) => Promise<void>;
   /** Files being read at once: enough to keep every worker busy, few enough to bound memory. */
   private readonly reads: Semaphore;
   private progressTimer: NodeJS.Timeout | undefined;
@@ -199,7 +223,7 @@ class BackupRun {
       this.indexQueue.push(pack);
       if (this.indexQueue.length >= CHECKPOINT_PACKS) await this.flushIndex();
     };
-    this.dataPacker = repo.newPacker(onStored);
+    this.onStored = onStored;
     this.treePacker = repo.newPacker(onStored, 1);
     this.excludes = new ExcludeMatcher(opts.excludes ?? []);
     this.reads = new Semaphore(pool.size * 4);
@@ -224,8 +248,8 @@ class BackupRun {
     if (this.opts.signal?.aborted) throw new InterruptedError();
   }
 
-  private warn(p: Buffer, kind: BackupWarning['kind'], message: string): void {
-    const w = { path: p.toString('utf8'), kind, message };
+  private warn(p: Buffer, kind: BackupWarning['kind'], reason: string): void {
+    const w = { path: p.toString('utf8'), rawPath: p, kind, reason, message: `${p.toString('utf8')}: ${reason}` };
     if (kind !== 'changed') this.summary.errors++;
     this.warnings.push(w);
     this.opts.onWarning?.(w);
@@ -236,20 +260,27 @@ class BackupRun {
     if (!this.opts.dryRun) await this.repo.writeIndex(packs);
   }
 
-  /** Store a new blob once per run and once per repository. */
-  private async storeBlob(packer: Packer, type: BlobType, id: Buffer, sealed: Buffer, rawLength: number): Promise<void> {
+  /** A pack of new data blobs assembled by a worker thread: store it, then index it. */
+  async storeDataPack(pack: FinishedPack): Promise<void> {
+    for (const b of pack.blobs) {
+      this.added.add(b.id.toString('hex'));
+      this.summary.data_blobs++;
+      this.summary.data_added += b.rawLength;
+      this.summary.data_added_packed += b.length;
+    }
+    if (this.opts.dryRun) return;
+    await this.repo.storage.put(packName(pack.packId), pack.data);
+    await this.onStored({ packId: pack.packId, blobs: pack.blobs });
+  }
+
+  /** Store a new tree blob once per run and once per repository. */
+  private async storeTree(id: Buffer, sealed: Buffer, rawLength: number): Promise<void> {
     const hex = id.toString('hex');
     if (this.added.has(hex) || this.repo.index.has(hex)) return;
     this.added.add(hex);
-    if (type === BlobType.Data) {
-      this.summary.data_blobs++;
-      this.summary.data_added += rawLength;
-      this.summary.data_added_packed += sealed.length;
-    } else {
-      this.summary.tree_blobs++;
-    }
+    this.summary.tree_blobs++;
     if (this.opts.dryRun) return;
-    await packer.add(type, id, sealed, rawLength);
+    await this.treePacker.add(BlobType.Tree, id, sealed, rawLength);
   }
 
   async buildRoot(absPaths: string[]): Promise<string> {
@@ -268,7 +299,7 @@ class BackupRun {
     }
     if (trie.whole) {
       // Backing up "/" itself.
-      const rootNode = await this.saveDir(Buffer.from('/'), await fsp.lstat('/', { bigint: true }));
+      const rootNode = await this.saveDir(Buffer.from('/'), fs.lstatSync('/', { bigint: true }));
       return rootNode?.subtree ?? this.saveTree([]);
     }
     return this.saveTrie(Buffer.alloc(0), trie);
@@ -281,7 +312,7 @@ class BackupRun {
       const childPath = Buffer.concat([dirPath, Buffer.from('/' + name)]);
       // A backed-up path is recorded as it is (a symlink stays a symlink); the
       // directories leading to it are followed, so /var -> /private/var reads as a directory.
-      const st = child.whole ? await fsp.lstat(childPath, { bigint: true }) : await fsp.stat(childPath, { bigint: true });
+      const st = child.whole ? fs.lstatSync(childPath, { bigint: true }) : fs.statSync(childPath, { bigint: true });
       if (child.whole) {
         const node = await this.saveEntry(childPath, Buffer.from(name), st);
         if (node) nodes.push(node);
@@ -302,7 +333,7 @@ class BackupRun {
     if (this.repo.index.has(hex) || this.added.has(hex)) this.summary.dirs_unmodified++;
     else if (this.hasParent) this.summary.dirs_changed++;
     else this.summary.dirs_new++;
-    await this.storeBlob(this.treePacker, BlobType.Tree, id, sealed, rawLength);
+    await this.storeTree(id, sealed, rawLength);
     return hex;
   }
 
@@ -314,7 +345,7 @@ class BackupRun {
     const node = nodeFromStat(name, st, type);
     if (type === 'symlink') {
       try {
-        node.linkTarget = (await fsp.readlink(p, { encoding: 'buffer' })) as Buffer;
+        node.linkTarget = fs.readlinkSync(p, { encoding: 'buffer' });
       } catch (err) {
         this.fileError(p, err);
         return undefined;
@@ -331,8 +362,8 @@ class BackupRun {
 
   private fileError(p: Buffer, err: unknown): void {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') this.warn(p, 'vanished', `${p.toString()}: vanished during backup`);
-    else this.warn(p, 'unreadable', `${p.toString()}: ${(err as Error).message}`);
+    if (code === 'ENOENT') this.warn(p, 'vanished', 'vanished during backup');
+    else this.warn(p, 'unreadable', describeFsError(err));
   }
 
   private async saveFileContent(p: Buffer, st: BigIntStats): Promise<{ content: string[]; size: number } | undefined> {
@@ -358,9 +389,8 @@ class BackupRun {
       result = await this.reads.with(() => {
         this.checkAbort();
         this.current = p.toString();
-        return this.pool.chunkFile(p, this.compression, (blob) =>
-          this.storeBlob(this.dataPacker, BlobType.Data, blob.id, blob.sealed, blob.rawLength),
-        );
+        if (this.pool.packFailure) throw this.pool.packFailure;
+        return this.pool.chunkFile(p, this.compression);
       });
     } catch (err) {
       if (err instanceof FileReadError) {
@@ -375,7 +405,7 @@ class BackupRun {
     this.summary.files_read++;
     this.summary.bytes_read += result.size;
     this.summary.total_bytes_processed += result.size;
-    if (result.changed) this.warn(p, 'changed', `${p.toString()}: changed while being read; the snapshot holds the bytes as read`);
+    if (result.changed) this.warn(p, 'changed', 'changed while being read; the snapshot holds the bytes as read');
     else this.cache.record(p, st, result.content);
     return { content: result.content, size: result.size };
   }
@@ -385,7 +415,7 @@ class BackupRun {
     const dev = rootDev ?? st.dev;
     let names: Buffer[];
     try {
-      names = (await fsp.readdir(p, { encoding: 'buffer' })) as unknown as Buffer[];
+      names = fs.readdirSync(p, { encoding: 'buffer' });
     } catch (err) {
       this.fileError(p, err);
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
@@ -398,7 +428,7 @@ class BackupRun {
         if (!this.excludes.empty && this.excludes.excluded(childPath.toString('utf8'), childName.toString('utf8'))) return undefined;
         let cst: BigIntStats;
         try {
-          cst = await fsp.lstat(childPath, { bigint: true });
+          cst = fs.lstatSync(childPath, { bigint: true });
         } catch (err) {
           this.fileError(childPath, err);
           return undefined;
@@ -421,7 +451,8 @@ class BackupRun {
    */
   async salvage(): Promise<void> {
     if (this.progressTimer) clearInterval(this.progressTimer);
-    await Promise.allSettled([this.dataPacker.drain(), this.treePacker.drain()]);
+    this.pool.abort();
+    await Promise.allSettled([this.pool.flushPacks(), this.treePacker.drain()]);
     await this.flushIndex().catch(() => {});
     this.cache.commit();
   }
@@ -430,7 +461,7 @@ class BackupRun {
   async finish(): Promise<void> {
     if (this.progressTimer) clearInterval(this.progressTimer);
     this.reportProgress();
-    await this.dataPacker.flush();
+    await this.pool.flushPacks();
     await this.treePacker.flush();
     await this.flushIndex();
     this.cache.commit();

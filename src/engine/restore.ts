@@ -1,5 +1,5 @@
 import crypto from 'node:crypto';
-import { promises as fsp, constants as fsc } from 'node:fs';
+import fs, { promises as fsp, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import picomatch from 'picomatch';
 import { keyedId } from '../crypto/ids.js';
@@ -10,6 +10,7 @@ import { StorageError } from '../storage/storage.js';
 import { type Repository } from '../repo/repository.js';
 import { type TreeNode } from '../snapshot/tree.js';
 import { mapLimit } from '../util/concurrency.js';
+import { type WorkerPool } from '../workers/pool.js';
 import { makeDevice, makeFifo } from './special-files.js';
 import { nativeSyscalls } from '../native/syscalls.js';
 import { type WalkEntry, findNode, walk } from './walk.js';
@@ -27,6 +28,8 @@ export interface RestoreOptions {
   signal?: AbortSignal;
   onProgress?: (p: RestoreProgress) => void;
   onWarning?: (message: string) => void;
+  /** Worker threads to decrypt and verify on; without one, the repository's opener is used. */
+  pool?: WorkerPool;
 }
 
 export interface RestoreProgress {
@@ -59,8 +62,9 @@ interface PendingFile {
   dest: Buffer;
   tmp: Buffer;
   remaining: number;
-  handle?: fsp.FileHandle;
-  opening?: Promise<fsp.FileHandle>;
+  /** Open while a file of several blobs is being written; single-blob files never keep one. */
+  fd?: number;
+  created?: boolean;
 }
 
 interface PackPlan {
@@ -102,7 +106,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     if (opts.signal?.aborted) throw new InterruptedError();
   };
 
-  await ensureDir(target, true);
+  ensureDir(target, true);
   const dirs: Array<{ dest: Buffer; node: TreeNode }> = [];
   // Restoring SNAPSHOT:/some/dir into a target: the target takes that directory's metadata.
   if (start.node.type === 'dir' && start.path.length > 1 && !include) dirs.push({ dest: target, node: start.node });
@@ -123,10 +127,10 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     if (!include) return true;
     return node.type === 'dir' ? true : matchesSelfOrParent(include, s);
   };
-  const parentReady = async (dest: Buffer) => {
+  const parentReady = (dest: Buffer) => {
     const parent = Buffer.from(path.posix.dirname(dest.toString('latin1')), 'latin1');
     if (!createdDirs.has(parent.toString('latin1'))) {
-      await fsp.mkdir(parent, { recursive: true, mode: 0o700 });
+      fs.mkdirSync(parent, { recursive: true, mode: 0o700 });
       createdDirs.add(parent.toString('latin1'));
     }
   };
@@ -143,25 +147,25 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
       switch (node.type) {
         case 'dir': {
           if (include) break; // created on demand below, metadata applied if it exists
-          await ensureDir(dest, false);
+          ensureDir(dest, false);
           createdDirs.add(dest.toString('latin1'));
           dirs.push({ dest, node });
           summary.dirs++;
           break;
         }
         case 'file': {
-          await parentReady(dest);
+          parentReady(dest);
           const linkKey = node.links > 1 ? `${node.dev}:${node.inode}` : undefined;
           if (linkKey && hardlinkFirst.has(linkKey)) {
             hardlinkLater.push({ dest, key: linkKey });
             break;
           }
           if (linkKey) hardlinkFirst.set(linkKey, dest);
-          if (await keepExisting(dest, node, overwrite)) {
+          if (keepExisting(dest, node, overwrite)) {
             summary.skipped++;
             break;
           }
-          const file = await startFile(entry, dest);
+          const file = startFile(entry, dest);
           files.push(file);
           if (opts.verify) verifyList.push(file);
           let offset = 0;
@@ -177,29 +181,29 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
             offset += loc.rawLength;
           }
           summary.bytes += offset;
-          if (file.remaining === 0) await finishFile(file);
+          if (file.remaining === 0) finishFile(file);
           summary.files++;
           break;
         }
         case 'symlink': {
-          await parentReady(dest);
-          if (await keepExisting(dest, node, overwrite)) {
+          parentReady(dest);
+          if (keepExisting(dest, node, overwrite)) {
             summary.skipped++;
             break;
           }
-          await replaceWith(dest, node, (tmp) => fsp.symlink(node.linkTarget ?? Buffer.alloc(0), tmp));
+          replaceWith(dest, node, (tmp) => fs.symlinkSync(node.linkTarget ?? Buffer.alloc(0), tmp));
           summary.symlinks++;
           break;
         }
         case 'fifo':
         case 'chardev':
         case 'blockdev': {
-          await parentReady(dest);
-          if (await keepExisting(dest, node, overwrite)) {
+          parentReady(dest);
+          if (keepExisting(dest, node, overwrite)) {
             summary.skipped++;
             break;
           }
-          await replaceWith(dest, node, (tmp) => (node.type === 'fifo' ? makeFifo(tmp, node.mode) : makeDevice(tmp, node.type as 'chardev', node.rdev ?? 0, node.mode)));
+          replaceWith(dest, node, (tmp) => (node.type === 'fifo' ? makeFifo(tmp, node.mode) : makeDevice(tmp, node.type as 'chardev', node.rdev ?? 0, node.mode)));
           summary.special++;
           break;
         }
@@ -226,10 +230,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
       if (failed.has(t.file)) continue;
       failed.add(t.file);
       warn(`${t.file.entry.path.toString()}: not restored: ${reason}`);
-      const fh = t.file.handle;
-      t.file.handle = undefined;
-      await fh?.close().catch(() => {});
-      await fsp.rm(t.file.tmp, { force: true });
+      closeQuietly(t.file);
+      fs.rmSync(t.file.tmp, { force: true });
     }
   };
   try {
@@ -244,28 +246,26 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
           await failFiles(range.blobs.flatMap(([, b]) => b.targets), `pack ${plan.packId.slice(0, 16)} cannot be read: ${(err as Error).message}`);
           continue;
         }
+        const opened = await openRangeBlobs(repo, opts.pool, plan.packId, data, range);
         await Promise.all(
-          range.blobs.map(async ([id, b]) => {
-            const sealed = Buffer.from(data.subarray(b.offset - range.start, b.offset - range.start + b.length));
-            let plain: Buffer;
-            try {
-              plain = await repo.opener.open(BlobType.Data, Buffer.from(id, 'hex'), sealed, plan.packId);
-            } catch (err) {
-              if (!(err instanceof DamagedBlobError)) throw err;
-              await failFiles(b.targets, err.message);
+          range.blobs.map(async ([id, b], i) => {
+            const result = opened[i]!;
+            if (!result.plain) {
+              await failFiles(b.targets, `blob ${id.slice(0, 16)} in pack ${plan.packId.slice(0, 16)} is damaged: ${result.error}`);
               return;
             }
+            const plain = result.plain;
             const zero = isAllZero(plain);
             for (const t of b.targets) {
               if (failed.has(t.file)) continue;
-              if (!zero) {
-                const fh = await handleOf(t.file);
-                await fh.write(plain, 0, plain.length, t.offset);
-              }
+              if (!zero) writeAt(t.file, plain, t.offset);
               bytesDone += plain.length;
               if (--t.file.remaining === 0) {
-                await finishFile(t.file);
+                finishFile(t.file);
                 filesDone++;
+              } else if (t.file.fd === undefined) {
+                // More blobs to come: keep it open (only files spanning several blobs do).
+                t.file.fd = openTmp(t.file);
               }
             }
           }),
@@ -274,10 +274,10 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     });
   } catch (err) {
     // Nothing half-written keeps a real name: drop every temporary file.
-    await Promise.all(files.filter((f) => f.remaining > 0).map(async (f) => {
-      await f.handle?.close().catch(() => {});
-      await fsp.rm(f.tmp, { force: true });
-    }));
+    for (const f of files.filter((x) => x.remaining > 0)) {
+      closeQuietly(f);
+      fs.rmSync(f.tmp, { force: true });
+    }
     throw err;
   } finally {
     if (timer) clearInterval(timer);
@@ -287,7 +287,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
 
   for (const { dest, key } of hardlinkLater) {
     try {
-      await replaceWith(dest, null, (tmp) => fsp.link(hardlinkFirst.get(key)!, tmp));
+      replaceWith(dest, null, (tmp) => fs.linkSync(hardlinkFirst.get(key)!, tmp));
       summary.hardlinks++;
     } catch (err) {
       warn(`${dest.toString()}: hardlink: ${(err as Error).message}`);
@@ -297,7 +297,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   // Directory metadata last and deepest first: creating entries changes a directory's mtime.
   for (let i = dirs.length - 1; i >= 0; i--) {
     try {
-      await applyMetadata(dirs[i]!.dest, dirs[i]!.node);
+      applyMetadata(dirs[i]!.dest, dirs[i]!.node);
     } catch (err) {
       warn(`${dirs[i]!.dest.toString()}: ${(err as Error).message}`);
     }
@@ -312,34 +312,89 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   }
   return summary;
 
-  async function startFile(entry: WalkEntry, dest: Buffer): Promise<PendingFile> {
+  /** The temporary file is created on the first write (or at the end, for empty and all-zero files). */
+  function startFile(entry: WalkEntry, dest: Buffer): PendingFile {
     const dir = Buffer.from(path.posix.dirname(dest.toString('latin1')), 'latin1');
     const tmp = Buffer.concat([dir, Buffer.from(`/${TMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`)]);
-    const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
-    await fh.close();
     return { entry, dest, tmp, remaining: 0 };
   }
 
-  async function handleOf(f: PendingFile): Promise<fsp.FileHandle> {
-    if (f.handle) return f.handle;
-    f.opening ??= fsp.open(f.tmp, fsc.O_WRONLY | fsc.O_NOFOLLOW);
-    f.handle = await f.opening;
-    return f.handle;
-  }
+}
 
-  async function finishFile(f: PendingFile): Promise<void> {
-    const fh = f.handle ?? (await fsp.open(f.tmp, fsc.O_WRONLY | fsc.O_NOFOLLOW));
-    f.handle = undefined;
-    try {
-      // Trailing zero blobs were skipped: truncate to the full size, leaving holes.
-      await fh.truncate(f.entry.node.size);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await applyMetadata(f.tmp, f.entry.node);
-    await fsp.rename(f.tmp, f.dest);
+/**
+ * The write path is synchronous: writes land in the page cache in microseconds,
+ * while each promise-based call queues on libuv's four-thread pool (measured: the
+ * main thread waited most of a 30,000-file restore). No fsync per file: like
+ * restic, a restore relies on the rename being last, not on per-file durability.
+ */
+function openTmp(f: PendingFile): number {
+  if (f.fd !== undefined) return f.fd;
+  if (f.created) return fs.openSync(f.tmp, fsc.O_WRONLY | fsc.O_NOFOLLOW);
+  f.created = true;
+  return fs.openSync(f.tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+}
+
+function writeAt(f: PendingFile, data: Buffer, offset: number): void {
+  const fd = f.fd ?? openTmp(f);
+  try {
+    let done = 0;
+    while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, offset + done);
+  } finally {
+    if (f.fd === undefined) fs.closeSync(fd);
   }
+}
+
+function closeQuietly(f: PendingFile): void {
+  if (f.fd === undefined) return;
+  try {
+    fs.closeSync(f.fd);
+  } catch {
+    /* already gone */
+  }
+  f.fd = undefined;
+}
+
+/** Truncate to the full size (skipped zero blobs become holes), set metadata, rename into place. */
+function finishFile(f: PendingFile): void {
+  const fd = openTmp(f);
+  f.fd = undefined;
+  try {
+    fs.ftruncateSync(fd, f.entry.node.size);
+  } finally {
+    fs.closeSync(fd);
+  }
+  applyMetadata(f.tmp, f.entry.node);
+  fs.renameSync(f.tmp, f.dest);
+}
+
+type RangeBlob = [string, { offset: number; length: number; targets: Target[] }];
+
+/** Decrypt and verify the blobs of one ranged read: on a worker in one message, or one by one. */
+async function openRangeBlobs(
+  repo: Repository,
+  pool: WorkerPool | undefined,
+  packId: string,
+  data: Buffer,
+  range: { start: number; blobs: RangeBlob[] },
+): Promise<Array<{ plain?: Buffer; error?: string }>> {
+  if (pool) {
+    return pool.openRange(
+      packId,
+      data,
+      range.blobs.map(([id, b]) => ({ type: BlobType.Data, id: Buffer.from(id, 'hex'), offset: b.offset - range.start, length: b.length })),
+    );
+  }
+  return Promise.all(
+    range.blobs.map(async ([id, b]) => {
+      try {
+        const sealed = data.subarray(b.offset - range.start, b.offset - range.start + b.length);
+        return { plain: await repo.opener.open(BlobType.Data, Buffer.from(id, 'hex'), sealed, packId) };
+      } catch (err) {
+        if (!(err instanceof DamagedBlobError)) throw err;
+        return { error: err.detail };
+      }
+    }),
+  );
 }
 
 function matchesSelfOrParent(m: (s: string) => boolean, p: string): boolean {
@@ -371,40 +426,37 @@ function* coalesce(plan: PackPlan): Generator<{ start: number; end: number; blob
 }
 
 /** Create a directory for the restore; an existing symlink there is never followed. */
-async function ensureDir(dir: Buffer, isTarget: boolean): Promise<void> {
+function ensureDir(dir: Buffer, isTarget: boolean): void {
+  let existed = false;
   try {
-    await fsp.mkdir(dir, { recursive: isTarget, mode: 0o700 });
+    fs.mkdirSync(dir, { recursive: isTarget, mode: 0o700 });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    existed = true;
   }
-  const st = await fsp.lstat(dir);
-  if (!st.isDirectory()) throw new UserError(`${dir.toString()} exists and is not a directory; refusing to restore through it`);
-  if (!isTarget) await removeStaleTemporaries(dir);
+  if (!fs.lstatSync(dir).isDirectory()) throw new UserError(`${dir.toString()} exists and is not a directory; refusing to restore through it`);
+  if (existed && !isTarget) removeStaleTemporaries(dir);
 }
 
-/** Temporary files left by a restore that was killed. */
-async function removeStaleTemporaries(dir: Buffer): Promise<void> {
-  const names = (await fsp.readdir(dir, { encoding: 'buffer' })) as unknown as Buffer[];
-  for (const n of names) if (n.toString('latin1').startsWith(TMP_PREFIX)) await fsp.rm(Buffer.concat([dir, Buffer.from('/'), n]), { force: true });
+/** Temporary files left by a restore that was killed (only an existing directory can have them). */
+function removeStaleTemporaries(dir: Buffer): void {
+  for (const n of fs.readdirSync(dir, { encoding: 'buffer' })) {
+    if (n.toString('latin1').startsWith(TMP_PREFIX)) fs.rmSync(Buffer.concat([dir, Buffer.from('/'), n]), { force: true });
+  }
 }
 
 /** Whether an existing destination may stay as it is under the overwrite policy. */
-async function keepExisting(dest: Buffer, node: TreeNode, policy: OverwritePolicy): Promise<boolean> {
-  let st;
-  try {
-    st = await fsp.lstat(dest, { bigint: true });
-  } catch {
-    return false;
-  }
+function keepExisting(dest: Buffer, node: TreeNode, policy: OverwritePolicy): boolean {
+  const st = fs.lstatSync(dest, { bigint: true, throwIfNoEntry: false });
+  if (!st) return false;
   if (st.isDirectory()) throw new UserError(`${dest.toString()} is a directory; the snapshot has a ${node.type} there`);
   if (policy === 'never') return true;
   if (policy === 'always') return false;
   if (node.type === 'file') {
-    // Times are restored with sub-microsecond precision (see docs/RESTORE.md).
     return st.isFile() && Number(st.size) === node.size && absBig(st.mtimeNs - node.mtimeNs) < TIME_TOLERANCE_NS;
   }
   if (node.type === 'symlink' && st.isSymbolicLink()) {
-    return ((await fsp.readlink(dest, { encoding: 'buffer' })) as unknown as Buffer).equals(node.linkTarget ?? Buffer.alloc(0));
+    return fs.readlinkSync(dest, { encoding: 'buffer' }).equals(node.linkTarget ?? Buffer.alloc(0));
   }
   return false;
 }
@@ -414,15 +466,15 @@ function absBig(n: bigint): bigint {
 }
 
 /** Create something under a temporary name next to `dest`, then rename it into place. */
-async function replaceWith(dest: Buffer, node: TreeNode | null, create: (tmp: Buffer) => Promise<void>): Promise<void> {
+function replaceWith(dest: Buffer, node: TreeNode | null, create: (tmp: Buffer) => void): void {
   const dir = Buffer.from(path.posix.dirname(dest.toString('latin1')), 'latin1');
   const tmp = Buffer.concat([dir, Buffer.from(`/${TMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`)]);
   try {
-    await create(tmp);
-    await applyMetadata(tmp, node);
-    await fsp.rename(tmp, dest);
+    create(tmp);
+    applyMetadata(tmp, node);
+    fs.renameSync(tmp, dest);
   } catch (err) {
-    await fsp.rm(tmp, { force: true });
+    fs.rmSync(tmp, { force: true });
     throw err;
   }
 }
@@ -432,19 +484,19 @@ function secondsOf(ns: bigint): number {
 }
 
 /** Set times without following a symlink: to the nanosecond with the addon, else to about a microsecond. */
-async function setTimes(p: Buffer, atimeNs: bigint, mtimeNs: bigint): Promise<void> {
+function setTimes(p: Buffer, atimeNs: bigint, mtimeNs: bigint): void {
   const native = nativeSyscalls();
   if (native) native.utimens(p, atimeNs, mtimeNs, false);
-  else await fsp.lutimes(p, secondsOf(atimeNs), secondsOf(mtimeNs));
+  else fs.lutimesSync(p, secondsOf(atimeNs), secondsOf(mtimeNs));
 }
 
 /** Owner (when root), mode and times; never follows a symlink. */
-export async function applyMetadata(p: Buffer, node: TreeNode | null): Promise<void> {
+function applyMetadata(p: Buffer, node: TreeNode | null): void {
   if (!node) return;
-  if (isRoot) await fsp.lchown(p, node.uid, node.gid);
+  if (isRoot) fs.lchownSync(p, node.uid, node.gid);
   // chmod after chown: chown clears setuid/setgid bits.
-  if (node.type !== 'symlink') await fsp.chmod(p, node.mode);
-  await setTimes(p, node.atimeNs, node.mtimeNs);
+  if (node.type !== 'symlink') fs.chmodSync(p, node.mode);
+  setTimes(p, node.atimeNs, node.mtimeNs);
 }
 
 async function verifyFile(repo: Repository, dest: Buffer, entry: WalkEntry): Promise<void> {

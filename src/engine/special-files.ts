@@ -11,10 +11,10 @@ function mknod(p: Buffer, mode: number, dev: bigint): void {
   native.mknod(p, mode, dev);
 }
 
-export async function makeFifo(p: Buffer, mode: number): Promise<void> {
+export function makeFifo(p: Buffer, mode: number): void {
   mknod(p, fsc.S_IFIFO | (mode & 0o7777), 0n);
 }
 
-export async function makeDevice(p: Buffer, kind: 'chardev' | 'blockdev', rdev: number, mode: number): Promise<void> {
+export function makeDevice(p: Buffer, kind: 'chardev' | 'blockdev', rdev: number, mode: number): void {
   mknod(p, (kind === 'chardev' ? fsc.S_IFCHR : fsc.S_IFBLK) | (mode & 0o7777), BigInt(rdev));
 }

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 interface NativeSyscalls {
   utimens(path: Buffer, atimeNs: bigint, mtimeNs: bigint, follow: boolean): void;
   mknod(path: Buffer, mode: number, dev: bigint): void;
+  fastcdcCut(buf: Uint8Array, start: number, end: number, gear: Int32Array, min: number, avg: number, max: number, maskStrict: number, maskLoose: number): number;
 }
 
 function projectRoot(): string {

@@ -65,12 +65,18 @@ export function newPackId(): string {
   return crypto.randomBytes(32).toString('hex');
 }
 
+/** The sealed header and length trailer that end a pack whose blobs are `blobs`. */
+export function packTrailer(keys: MasterKeys, packId: string, blobs: PackedBlob[]): Buffer {
+  const header = seal(keys.encryption, headerAd(packId), encodePackHeader(blobs));
+  const out = Buffer.allocUnsafe(header.length + 4);
+  header.copy(out, 0);
+  out.writeUInt32LE(header.length, header.length);
+  return out;
+}
+
 /** Assemble a finished pack from sealed blobs; returns the bytes to store. */
 export function buildPack(keys: MasterKeys, packId: string, parts: Buffer[], blobs: PackedBlob[]): Buffer {
-  const header = seal(keys.encryption, headerAd(packId), encodePackHeader(blobs));
-  const trailer = Buffer.allocUnsafe(4);
-  trailer.writeUInt32LE(header.length, 0);
-  return Buffer.concat([...parts, header, trailer]);
+  return Buffer.concat([...parts, packTrailer(keys, packId, blobs)]);
 }
 
 export class DamagedPackError extends Error {

@@ -4,7 +4,7 @@ import { Semaphore } from '../util/concurrency.js';
 import { type BlobType } from './blob.js';
 import { type IndexedPack } from './index.js';
 import { packName } from './layout.js';
-import { type PackedBlob, buildPack, newPackId } from './pack.js';
+import { type PackedBlob, newPackId, packTrailer } from './pack.js';
 
 /**
  * Collects sealed blobs into packs of about `targetSize` bytes and uploads them,
@@ -15,9 +15,12 @@ import { type PackedBlob, buildPack, newPackId } from './pack.js';
  * await, so `flush` cannot return while a pack is still waiting for a slot.
  */
 export class Packer {
-  private parts: Buffer[] = [];
+  /** The pack being filled: blobs are copied in as they arrive, the trailer appended at the end. */
+  private buffer: Buffer | undefined;
   private blobs: PackedBlob[] = [];
   private bytes = 0;
+  /** Buffers of stored packs, reused: fresh 16 MiB allocations cost page faults and GC. */
+  private readonly spare: Buffer[] = [];
   private readonly jobs = new Set<Promise<void>>();
   private readonly slots: Semaphore;
   private failure: unknown;
@@ -38,10 +41,26 @@ export class Packer {
   /** Add a sealed blob; resolves once there is room for more (back-pressure). */
   async add(type: BlobType, id: Buffer, sealed: Buffer, rawLength: number): Promise<void> {
     if (this.failure) throw this.failure;
+    this.ensureRoom(sealed.length);
+    sealed.copy(this.buffer!, this.bytes);
     this.blobs.push({ type, id, offset: this.bytes, length: sealed.length, rawLength });
-    this.parts.push(sealed);
     this.bytes += sealed.length;
     if (this.bytes >= this.targetSize) await this.closePack();
+  }
+
+  /** Room for `n` more bytes plus a header; a blob larger than usual gets a larger buffer. */
+  private ensureRoom(n: number): void {
+    const headerRoom = 64 * 1024 + this.blobs.length * 64;
+    const need = this.bytes + n + headerRoom;
+    if (this.buffer && this.buffer.length >= need) return;
+    const size = Math.max(need, this.targetSize + 9 * 1024 * 1024);
+    let next = this.spare.pop();
+    if (!next || next.length < size) next = Buffer.allocUnsafe(size);
+    if (this.buffer) {
+      this.buffer.copy(next, 0, 0, this.bytes);
+      this.spare.push(this.buffer);
+    }
+    this.buffer = next;
   }
 
   get pendingBytes(): number {
@@ -50,18 +69,25 @@ export class Packer {
 
   private async closePack(): Promise<void> {
     if (this.blobs.length > 0) {
-      const parts = this.parts;
+      const buffer = this.buffer!;
       const blobs = this.blobs;
-      this.parts = [];
+      const length = this.bytes;
+      this.buffer = undefined;
       this.blobs = [];
       this.bytes = 0;
       const job = this.slots
         .with(async () => {
           const packId = newPackId();
-          const data = buildPack(this.keys, packId, parts, blobs);
-          parts.length = 0;
-          await this.storage.put(packName(packId), data);
-          this.storedBytes += data.length;
+          const trailer = packTrailer(this.keys, packId, blobs);
+          let data = buffer;
+          if (length + trailer.length > buffer.length) {
+            data = Buffer.allocUnsafe(length + trailer.length);
+            buffer.copy(data, 0, 0, length);
+          }
+          trailer.copy(data, length);
+          await this.storage.put(packName(packId), data.subarray(0, length + trailer.length));
+          if (data === buffer && this.spare.length < 1) this.spare.push(buffer);
+          this.storedBytes += length + trailer.length;
           this.packsStored++;
           await this.onPackStored({ packId, blobs });
         })

@@ -5,15 +5,17 @@ import { type ChunkerParams } from '../chunker/fastcdc.js';
 import { type MasterKeys } from '../crypto/keys.js';
 import { type BlobType, DamagedBlobError } from '../repo/blob.js';
 import { type CompressionMode } from '../repo/compression.js';
+import { type PackedBlob } from '../repo/pack.js';
 import { type BlobOpener } from '../repo/repository.js';
-import type { ChunkFileResult, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
+import { newClaimTable } from './claims.js';
+import type { ChunkFileResult, OpenRangeResult, WirePack, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { transferList } from './transfer.js';
 
-/** A sealed data blob produced while chunking a file. */
-export interface ProducedBlob {
-  id: Buffer;
-  sealed: Buffer;
-  rawLength: number;
+/** A complete pack assembled by a worker thread, ready to be stored. */
+export interface FinishedPack {
+  packId: string;
+  data: Buffer;
+  blobs: PackedBlob[];
 }
 
 export class FileReadError extends Error {
@@ -26,8 +28,7 @@ export class FileReadError extends Error {
 interface Pending {
   resolve(v: unknown): void;
   reject(e: unknown): void;
-  onBlob?: (blob: ProducedBlob) => Promise<void>;
-  worker: Slot;
+  slot: Slot;
 }
 
 interface Slot {
@@ -42,29 +43,38 @@ export interface PoolOptions {
   size?: number;
   /** Blob IDs already stored, so workers skip sealing them. */
   knownIds?: Iterable<string>;
-  /** Tasks given to one thread at once (overlaps its file reads with its hashing). */
+  /** Tasks given to one thread at once, so it never waits for the next. */
   tasksPerWorker?: number;
+  /** Target size of the packs workers assemble (backup). */
+  packSize?: number;
+  /** Stores a finished pack; the worker reuses the buffer once this resolves. */
+  onPack?: (pack: FinishedPack) => Promise<void>;
+  /** Capacity of the shared table of new chunk IDs (see claims.ts). */
+  claimSlots?: number;
 }
 
 /**
- * Threads that do the CPU work: chunking, hashing, compressing and sealing file
- * data for backup, and opening (decrypt, decompress, verify) blobs for restore and
- * mount. The main thread keeps the event loop free for I/O and FUSE requests.
- * At most `size × tasksPerWorker` tasks run; the rest wait in a queue, and callers
- * see back-pressure by awaiting.
+ * Threads that do the CPU work: chunking, hashing, compressing, sealing and
+ * packing file data for backup, and opening (decrypt, decompress, verify) blobs
+ * for restore and mount. The main thread keeps the event loop free for I/O and
+ * FUSE requests, and receives whole packs (one transfer each, no copy).
+ * At most `size × tasksPerWorker` tasks run; the rest wait in a queue.
  */
 export class WorkerPool {
   private readonly slots: Slot[] = [];
   private readonly pending = new Map<number, Pending>();
-  private readonly queue: Array<{ req: WorkerRequest; transfer: ArrayBuffer[]; pending: Omit<Pending, 'worker'> }> = [];
+  private readonly queue: Array<{ req: WorkerRequest; transfer: ArrayBuffer[]; pending: Omit<Pending, 'slot'> }> = [];
+  private readonly packJobs = new Set<Promise<void>>();
   private nextTask = 1;
   private closed = false;
   private readonly perWorker: number;
   private fatal: Error | undefined;
+  /** The first error storing a pack; backup stops on it. */
+  packFailure: unknown;
 
-  constructor(opts: PoolOptions) {
+  constructor(private readonly opts: PoolOptions) {
     const size = Math.max(1, opts.size ?? os.availableParallelism());
-    this.perWorker = opts.tasksPerWorker ?? 3;
+    this.perWorker = opts.tasksPerWorker ?? 2;
     const { buffer, count } = packKnownIds(opts.knownIds);
     const init: WorkerInit = {
       encryptionKey: opts.keys.encryption,
@@ -73,6 +83,8 @@ export class WorkerPool {
       chunker: opts.chunker,
       known: buffer,
       knownCount: count,
+      claims: newClaimTable(opts.claimSlots ?? 256 * 1024),
+      packSize: opts.packSize ?? 16 * 1024 * 1024,
     };
     for (let i = 0; i < size; i++) {
       const worker = new Worker(workerScript(), { workerData: init });
@@ -91,10 +103,9 @@ export class WorkerPool {
     return this.slots.length;
   }
 
-  /** Chunk, hash and seal one file. New blobs are passed to `onBlob` as they are made. */
-  chunkFile(path: Buffer, compression: CompressionMode, onBlob: (blob: ProducedBlob) => Promise<void>): Promise<ChunkFileResult> {
-    const req: WorkerRequest = { op: 'chunk', task: 0, path: new Uint8Array(path), compression };
-    return this.submit(req, [], onBlob) as Promise<ChunkFileResult>;
+  /** Chunk, hash, seal and pack one file; returns its content list. */
+  chunkFile(path: Buffer, compression: CompressionMode): Promise<ChunkFileResult> {
+    return this.submit({ op: 'chunk', task: 0, path: new Uint8Array(path), compression }, []) as Promise<ChunkFileResult>;
   }
 
   /** Decrypt, decompress and verify a blob on a worker thread. `sealed` is moved, not copied, when possible. */
@@ -103,15 +114,52 @@ export class WorkerPool {
     return (this.submit(req, transferList(sealed)) as Promise<Uint8Array>).then((u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength));
   }
 
+  /**
+   * Open every blob of a buffer read from one pack, on one worker thread; `data`
+   * is moved there. Each result is the plaintext or the reason it failed.
+   */
+  openRange(packId: string, data: Buffer, blobs: Array<{ type: BlobType; id: Buffer; offset: number; length: number }>): Promise<Array<{ plain?: Buffer; error?: string }>> {
+    const req: WorkerRequest = { op: 'open-range', task: 0, packId, data, blobs: blobs.map((b) => ({ ...b, id: new Uint8Array(b.id) })) };
+    return (this.submit(req, transferList(data)) as Promise<OpenRangeResult>).then((r) =>
+      r.map((x) => (x.plain ? { plain: Buffer.from(x.plain.buffer, x.plain.byteOffset, x.plain.byteLength) } : { error: x.error })),
+    );
+  }
+
   blobOpener(): BlobOpener {
     return { open: (type, id, sealed, packId) => this.openBlob(type, id, sealed, packId) };
   }
 
-  private submit(req: WorkerRequest, transfer: ArrayBuffer[], onBlob?: Pending['onBlob']): Promise<unknown> {
+  /** Ask every thread to stop the file it is reading (Ctrl-C). */
+  abort(): void {
+    for (const s of this.slots) s.worker.postMessage({ op: 'abort' } satisfies WorkerRequest);
+  }
+
+  /**
+   * Have every thread finish its partial pack, and wait until every pack handed
+   * over so far is stored. Throws the first storage failure.
+   */
+  async flushPacks(): Promise<void> {
+    await Promise.all(
+      this.slots.map(
+        (slot) =>
+          new Promise((resolve, reject) => {
+            const task = this.nextTask++;
+            slot.active++;
+            slot.worker.ref();
+            this.pending.set(task, { resolve, reject, slot });
+            slot.worker.postMessage({ op: 'flush', task } satisfies WorkerRequest);
+          }),
+      ),
+    );
+    while (this.packJobs.size) await Promise.all([...this.packJobs]);
+    if (this.packFailure) throw this.packFailure;
+  }
+
+  private submit(req: WorkerRequest, transfer: ArrayBuffer[]): Promise<unknown> {
     if (this.fatal) return Promise.reject(this.fatal);
     if (this.closed) return Promise.reject(new Error('worker pool is closed'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ req, transfer, pending: { resolve, reject, onBlob } });
+      this.queue.push({ req, transfer, pending: { resolve, reject } });
       this.dispatch();
     });
   }
@@ -125,35 +173,48 @@ export class WorkerPool {
       const task = this.nextTask++;
       (item.req as { task: number }).task = task;
       best.active++;
-      this.pending.set(task, { ...item.pending, worker: best });
+      this.pending.set(task, { ...item.pending, slot: best });
       best.worker.ref();
       best.worker.postMessage(item.req, item.transfer);
     }
   }
 
   private onMessage(slot: Slot, msg: WorkerResponse): void {
-    const p = this.pending.get(msg.task);
-    if (!p) return;
-    if (msg.kind === 'blob') {
-      const blob: ProducedBlob = {
-        id: Buffer.from(msg.id.buffer, msg.id.byteOffset, msg.id.byteLength),
-        sealed: Buffer.from(msg.sealed.buffer, msg.sealed.byteOffset, msg.sealed.byteLength),
-        rawLength: msg.rawLength,
-      };
-      const bytes = blob.sealed.length;
-      const ack = () => slot.worker.postMessage({ op: 'ack', bytes } satisfies WorkerRequest);
-      (p.onBlob ? p.onBlob(blob) : Promise.resolve()).then(ack, (err) => {
-        ack();
-        p.reject(err);
-      });
+    if (msg.kind === 'pack') {
+      this.receivePack(slot, msg.pack);
       return;
     }
+    const p = this.pending.get(msg.task);
+    if (!p) return;
     this.pending.delete(msg.task);
     slot.active--;
-    if (slot.active === 0) slot.worker.unref();
+    if (slot.active === 0 && this.packJobs.size === 0) slot.worker.unref();
     if (msg.kind === 'done') p.resolve(msg.result);
     else p.reject(rebuildError(msg.error));
     this.dispatch();
+  }
+
+  private receivePack(slot: Slot, wire: WirePack): void {
+    const data = Buffer.from(wire.data.buffer, wire.data.byteOffset, wire.data.byteLength);
+    const pack: FinishedPack = {
+      packId: wire.packId,
+      data,
+      blobs: wire.blobs.map((b) => ({ ...b, id: Buffer.from(b.id) })),
+    };
+    slot.worker.ref();
+    const store = this.opts.onPack ? this.opts.onPack(pack) : Promise.resolve();
+    const job: Promise<void> = store
+      .catch((err) => {
+        this.packFailure ??= err;
+      })
+      .then(() => {
+        // Hand the buffer back even after a failure: the thread must not wait forever.
+        const buffer = wire.data.buffer as ArrayBuffer;
+        if (!this.closed) slot.worker.postMessage({ op: 'pack-stored', buffer } satisfies WorkerRequest, [buffer]);
+        this.packJobs.delete(job);
+        if (slot.active === 0 && this.packJobs.size === 0) slot.worker.unref();
+      });
+    this.packJobs.add(job);
   }
 
   private failAll(err: Error): void {
@@ -207,8 +268,7 @@ function workerScript(): URL {
   const here = new URL('./worker.js', import.meta.url);
   if (import.meta.url.endsWith('.ts')) {
     const srcPath = fileURLToPath(new URL('./worker.ts', import.meta.url));
-    const marker = `${'/src/workers/'}`;
-    const i = srcPath.lastIndexOf(marker);
+    const i = srcPath.lastIndexOf('/src/workers/');
     return new URL(`file://${srcPath.slice(0, i)}/dist/src/workers/worker.js`);
   }
   return here;

@@ -1,6 +1,7 @@
 import { type ChunkerParams } from '../chunker/fastcdc.js';
 import { type CompressionMode } from '../repo/compression.js';
 import { type BlobType } from '../repo/blob.js';
+import { type ClaimTable } from './claims.js';
 
 /** What a worker thread is started with. */
 export interface WorkerInit {
@@ -11,6 +12,10 @@ export interface WorkerInit {
   /** Sorted 32-byte IDs already in the repository (shared, read-only), or null. */
   known: SharedArrayBuffer | null;
   knownCount: number;
+  /** Shared claims on new IDs, so only one thread stores each new chunk. */
+  claims: ClaimTable;
+  /** Target pack size in bytes for packs this thread assembles. */
+  packSize: number;
 }
 
 export interface ChunkFileRequest {
@@ -30,12 +35,36 @@ export interface OpenBlobRequest {
   packId: string;
 }
 
-export interface AckMessage {
-  op: 'ack';
-  bytes: number;
+/** Open several blobs that lie in one buffer read from a pack (restore). */
+export interface OpenRangeRequest {
+  op: 'open-range';
+  task: number;
+  packId: string;
+  data: Uint8Array;
+  blobs: Array<{ type: BlobType; id: Uint8Array; offset: number; length: number }>;
 }
 
-export type WorkerRequest = ChunkFileRequest | OpenBlobRequest | AckMessage;
+/** Per blob of an OpenRangeRequest: its plaintext, or why it could not be opened. */
+export type OpenRangeResult = Array<{ plain?: Uint8Array; error?: string }>;
+
+/** The main thread stored a pack: here is its buffer back, for the next one. */
+export interface PackStoredMessage {
+  op: 'pack-stored';
+  buffer: ArrayBuffer;
+}
+
+/** Finish the partial pack now (end of backup, or interruption). */
+export interface FlushRequest {
+  op: 'flush';
+  task: number;
+}
+
+/** Stop the file being chunked at the next chunk boundary (Ctrl-C). */
+export interface AbortMessage {
+  op: 'abort';
+}
+
+export type WorkerRequest = ChunkFileRequest | OpenBlobRequest | OpenRangeRequest | PackStoredMessage | FlushRequest | AbortMessage;
 
 export interface ChunkFileResult {
   content: string[];
@@ -43,8 +72,6 @@ export interface ChunkFileResult {
   size: number;
   /** The file's size or times changed while it was read. */
   changed: boolean;
-  /** Data chunks that were new to this worker and sealed. */
-  sealedChunks: number;
 }
 
 export interface WorkerError {
@@ -53,7 +80,23 @@ export interface WorkerError {
   name?: string;
 }
 
+/** One blob inside a finished pack, as sent between threads. */
+export interface WirePackedBlob {
+  type: BlobType;
+  id: Uint8Array;
+  offset: number;
+  length: number;
+  rawLength: number;
+}
+
+/** A complete pack (blobs, sealed header, trailer) ready to store. */
+export interface WirePack {
+  packId: string;
+  data: Uint8Array;
+  blobs: WirePackedBlob[];
+}
+
 export type WorkerResponse =
-  | { task: number; kind: 'blob'; id: Uint8Array; sealed: Uint8Array; rawLength: number }
-  | { task: number; kind: 'done'; result: ChunkFileResult | Uint8Array }
+  | { task: 0; kind: 'pack'; pack: WirePack }
+  | { task: number; kind: 'done'; result: ChunkFileResult | Uint8Array | OpenRangeResult | null }
   | { task: number; kind: 'error'; error: WorkerError };

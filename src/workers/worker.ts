@@ -1,11 +1,13 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { promises as fsp, constants as fsc } from 'node:fs';
+import fs, { constants as fsc } from 'node:fs';
 import { Chunker } from '../chunker/fastcdc.js';
 import { gearTable } from '../chunker/gear.js';
 import { keyedId } from '../crypto/ids.js';
 import { type MasterKeys } from '../crypto/keys.js';
 import { BlobType, DamagedBlobError, openBlob, sealBlobWithId } from '../repo/blob.js';
-import type { ChunkFileRequest, ChunkFileResult, OpenBlobRequest, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
+import { newPackId, packTrailer } from '../repo/pack.js';
+import { Claims } from './claims.js';
+import type { ChunkFileRequest, ChunkFileResult, OpenBlobRequest, OpenRangeResult, WirePackedBlob, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { transferList } from './transfer.js';
 
 const init = workerData as WorkerInit;
@@ -16,13 +18,7 @@ const keys: MasterKeys = {
 };
 const chunker = new Chunker(gearTable(keys.chunker), init.chunker);
 const known = init.known ? new Uint8Array(init.known) : null;
-/** IDs this worker sealed during its life, so a repeated chunk is sealed once. */
-const sealedHere = new Set<string>();
-
-// Back-pressure: at most this many sealed bytes handed to the main thread and not yet packed.
-const MAX_UNACKED = 48 * 1024 * 1024;
-let unacked = 0;
-let ackWaiters: Array<() => void> = [];
+const claims = new Claims(init.claims);
 
 function post(msg: WorkerResponse, transfer: ArrayBuffer[] = []): void {
   parentPort!.postMessage(msg, transfer);
@@ -42,61 +38,112 @@ function isKnown(id: Buffer): boolean {
   return false;
 }
 
-async function waitForRoom(): Promise<void> {
-  while (unacked > MAX_UNACKED) await new Promise<void>((r) => ackWaiters.push(r));
+/**
+ * This thread's pack under construction. Sealed blobs are written straight into
+ * it; a full pack (with its sealed header) is moved to the main thread in one
+ * transfer, which stores it and sends the buffer back for reuse. At most one
+ * finished pack per thread waits for storage, which bounds memory.
+ */
+const HEADER_ROOM = 64 * 1024;
+let packBuf: Buffer | undefined;
+let packBytes = 0;
+let packBlobs: WirePackedBlob[] = [];
+let returned: ArrayBuffer[] = [];
+let packsOut = 0;
+let packWaiters: Array<() => void> = [];
+
+function packBuffer(need: number): Buffer {
+  if (packBuf && packBuf.length >= need) return packBuf;
+  const size = Math.max(need, init.packSize + 9 * 1024 * 1024);
+  let next: Buffer | undefined;
+  while (returned.length) {
+    const b = returned.pop()!;
+    if (b.byteLength >= size) {
+      next = Buffer.from(b);
+      break;
+    }
+  }
+  next ??= Buffer.allocUnsafe(size);
+  if (packBuf) packBuf.copy(next, 0, 0, packBytes);
+  packBuf = next;
+  return next;
 }
 
-async function openForBackup(path: Buffer): Promise<fsp.FileHandle> {
+async function addToPack(type: BlobType, id: Buffer, sealed: Buffer, rawLength: number): Promise<void> {
+  const buf = packBuffer(packBytes + sealed.length + HEADER_ROOM + packBlobs.length * 64);
+  sealed.copy(buf, packBytes);
+  packBlobs.push({ type, id: new Uint8Array(id), offset: packBytes, length: sealed.length, rawLength });
+  packBytes += sealed.length;
+  if (packBytes >= init.packSize) await emitPack();
+}
+
+async function emitPack(): Promise<void> {
+  if (packBlobs.length === 0) return;
+  const packId = newPackId();
+  const trailer = packTrailer(keys, packId, packBlobs.map((b) => ({ ...b, id: Buffer.from(b.id) })));
+  const buf = packBuffer(packBytes + trailer.length);
+  trailer.copy(buf, packBytes);
+  const data = new Uint8Array(buf.buffer, buf.byteOffset, packBytes + trailer.length);
+  const blobs = packBlobs;
+  packBuf = undefined;
+  packBytes = 0;
+  packBlobs = [];
+  packsOut++;
+  post({ task: 0, kind: 'pack', pack: { packId, data, blobs } }, transferList(buf));
+  while (packsOut > 1) await new Promise<void>((r) => packWaiters.push(r));
+}
+
+function openForBackup(path: Buffer): number {
   // O_NOATIME keeps the backup from touching the source's access times; only the
   // owner (or root) may use it, so fall back to a plain open.
   try {
-    return await fsp.open(path, fsc.O_RDONLY | fsc.O_NOATIME);
+    return fs.openSync(path, fsc.O_RDONLY | fsc.O_NOATIME);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
-    return await fsp.open(path, fsc.O_RDONLY);
+    return fs.openSync(path, fsc.O_RDONLY);
   }
 }
 
+/**
+ * One read window per thread, reused for every file: files are processed one at
+ * a time here (see `queue` below), and a fresh 16 MiB buffer per file would cost
+ * page faults and garbage collection.
+ */
+let window: Buffer | undefined;
+
+/**
+ * Reads use synchronous calls: this thread exists to do this work, and the
+ * promise-based calls would queue on libuv's small shared thread pool behind
+ * the main thread's directory scan (measured: seconds of waiting per GiB).
+ */
 async function chunkFile(req: ChunkFileRequest): Promise<ChunkFileResult> {
-  const fh = await openForBackup(Buffer.from(req.path));
+  const fd = openForBackup(Buffer.from(req.path));
   try {
-    const before = await fh.stat({ bigint: true });
+    const before = fs.fstatSync(fd, { bigint: true });
     const { max } = chunker.params;
-    const capacity = Math.max(1, Math.min(2 * max, Number(before.size) + 1));
-    let buf = Buffer.allocUnsafe(capacity);
+    window ??= Buffer.allocUnsafe(2 * max);
+    const buf = window;
     let start = 0;
     let end = 0;
     let eof = false;
     let size = 0;
-    let sealedChunks = 0;
     const content: string[] = [];
     while (!eof || start < end) {
       while (!eof && end < buf.length) {
-        const { bytesRead } = await fh.read(buf, end, buf.length - end, null);
-        if (bytesRead === 0) eof = true;
-        end += bytesRead;
-        if (!eof && end === buf.length && buf.length < 2 * max) {
-          // The file grew past what stat said: widen the window.
-          const bigger = Buffer.allocUnsafe(Math.min(2 * max, buf.length * 2));
-          buf.copy(bigger, 0, 0, end);
-          buf = bigger;
-        }
+        const n = fs.readSync(fd, buf, end, buf.length - end, null);
+        if (n === 0) eof = true;
+        end += n;
       }
       while (end - start >= max || (eof && start < end)) {
+        if (aborting) throw new Error('aborted');
         const n = chunker.cut(buf, start, end);
         const chunk = buf.subarray(start, start + n);
         const id = keyedId(keys.id, chunk);
-        const hex = id.toString('hex');
-        if (!sealedHere.has(hex) && !isKnown(id)) {
+        if (!isKnown(id) && claims.claim(id)) {
           const blob = sealBlobWithId(keys, BlobType.Data, id, chunk, req.compression);
-          sealedHere.add(hex);
-          sealedChunks++;
-          unacked += blob.sealed.length;
-          const idCopy = new Uint8Array(id);
-          post({ task: req.task, kind: 'blob', id: idCopy, sealed: blob.sealed, rawLength: n }, transferList(blob.sealed, idCopy));
-          await waitForRoom();
+          await addToPack(BlobType.Data, id, blob.sealed, n);
         }
-        content.push(hex);
+        content.push(id.toString('hex'));
         size += n;
         start += n;
       }
@@ -104,11 +151,11 @@ async function chunkFile(req: ChunkFileRequest): Promise<ChunkFileResult> {
       end -= start;
       start = 0;
     }
-    const after = await fh.stat({ bigint: true });
+    const after = fs.fstatSync(fd, { bigint: true });
     const changed = after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs || Number(after.size) !== size;
-    return { content, size, changed, sealedChunks };
+    return { content, size, changed };
   } finally {
-    await fh.close();
+    fs.closeSync(fd);
   }
 }
 
@@ -116,27 +163,64 @@ function openRequest(req: OpenBlobRequest): Buffer {
   return openBlob(keys, req.type, Buffer.from(req.id), Buffer.from(req.sealed.buffer, req.sealed.byteOffset, req.sealed.byteLength), req.packId);
 }
 
+// Chunking tasks and flushes run one after another: they share the read window and the pack.
+let queue: Promise<void> = Promise.resolve();
+let aborting = false;
+
 parentPort!.on('message', (msg: WorkerRequest) => {
-  if (msg.op === 'ack') {
-    unacked -= msg.bytes;
-    const w = ackWaiters;
-    ackWaiters = [];
-    for (const r of w) r();
-    return;
-  }
-  if (msg.op === 'open') {
-    try {
-      const plain = openRequest(msg);
-      post({ task: msg.task, kind: 'done', result: plain }, transferList(plain));
-    } catch (err) {
-      post({ task: msg.task, kind: 'error', error: describe(err) });
+  switch (msg.op) {
+    case 'abort':
+      aborting = true;
+      return;
+    case 'pack-stored': {
+      packsOut--;
+      returned.push(msg.buffer);
+      const w = packWaiters;
+      packWaiters = [];
+      for (const r of w) r();
+      return;
     }
-    return;
+    case 'open': {
+      try {
+        const plain = openRequest(msg);
+        post({ task: msg.task, kind: 'done', result: plain }, transferList(plain));
+      } catch (err) {
+        post({ task: msg.task, kind: 'error', error: describe(err) });
+      }
+      return;
+    }
+    case 'open-range': {
+      const data = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
+      const out: OpenRangeResult = [];
+      const transfer: ArrayBuffer[] = [];
+      for (const b of msg.blobs) {
+        try {
+          const plain = openBlob(keys, b.type, Buffer.from(b.id), data.subarray(b.offset, b.offset + b.length), msg.packId);
+          out.push({ plain });
+          transfer.push(...transferList(plain));
+        } catch (err) {
+          out.push({ error: err instanceof DamagedBlobError ? err.detail : (err as Error).message });
+        }
+      }
+      post({ task: msg.task, kind: 'done', result: out }, transfer);
+      return;
+    }
+    case 'flush':
+      queue = queue.then(() =>
+        emitPack().then(
+          () => post({ task: msg.task, kind: 'done', result: null }),
+          (err) => post({ task: msg.task, kind: 'error', error: describe(err) }),
+        ),
+      );
+      return;
+    case 'chunk':
+      queue = queue.then(() =>
+        chunkFile(msg).then(
+          (result) => post({ task: msg.task, kind: 'done', result }),
+          (err) => post({ task: msg.task, kind: 'error', error: describe(err) }),
+        ),
+      );
   }
-  chunkFile(msg).then(
-    (result) => post({ task: msg.task, kind: 'done', result }),
-    (err) => post({ task: msg.task, kind: 'error', error: describe(err) }),
-  );
 });
 
 function describe(err: unknown): { message: string; code?: string; name?: string } {

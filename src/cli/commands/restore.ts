@@ -5,7 +5,7 @@ import { WorkerPool } from '../../workers/pool.js';
 import { type GlobalArgs, withRepository } from '../context.js';
 import { formatBytes } from '../format.js';
 import { interruptSignal } from '../signals.js';
-import { EXIT } from '../../errors.js';
+import { EXIT, UserError } from '../../errors.js';
 
 interface Args extends GlobalArgs {
   snapshot: string;
@@ -44,6 +44,8 @@ export const restoreCommand: CommandModule<GlobalArgs, Args> = {
       .option('tag', { type: 'string', array: true, describe: 'for "latest": newest snapshot with this tag' })
       .option('path', { type: 'string', array: true, describe: 'for "latest": newest snapshot of this path' }) as never,
   handler: async (args) => {
+    // An empty target would resolve to the current directory.
+    if (!args.target) throw new UserError('--target needs a directory to restore into');
     const signal = interruptSignal();
     const { id, subpath } = splitSnapshotRef(args.snapshot);
     await withRepository(args, async (repo) => {
@@ -60,6 +62,7 @@ export const restoreCommand: CommandModule<GlobalArgs, Args> = {
           verify: args.verify,
           overwrite: args.overwrite,
           signal,
+          pool,
           onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
         });
         if (args.json) process.stdout.write(JSON.stringify({ message_type: 'summary', snapshot_id: entry.id, ...s }) + '\n');
