@@ -1,0 +1,131 @@
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type FsOperations, FuseSession, type KernelOptions, fuseNativeOptions, optionString } from '../mount/fuse.js';
+import { mountAt } from '../mount/mounts.js';
+import { type Attr, ENOENT, FsError, type Listing, S_IFDIR, S_IFREG } from '../mount/types.js';
+import { forceUnmount, run } from './helpers/mount.js';
+
+/**
+ * mount/fuse.ts against the real fuse-native and kernel, in this process. The
+ * handlers run on this thread, so the test only touches the mount through
+ * promises and child processes (a synchronous fs call here would deadlock).
+ */
+const KOPTS: KernelOptions = {
+  fsname: 'aegis:/some repo,with comma',
+  entryTimeout: 1,
+  attrTimeout: 1,
+  maxReadahead: 4 * 1024 * 1024,
+  kernelCache: true,
+  autoUnmount: true,
+};
+
+const SLOW_MS = 16_000; // longer than fuse-native's default 15 s per-operation timeout
+
+function attr(mode: number, size: number, ino: number): Attr {
+  return { mode, uid: 0, gid: 0, size, nlink: 1, ino, rdev: 0, blocks: 1, atimeMs: 1_700_000_000_123, mtimeMs: 1_700_000_000_123, ctimeMs: 1_700_000_000_123 };
+}
+
+describe('mount/fuse.ts: the fuse-native wrapper', () => {
+  let dir: string;
+  let mnt: string;
+  let session: FuseSession | undefined;
+  const seenPaths: string[] = [];
+  const files = new Map<string, { data: Buffer; ino: number; slow?: boolean }>([
+    ['/plain', { data: Buffer.from('plain\n'), ino: 4242 }],
+    ['/slow', { data: Buffer.from('worth the wait\n'), ino: 4343, slow: true }],
+    ['/caf\u00e9 \uefff', { data: Buffer.from('mapped\n'), ino: 4444 }],
+  ]);
+
+  const ops: FsOperations = {
+    getattr(p) {
+      seenPaths.push(p);
+      if (p === '/') return attr(S_IFDIR | 0o555, 0, 1);
+      const f = files.get(p);
+      if (!f) throw new FsError(ENOENT, 'no');
+      return attr(S_IFREG | 0o444, f.data.length, f.ino);
+    },
+    async readdir(): Promise<Listing> {
+      const names = [...files.keys()].map((k) => k.slice(1));
+      return { names: ['.', '..', ...names], modes: [S_IFDIR, S_IFDIR, ...names.map(() => S_IFREG)], inos: [1, 1, ...names.map((n) => files.get(`/${n}`)!.ino)] };
+    },
+    async readlink() {
+      throw new FsError(22, 'not a link');
+    },
+    async open() {
+      return 7;
+    },
+    read(p, _fd, buf, len, pos) {
+      const f = files.get(p)!;
+      const n = f.data.copy(buf, 0, pos, Math.min(f.data.length, pos + len));
+      if (!f.slow) return n;
+      return new Promise((resolve) => setTimeout(() => resolve(n), SLOW_MS));
+    },
+    release() {},
+    statfs: () => ({ bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 }),
+  };
+
+  beforeAll(async () => {
+    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'aegis-fuse-'));
+    mnt = path.join(dir, 'mnt');
+    await fsp.mkdir(mnt);
+    session = await FuseSession.mount(mnt, ops, KOPTS, (op, p, err) => {
+      throw new Error(`unexpected error in ${op} ${p}: ${String(err)}`);
+    });
+  });
+
+  afterAll(async () => {
+    await session?.unmount().catch(() => {});
+    await forceUnmount(mnt);
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+
+  it('passes ro, use_ino and max_readahead to libfuse inside the fsname option, and disables the per-operation timeout', () => {
+    const s = optionString('/mnt/x', KOPTS);
+    expect(s.startsWith('-o')).toBe(true);
+    const list = s.slice(2).split(',');
+    for (const o of ['ro', 'use_ino', 'max_readahead=4194304', 'fsname=aegis:/some_repo_with_comma', 'subtype=aegis', 'auto_unmount', 'kernel_cache', 'entry_timeout=1', 'attr_timeout=1']) {
+      expect(list).toContain(o);
+    }
+    expect(list).not.toContain('allow_other');
+    expect(optionString('/mnt/x', { ...KOPTS, allowOther: true, defaultPermissions: true }).slice(2).split(',')).toEqual(expect.arrayContaining(['allow_other', 'default_permissions']));
+    expect(fuseNativeOptions(KOPTS).timeout).toBe(false);
+  });
+
+  it('the kernel mounts read-only, with our file system name and our inode numbers', async () => {
+    const m = await mountAt(mnt);
+    expect(m).toMatchObject({ fstype: 'fuse.aegis', source: 'aegis:/some_repo_with_comma' });
+    const info = (await fsp.readFile('/proc/self/mountinfo', 'utf8')).split('\n').find((l) => l.split(' ')[4] === mnt)!;
+    expect(info.split(' ')[5]!.split(',')).toContain('ro');
+    const st = await fsp.stat(path.join(mnt, 'plain'));
+    expect(st.ino).toBe(4242);
+    expect(st.mtimeMs).toBe(1_700_000_000_123);
+    expect(await fsp.readFile(path.join(mnt, 'plain'), 'utf8')).toBe('plain\n');
+    await expect(fsp.writeFile(path.join(mnt, 'plain'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
+    await expect(fsp.writeFile(path.join(mnt, 'new'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
+  });
+
+  it('names: readdir strings go out as UTF-8; path bytes that are not UTF-8 arrive as U+FFFD', async () => {
+    const names = (await fsp.readdir(mnt, { encoding: 'buffer' })).map((b) => b.toString('hex'));
+    expect(names).toContain(Buffer.from('caf\u00e9 \uefff', 'utf8').toString('hex'));
+    expect(await fsp.readFile(path.join(mnt, 'caf\u00e9 \uefff'), 'utf8')).toBe('mapped\n');
+    // A name with byte 0xff: fuse-native decodes it to U+FFFD, so the original byte cannot reach us.
+    const raw = Buffer.concat([Buffer.from(`${mnt}/x`), Buffer.from([0xff])]);
+    await expect(fsp.stat(raw)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(seenPaths).toContain('/x\ufffd');
+  });
+
+  it('a read slower than 15 seconds still completes (no ETIMEDOUT)', async () => {
+    const r = await run('cat', [path.join(mnt, 'slow')]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('worth the wait\n');
+  }, 60_000);
+
+  it('unmounts', async () => {
+    await session!.unmount();
+    session = undefined;
+    expect(await mountAt(mnt)).toBeUndefined();
+  });
+});

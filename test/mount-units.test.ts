@@ -1,0 +1,275 @@
+import crypto from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { BlobCache } from '../mount/blob-cache.js';
+import { OpenFile } from '../mount/file.js';
+import { childIno, hardlinkIno } from '../mount/inodes.js';
+import { decodeName, displayName, safeVirtualName } from '../mount/names.js';
+import { ReadAhead } from '../mount/readahead.js';
+import { checkTemplate, timeName } from '../mount/snapshots-dir.js';
+import { decodeTreeSliced, toEntry } from '../mount/tree-cache.js';
+import { type FileNode } from '../mount/types.js';
+import { parseSize } from '../src/cli/commands/mount.js';
+import { type BlobLocation } from '../src/repo/index.js';
+import { type Repository } from '../src/repo/repository.js';
+import { type TreeNode, decodeTree, encodeTree } from '../src/snapshot/tree.js';
+
+describe('names', () => {
+  it('shows valid UTF-8 unchanged', () => {
+    for (const s of ['plain.txt', 'café', '日本語', '🦀 crab', 'with space and\nnewline', '\ufffd literal replacement char']) {
+      expect(displayName(Buffer.from(s))).toBe(s);
+      expect(decodeName(s).equals(Buffer.from(s))).toBe(true);
+    }
+  });
+
+  it('maps bytes that are not UTF-8 to U+EF80–U+EFFF, one to one', () => {
+    expect(displayName(Buffer.from([0x61, 0xff, 0x62]))).toBe('a\uefffb');
+    expect(displayName(Buffer.from([0xc3]))).toBe('\uefc3'); // a lone lead byte
+    expect(displayName(Buffer.from([0xc3, 0xa9, 0xff]))).toBe('é\uefff'); // valid sequence kept, stray byte mapped
+    expect(displayName(Buffer.from([0xed, 0xa0, 0x80]))).toBe('\uefed\uefa0\uef80'); // an encoded surrogate is not UTF-8
+    // A name that really contains a character of the escape range is escaped too, so nothing collides.
+    const real = Buffer.from('x\uefffy');
+    expect(displayName(real)).not.toBe('x\uefffy');
+    expect(decodeName(displayName(real)).equals(real)).toBe(true);
+    expect(displayName(real)).not.toBe(displayName(Buffer.from([0x78, 0xff, 0x79])));
+  });
+
+  it('round-trips any bytes and always yields valid UTF-8', () => {
+    let seed = 7;
+    const rand = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    const seen = new Map<string, string>();
+    for (let i = 0; i < 3000; i++) {
+      const len = 1 + rand(24);
+      const b = Buffer.alloc(len);
+      for (let k = 0; k < len; k++) {
+        let v = rand(4) === 0 ? 0x80 + rand(0x80) : rand(3) === 0 ? 0xe0 + rand(0x20) : 0x20 + rand(0x60);
+        if (v === 0x2f) v = 0x41;
+        b[k] = v;
+      }
+      const shown = displayName(b);
+      expect(Buffer.from(shown, 'utf8').toString('utf8')).toBe(shown);
+      expect(decodeName(shown).equals(b)).toBe(true);
+      const hex = b.toString('hex');
+      const before = seen.get(shown);
+      if (before !== undefined) expect(before).toBe(hex);
+      seen.set(shown, hex);
+    }
+  });
+
+  it('keeps made-up names usable as file names', () => {
+    expect(safeVirtualName('a/b')).toBe('a\u2215b');
+    expect(safeVirtualName('..')).toBe('_..');
+    expect(safeVirtualName('')).toBe('_');
+  });
+});
+
+describe('inode numbers', () => {
+  it('are stable, never 0 or 1, and differ by name and parent', () => {
+    expect(childIno(1, 'snapshots')).toBe(childIno(1, 'snapshots'));
+    const all = new Set<number>();
+    for (let i = 0; i < 20_000; i++) {
+      const n = childIno(12345, `entry-${i}`);
+      expect(n).toBeGreaterThan(1);
+      expect(n).toBeLessThan(2 ** 32);
+      all.add(n);
+    }
+    expect(all.size).toBeGreaterThan(19_990); // 32-bit hashes: a collision or two at most
+    expect(childIno(2, 'x')).not.toBe(childIno(3, 'x'));
+    expect(hardlinkIno(99, '2049:1234')).toBe(hardlinkIno(99, '2049:1234'));
+    expect(hardlinkIno(99, '2049:1234')).not.toBe(hardlinkIno(100, '2049:1234'));
+  });
+});
+
+describe('read-ahead', () => {
+  it('grows its window on sequential reads and stops on random ones', () => {
+    const ra = new ReadAhead({ min: 1 << 20, max: 8 << 20, slack: 1 << 20 });
+    const size = 1 << 30;
+    const first = ra.onRead(0, 131072, size)!;
+    expect(first).toEqual({ from: 131072, to: 131072 + (1 << 20) });
+    ra.requestedTo = first.to;
+    // More than half a window still ahead: nothing new to ask for.
+    expect(ra.onRead(131072, 131072, size)).toBeUndefined();
+    let pos = 262144;
+    let widest = 0;
+    for (let i = 0; i < 200; i++, pos += 131072) {
+      const r = ra.onRead(pos, 131072, size);
+      if (r) {
+        expect(r.from).toBe(ra.requestedTo);
+        widest = Math.max(widest, r.to - (pos + 131072));
+        ra.requestedTo = r.to;
+      }
+    }
+    expect(widest).toBe(8 << 20);
+    expect(ra.onRead(500 << 20, 4096, size)).toBeUndefined(); // a jump
+    expect(ra.onRead(100 << 20, 4096, size)).toBeUndefined(); // and another
+  });
+
+  it('never asks past the end of the file', () => {
+    const ra = new ReadAhead({ min: 1 << 20, max: 8 << 20 });
+    expect(ra.onRead(0, 100, 5000)).toEqual({ from: 100, to: 5000 });
+    expect(ra.onRead(0, 100, 100)).toBeUndefined();
+  });
+});
+
+describe('path templates and names', () => {
+  it('accepts restic-style templates and rejects the rest', () => {
+    expect(checkTemplate('hosts/%h/%T')).toEqual(['hosts', '%h', '%T']);
+    expect(checkTemplate('/by/%u/%t//%i/')).toEqual(['by', '%u', '%t', '%i']);
+    expect(() => checkTemplate('x/%q')).toThrow(/unknown placeholder "%q"/);
+    expect(() => checkTemplate('snapshots/%T')).toThrow(/reserved/);
+    expect(() => checkTemplate('a/../%T')).toThrow(/not allowed/);
+    expect(() => checkTemplate('hosts/%h')).toThrow(/last component/);
+    expect(() => checkTemplate('')).toThrow(/empty/);
+  });
+
+  it('names snapshot directories by local time with dashes', () => {
+    const d = new Date(2026, 10, 23, 20, 14, 51, 999);
+    expect(timeName(d.toISOString())).toBe('2026-11-23T20-14-51');
+    expect(timeName('not a time')).toBe('unknown-time');
+  });
+
+  it('parses --cache-size', () => {
+    expect(parseSize('256M')).toBe(256 * 1024 * 1024);
+    expect(parseSize('1G')).toBe(1024 ** 3);
+    expect(parseSize('512MiB')).toBe(512 * 1024 * 1024);
+    expect(parseSize('1.5g')).toBe(1.5 * 1024 ** 3);
+    expect(parseSize('4096')).toBe(4096);
+    expect(() => parseSize('lots')).toThrow(/invalid size/);
+  });
+});
+
+describe('tree decoding in slices', () => {
+  it('gives exactly what the format decoder gives, for a large tree with awkward names', async () => {
+    const nodes: TreeNode[] = [];
+    for (let i = 0; i < 6000; i++) {
+      const tricky = ['plain', 'with "quotes"', 'brace}{', 'brack]et[', 'back\\slash', 'comma,', 'nl\n'][i % 7]!;
+      const name = i % 11 === 0 ? Buffer.concat([Buffer.from(`raw-${i}-`), Buffer.from([0xff, 0xfe])]) : Buffer.from(`${tricky}-${i}`);
+      nodes.push({
+        name,
+        type: i % 5 === 0 ? 'dir' : i % 13 === 0 ? 'symlink' : 'file',
+        mode: 0o644,
+        uid: i,
+        gid: i + 1,
+        mtimeNs: 1_700_000_000_123_456_789n + BigInt(i),
+        atimeNs: 1_700_000_000_000_000_000n,
+        ctimeNs: 1_700_000_000_000_000_000n,
+        size: i * 10,
+        dev: '2049',
+        inode: String(1000 + i),
+        links: i % 17 === 0 ? 2 : 1,
+        ...(i % 5 === 0 ? { subtree: crypto.randomBytes(32).toString('hex') } : {}),
+        ...(i % 13 === 0 && i % 5 !== 0 ? { linkTarget: Buffer.from(`../target "${i}" ]}`) } : {}),
+        ...(i % 5 !== 0 && i % 13 !== 0 ? { content: [crypto.randomBytes(32).toString('hex'), crypto.randomBytes(32).toString('hex')] } : {}),
+      });
+    }
+    nodes.sort((a, b) => Buffer.compare(a.name, b.name));
+    const plain = encodeTree({ nodes });
+    expect(plain.length).toBeGreaterThan(1024 * 1024);
+    const sliced = await decodeTreeSliced('id', plain);
+    expect(sliced.entries).toEqual(decodeTree(plain).nodes.map(toEntry));
+    expect(sliced.get(displayName(nodes[100]!.name))).toEqual(toEntry(nodes[100]!));
+    expect(sliced.get('no such name')).toBeUndefined();
+    // The mode carries the file type; times are milliseconds.
+    const e = sliced.entries.find((x) => x.type === 'dir')!;
+    expect(e.mode & 0o170000).toBe(0o040000);
+    expect(e.mtimeMs).toBe(1_700_000_000_123 + 0);
+  });
+
+  it('rejects a blob that is not a tree', async () => {
+    await expect(decodeTreeSliced('abc', Buffer.from('{"nodes":[{"broken"'.padEnd(300_000, ' ')))).rejects.toThrow(/does not parse/);
+  });
+});
+
+/** A repository stand-in: blobs laid out in packs, range reads counted, "opening" is the identity. */
+function fakeRepo(blobs: Array<{ id: string; data: Buffer; pack: string; offset: number }>) {
+  const packs = new Map<string, Buffer>();
+  const index = new Map<string, BlobLocation>();
+  for (const b of blobs) {
+    const p = packs.get(b.pack) ?? Buffer.alloc(0);
+    const grown = Buffer.alloc(Math.max(p.length, b.offset + b.data.length));
+    p.copy(grown);
+    b.data.copy(grown, b.offset);
+    packs.set(b.pack, grown);
+    index.set(b.id, { type: 0 as never, packId: b.pack, offset: b.offset, length: b.data.length, rawLength: b.data.length });
+  }
+  const reads: Array<{ pack: string; offset: number; length: number }> = [];
+  const repo = {
+    index: { get: (id: string) => index.get(id) },
+    storage: {
+      get: async (name: string, range: { offset: number; length: number }) => {
+        const pack = name.split('/').pop()!;
+        reads.push({ pack, ...range });
+        return Buffer.from(packs.get(pack)!.subarray(range.offset, range.offset + range.length));
+      },
+    },
+    opener: { open: async (_t: unknown, _id: Buffer, sealed: Buffer) => Buffer.from(sealed) },
+  };
+  return { repo: repo as unknown as Repository, reads };
+}
+
+const hexId = (i: number) => crypto.createHash('sha256').update(String(i)).digest('hex');
+const packId = (i: number) => crypto.createHash('sha256').update(`pack${i}`).digest('hex');
+
+describe('chunk cache and file reads', () => {
+  /** A file of 40 blobs of 100,000 bytes: 20 in each of two packs, with small gaps between some. */
+  function fixture() {
+    const content: string[] = [];
+    const blobs: Array<{ id: string; data: Buffer; pack: string; offset: number }> = [];
+    let offset = 0;
+    for (let i = 0; i < 40; i++) {
+      if (i === 20) offset = 0;
+      const id = hexId(i);
+      content.push(id);
+      blobs.push({ id, data: crypto.randomBytes(100_000), pack: packId(i < 20 ? 0 : 1), offset });
+      offset += 100_000 + (i % 4 === 3 ? 5000 : 0);
+    }
+    const whole = Buffer.concat(blobs.map((b) => b.data));
+    const { repo, reads } = fakeRepo(blobs);
+    const node: FileNode = { kind: 'file', ino: 5, path: '/snapshots/x/file', size: whole.length, content, attr: () => ({}) as never };
+    return { repo, reads, node, whole };
+  }
+
+  it('serves sequential reads with read-ahead in few range reads, and the right bytes', async () => {
+    const { repo, reads, node, whole } = fixture();
+    const cache = new BlobCache(repo, { maxBytes: 64 * 1024 * 1024, maxRunBytes: 1_000_000 });
+    const f = new OpenFile(node, repo, cache, () => {}, 2 * 1024 * 1024);
+    const out = Buffer.alloc(whole.length);
+    for (let pos = 0; pos < whole.length; pos += 65536) {
+      const n = await f.read(out.subarray(pos), Math.min(65536, whole.length - pos), pos);
+      expect(n).toBe(Math.min(65536, whole.length - pos));
+    }
+    expect(out.equals(whole)).toBe(true);
+    expect(cache.stats.prefetched).toBeGreaterThan(30);
+    expect(reads.length).toBeLessThan(20); // runs of neighbouring blobs share a range read
+    for (const r of reads) expect(r.length).toBeLessThanOrEqual(1_000_000);
+  });
+
+  it('random reads fetch only the blobs they cover', async () => {
+    const { repo, reads, node, whole } = fixture();
+    const cache = new BlobCache(repo, {});
+    const f = new OpenFile(node, repo, cache, () => {}, 2 * 1024 * 1024);
+    const buf = Buffer.alloc(149_999);
+    const n = await f.read(buf, 149_999, 2_950_001); // the last bytes of blob 29 and all of 30, not 31
+    expect(n).toBe(149_999);
+    expect(buf.equals(whole.subarray(2_950_001, 3_100_000))).toBe(true);
+    expect(reads.length).toBe(2);
+    expect(cache.stats.prefetched).toBe(0);
+    expect(await f.read(buf, 10, whole.length)).toBe(0);
+    expect(await f.read(buf, 100, whole.length - 7)).toBe(7);
+  });
+
+  it('does not cache a failed fetch, and names the blob', async () => {
+    const { repo, node } = fixture();
+    let fail = true;
+    const open = repo.opener.open.bind(repo.opener);
+    repo.opener = { open: async (...a: Parameters<typeof open>) => (fail ? Promise.reject(new Error('authentication failed')) : open(...a)) };
+    const cache = new BlobCache(repo, {});
+    const f = new OpenFile(node, repo, cache, () => {}, 2 * 1024 * 1024);
+    const buf = Buffer.alloc(10);
+    await expect(f.read(buf, 10, 5)).rejects.toMatchObject({ name: 'BlobReadError', blobId: node.content[0] });
+    fail = false;
+    expect(await f.read(buf, 10, 5)).toBe(10);
+  });
+});
