@@ -150,6 +150,23 @@ describe('the CLI on S3', () => {
     expect(requests().total).toBeGreaterThan(0);
   });
 
+  it('walks a snapshot of many directories with a handful of requests (tree packs are fetched whole)', async () => {
+    const r = repo('many-dirs');
+    const many = path.join(r.home, 'many');
+    for (let i = 0; i < 200; i++) {
+      fs.mkdirSync(path.join(many, `d${i}`, 'inner'), { recursive: true });
+      fs.writeFileSync(path.join(many, `d${i}`, 'inner', 'f.txt'), `file ${i}\n`);
+    }
+    await r.ok(['init']);
+    await r.ok(['backup', many]);
+    const counts = path.join(r.home, 'requests.json');
+    const ls = await r.ok(['ls', 'latest'], r.uncached({ AEGIS_COUNT_REQUESTS: counts }));
+    expect(ls.stdout.split('\n').filter((l) => l.endsWith('/f.txt'))).toHaveLength(200);
+    const { get } = JSON.parse(fs.readFileSync(counts, 'utf8')) as { get: number };
+    // 400 directories' trees sit in one or two tree packs: a few GETs, not one per directory.
+    expect(get).toBeLessThan(20);
+  });
+
   it('reruns a backup killed with SIGKILL, reusing the packs it had uploaded', async () => {
     const r = repo('killed');
     await r.ok(['init']);

@@ -99,6 +99,9 @@ export class CachedStorage implements Storage {
   private readonly now: () => number;
   private readonly background = new Set<Promise<unknown>>();
   private readonly inflight = new Map<string, Promise<Buffer>>();
+  /** Whole tree packs in memory, oldest first (see wholeTreePack). */
+  private readonly treePacks = new Map<string, Buffer>();
+  private treePackBytes = 0;
   private rangeBytes: number | undefined;
   private sizing: Promise<number> | undefined;
   private evicting: Promise<void> | undefined;
@@ -176,6 +179,7 @@ export class CachedStorage implements Storage {
 
   private async getRange(name: string, range: ByteRange, options: GetOptions): Promise<Buffer> {
     const tree = options.kind === 'tree';
+    if (tree && !options.fresh) return sliceRange(name, await this.wholeTreePack(name), range);
     const preferred = this.rangeFile(name, range, tree)!;
     const other = this.rangeFile(name, range, !tree)!;
     if (!options.fresh) {
@@ -198,6 +202,46 @@ export class CachedStorage implements Storage {
       }
       if (options.fresh) await rmQuiet(other);
       if (data.length <= this.maxBytes / 8) await this.storeRange(preferred, data);
+      return data;
+    });
+  }
+
+  /**
+   * Tree blobs live in packs of their own (the backup writes them apart from
+   * data), and a walk of a snapshot reads many trees from the same few packs. So
+   * the first tree read of a pack fetches the whole pack in one request, keeps it
+   * on disk with the tree ranges, and in memory (up to TREE_MEMO_BYTES) so later
+   * reads cost neither a request nor a re-hash. Packs are immutable, so this is
+   * never stale.
+   */
+  private async wholeTreePack(name: string): Promise<Buffer> {
+    const hit = this.treePacks.get(name);
+    if (hit) {
+      this.treePacks.delete(name);
+      this.treePacks.set(name, hit);
+      return hit;
+    }
+    return this.once(`t:${name}`, async () => {
+      const m = PACK.exec(name)!;
+      const file = path.join(this.dir, 'ranges', 'tree', m[1]!, `${m[2]}.whole`);
+      let data = await this.readVerified(file);
+      if (data) this.track(touch(file));
+      else {
+        try {
+          data = await this.inner.get(name);
+        } catch (err) {
+          if (isNotFound(err)) await this.dropListings(['index/', 'snapshots/']);
+          throw err;
+        }
+        if (data.length <= this.maxBytes / 8) await this.storeRange(file, data);
+      }
+      this.treePacks.set(name, data);
+      this.treePackBytes += data.length;
+      for (const [k, v] of this.treePacks) {
+        if (this.treePackBytes <= TREE_MEMO_BYTES || k === name) break;
+        this.treePacks.delete(k);
+        this.treePackBytes -= v.length;
+      }
       return data;
     });
   }
@@ -542,6 +586,9 @@ function listedPrefix(name: string): string | undefined {
   const prefix = name.slice(0, slash + 1);
   return LISTED.has(prefix) ? prefix : undefined;
 }
+
+/** Whole tree packs kept in memory by one process. */
+const TREE_MEMO_BYTES = 64 * 1024 * 1024;
 
 function sliceRange(name: string, data: Buffer, range: ByteRange): Buffer {
   if (range.offset + range.length > data.length) {

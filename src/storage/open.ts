@@ -5,7 +5,8 @@ import { CountingStorage, RequestCounter, counterFromEnv } from './counting.js';
 import { FaultInjectingStorage, parseByteSize, parseDuration, parseFaults } from './fault-injection.js';
 import { LocalStorage } from './local.js';
 import { RETRY_DEFAULTS, type RetryEvent, type RetryOptions, RetryingStorage } from './retrying.js';
-import { S3_DEFAULTS, S3Storage, type S3Config, type S3Options } from './s3.js';
+// The S3 backend (and the AWS SDK, ~100 ms to load) is imported only for S3 locations.
+import type { S3Config, S3Options } from './s3.js';
 import { isS3Location, parseS3Location } from './s3-location.js';
 import { type Storage } from './storage.js';
 
@@ -80,7 +81,8 @@ export async function openStorage(location: string, options: OpenStorageOptions 
   let backend: Storage;
   let remote = false;
   if (isS3Location(location)) {
-    backend = new S3Storage(resolveS3(location, options));
+    const s3 = await import('./s3.js');
+    backend = new s3.S3Storage(resolveS3(location, options, s3.S3_DEFAULTS));
     remote = true;
   } else if (location.startsWith('local:')) {
     backend = new LocalStorage(path.resolve(location.slice('local:'.length)));
@@ -139,7 +141,7 @@ function count(value: unknown, key: string, min: number, max = Number.MAX_SAFE_I
   });
 }
 
-function resolveS3(location: string, o: OpenStorageOptions): S3Config {
+function resolveS3(location: string, o: OpenStorageOptions, S3_DEFAULTS: typeof import("./s3.js").S3_DEFAULTS): S3Config {
   let loc;
   try {
     loc = parseS3Location(location);
