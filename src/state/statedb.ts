@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { FILE_CACHE_SCHEMA } from './filecache.js';
 
 /**
  * The local state database: a cache of what earlier backups saw, so unchanged
@@ -21,18 +22,8 @@ export function openStateDb(): Database.Database {
   const db = new Database(path.join(dir, 'state.sqlite'));
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
+  db.exec(FILE_CACHE_SCHEMA);
   db.exec(`
-    CREATE TABLE IF NOT EXISTS file_cache (
-      repo TEXT NOT NULL,
-      path BLOB NOT NULL,
-      size INTEGER NOT NULL,
-      mtime_ns TEXT NOT NULL,
-      ctime_ns TEXT NOT NULL,
-      inode TEXT NOT NULL,
-      content BLOB NOT NULL,
-      snapshot TEXT,
-      PRIMARY KEY (repo, path)
-    ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS jobs (
       id INTEGER PRIMARY KEY,
       repo TEXT NOT NULL,
