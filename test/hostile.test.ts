@@ -1,0 +1,67 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BlobType } from '../src/repo/blob.js';
+import { Repository } from '../src/repo/repository.js';
+import { type TreeNode } from '../src/snapshot/tree.js';
+import { LocalStorage } from '../src/storage/local.js';
+import { type Workspace, workspace } from './helpers/cli.js';
+
+function node(name: Buffer, type: TreeNode['type'], extra: Partial<TreeNode> = {}): TreeNode {
+  return { name, type, mode: 0o644, uid: 0, gid: 0, mtimeNs: 0n, atimeNs: 0n, ctimeNs: 0n, size: 0, dev: '1', inode: '1', links: 1, ...extra };
+}
+
+/**
+ * A repository written by someone hostile: valid encryption (they hold the keys)
+ * but tree entries that try to climb out of the restore target.
+ */
+describe('a hostile repository', () => {
+  let ws: Workspace;
+  let repo: Repository;
+
+  async function snapshotWith(entryName: Buffer, type: TreeNode['type'] = 'file'): Promise<string> {
+    const packs: Parameters<Repository['writeIndex']>[0] = [];
+    const packer = repo.newPacker((p) => {
+      packs.push(p);
+    });
+    const save = async (nodes: TreeNode[]) => {
+      const t = repo.sealTree({ nodes });
+      await packer.add(BlobType.Tree, t.id, t.sealed, t.rawLength);
+      return t.id.toString('hex');
+    };
+    const inner = type === 'dir' ? await save([node(Buffer.from('payload'), 'file')]) : undefined;
+    const evil = node(entryName, type, inner ? { subtree: inner, mode: 0o755 } : { content: [] });
+    const root = await save([evil]);
+    await packer.flush();
+    await repo.writeIndex(packs);
+    return repo.saveSnapshot({ time: new Date().toISOString(), tree: root, paths: ['/x'], hostname: 'h', username: 'u', uid: 0, gid: 0, tags: [], program_version: 'test' });
+  }
+
+  beforeAll(async () => {
+    ws = workspace('hostile');
+    await ws.ok(['init']);
+    repo = await Repository.open(new LocalStorage(ws.repo), ws.env.AEGIS_PASSWORD!);
+  });
+  afterAll(() => ws.cleanup());
+
+  it.each([
+    ['..', 'dir'],
+    ['.', 'dir'],
+    ['a/../../escape', 'file'],
+    ['/etc/evil', 'file'],
+    ['', 'file'],
+  ] as const)('refuses an entry named %j (%s) and writes nothing outside the target', async (name, type) => {
+    const id = await snapshotWith(Buffer.from(name), type);
+    const outside = path.join(ws.dir, 'outside');
+    const target = path.join(outside, 'target');
+    fs.mkdirSync(target, { recursive: true });
+    const r = await ws.run(['restore', id.slice(0, 12), '--target', target]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/unsafe name/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(fs.readdirSync(outside)).toEqual(['target']);
+    expect(fs.readdirSync(target)).toEqual([]);
+    expect(fs.existsSync('/etc/evil')).toBe(false);
+    fs.rmSync(outside, { recursive: true, force: true });
+  });
+});
