@@ -19,7 +19,10 @@ export class ProgressLine {
     const secs = (Date.now() - this.start) / 1000;
     const rate = secs > 0 ? p.bytesRead / secs : 0;
     let line = `${p.filesDone} files, ${formatBytes(p.bytesDone)} (${formatBytes(p.bytesRead)} read), ${formatBytes(rate)}/s, ${formatDuration(secs)}`;
-    if (this.totalBytes && rate > 0) line += `, ETA ${formatDuration(Math.max(0, this.totalBytes - p.bytesDone) / rate)}`;
+    // Unchanged files count as done without being read, so the ETA uses the rate of all bytes processed.
+    const total = this.totalBytes ?? p.bytesExpected;
+    const done = secs > 0 ? p.bytesDone / secs : 0;
+    if (total && done > 0 && total > p.bytesDone) line += `, ETA ${formatDuration((total - p.bytesDone) / done)}`;
     if (p.errors) line += `, ${p.errors} errors`;
     const width = (process.stderr.columns ?? 100) - 1;
     if (line.length > width) line = line.slice(0, width);

@@ -42,6 +42,8 @@ export interface BackupOptions {
 }
 
 export interface BackupProgress {
+  /** Size of the parent snapshot, when there is one (an estimate of the total). */
+  bytesExpected?: number;
   filesDone: number;
   bytesDone: number;
   bytesRead: number;
@@ -93,7 +95,8 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     await repo.loadIndex();
     if (!opts.dryRun) await adoptUnindexedPacks(repo);
     const hostname = opts.host ?? os.hostname();
-    const parent = opts.parent !== undefined ? (await resolveSnapshot(repo, opts.parent)).id : (await findParent(repo, hostname, absPaths))?.id;
+    const parentEntry = opts.parent !== undefined ? await resolveSnapshot(repo, opts.parent) : await findParent(repo, hostname, absPaths);
+    const parent = parentEntry?.id;
 
     let run: BackupRun | undefined;
     pool = new WorkerPool({
@@ -104,7 +107,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       packSize: repo.config.packSize,
       onPack: (pack) => run!.storeDataPack(pack),
     });
-    run = new BackupRun(repo, pool, new FileCache(db, repo.config.id), opts, parent !== undefined);
+    run = new BackupRun(repo, pool, new FileCache(db, repo.config.id), opts, parent !== undefined, parentEntry?.snapshot.summary?.total_bytes_processed);
     let root: string;
     try {
       root = await run.buildRoot(absPaths);
@@ -218,6 +221,8 @@ class BackupRun {
     private readonly cache: FileCache,
     private readonly opts: BackupOptions,
     private readonly hasParent: boolean,
+    /** The parent snapshot's size: the best cheap guess of this one's, for an ETA. */
+    private readonly bytesExpected?: number,
   ) {
     const onStored = async (pack: IndexedPack) => {
       this.indexQueue.push(pack);
@@ -241,6 +246,7 @@ class BackupRun {
       bytesRead: this.summary.bytes_read,
       currentPath: this.current,
       errors: this.summary.errors,
+      bytesExpected: this.bytesExpected,
     });
   }
 
