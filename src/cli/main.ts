@@ -51,14 +51,9 @@ export function reportError(err: unknown, debug: boolean): number {
   return code;
 }
 
-async function main(): Promise<void> {
-  // `aegis ls … | head` closes the pipe early: that is the reader's choice, not an error.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(0);
-    throw err;
-  });
-  const debug = process.argv.includes('--debug');
-  let parser = globalOptions(yargs(hideBin(process.argv)))
+/** The whole command line; `args` are the arguments after "aegis". */
+function buildParser(args: string[]): Argv {
+  let parser = globalOptions(yargs(args))
     .scriptName('aegis')
     .version(VERSION)
     .usage('$0 <command> [options]\n\nEncrypted, deduplicating backups you can mount.')
@@ -71,18 +66,88 @@ async function main(): Promise<void> {
     .wrap(Math.min(110, process.stdout.columns ?? 100))
     .fail((msg, err) => {
       if (err) throw err;
-      process.stderr.write(`aegis: ${msg}\n`);
+      process.stderr.write(`aegis: ${usageMessage(msg, args)}\n`);
       process.exit(EXIT.fatal);
     });
   for (const c of commands) parser = parser.command(c);
   // `aegis help COMMAND` works like `aegis COMMAND --help`.
   parser = parser.command('help [command]', 'show help for a command', {}, async (argv) => {
     const cmd = argv.command as string | undefined;
-    if (cmd) await globalOptions(yargs([cmd, '--help'])).scriptName('aegis').command(commands.find((c) => String(c.command).split(' ')[0] === cmd) ?? commands[0]!).help().parseAsync();
-    else parser.showHelp('log');
+    if (!cmd || cmd === 'help' || cmd === 'completion') parser.showHelp('log');
+    else if (!commandNames().includes(cmd)) throw new UserError(`unknown command "${cmd}" ("aegis --help" lists them)`);
+    // The same parser, so the help is exactly what `aegis COMMAND --help` prints.
+    else await buildParser([cmd, '--help']).parseAsync();
   });
+  return parser;
+}
+
+function commandNames(): string[] {
+  return commands.map((c) => String(c.command).split(' ')[0]!);
+}
+
+/** Global options that take a value: the word after them is not a command. */
+const VALUE_OPTIONS = new Set(['-r', '--repo', '-p', '--password-file', '--s3-region', '--s3-connections', '--s3-storage-class', '--s3-sse', '--s3-sse-kms-key-id', '--s3-timeout']);
+
+/** The first word of the command line that is neither an option nor an option's value: the command. */
+function commandWord(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') return args[i + 1];
+    if (VALUE_OPTIONS.has(a)) i++;
+    else if (!a.startsWith('-')) return a;
+  }
+  return undefined;
+}
+
+/** How an unknown name from yargs was spelt on the command line, if it was an option. */
+function optionSpelling(name: string, args: string[]): string | undefined {
+  if (args.some((a) => a === `--${name}` || a.startsWith(`--${name}=`) || a === `--no-${name}`)) return `--${name}`;
+  if (name.length === 1 && args.some((a) => /^-[^-]/.test(a) && a.slice(1).includes(name))) return `-${name}`;
+  return undefined;
+}
+
+/**
+ * yargs' usage errors as one line that names what was not understood: an
+ * unknown option or command, a surplus argument, an invalid choice.
+ */
+function usageMessage(msg: string, args: string[]): string {
+  const text = msg.replace(/\s*\n\s*/g, ' ').trim();
+  const cmd = commandWord(args);
+  const known = cmd !== undefined && (commandNames().includes(cmd) || cmd === 'help' || cmd === 'completion');
+  const helpHint = known ? `"aegis help ${cmd}"` : '"aegis --help"';
+  const suggestion = /^Did you mean (.+)\?$/.exec(text);
+  if (suggestion) return `unknown command${cmd ? ` "${cmd}"` : ''}; did you mean "${suggestion[1]}"?`;
+  const unknown = /^Unknown arguments?: (.+)$/.exec(text);
+  if (unknown) {
+    const names = unknown[1]!.split(', ');
+    if (cmd !== undefined && !known && names.includes(cmd)) return `unknown command "${cmd}" ("aegis --help" lists them)`;
+    const options = names.map((n) => optionSpelling(n, args)).filter((o): o is string => o !== undefined);
+    if (options.length) return `unknown option${options.length > 1 ? 's' : ''} ${options.join(', ')} (${helpHint} lists the options)`;
+    return `unexpected argument${names.length > 1 ? 's' : ''} ${names.map((n) => `"${n}"`).join(', ')} (see ${helpHint})`;
+  }
+  const choice = /^Invalid values?: Argument: (\S+), Given: (.+?), Choices: (.+)$/.exec(text);
+  if (choice) {
+    const option = optionSpelling(choice[1]!, args);
+    return `${option ? `invalid value ${choice[2]} for ${option}` : `invalid ${choice[1]} ${choice[2]}`}: choose ${choice[3]}`;
+  }
+  const missing = /^Missing required arguments?: (.+)$/.exec(text);
+  if (missing) return `missing required option ${missing[1]!.split(', ').map((n) => `--${n}`).join(', ')} (see ${helpHint})`;
+  if (/^Not enough non-option arguments/.test(text) && known) {
+    const c = commands.find((x) => String(x.command).split(' ')[0] === cmd);
+    if (c) return `missing argument: usage is "aegis ${String(c.command)}" (see ${helpHint})`;
+  }
+  return text;
+}
+
+async function main(): Promise<void> {
+  // `aegis ls … | head` closes the pipe early: that is the reader's choice, not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+  const debug = process.argv.includes('--debug');
   try {
-    await parser.parseAsync();
+    await buildParser(hideBin(process.argv)).parseAsync();
   } catch (err) {
     process.exitCode = reportError(err, debug);
   }

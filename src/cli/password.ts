@@ -12,20 +12,23 @@ export interface PasswordOptions {
  * prompt when stdin is a terminal.
  */
 export async function readPassphrase(opts: PasswordOptions, prompt = 'passphrase: ', confirm = false): Promise<string> {
+  // `--password-file` with nothing after it must not fall through to the next source.
+  if (opts.passwordFile === '') throw new UserError('--password-file needs the name of a file');
   const file = opts.passwordFile ?? process.env.AEGIS_PASSWORD_FILE;
   if (file) {
     try {
       return stripNewline(readFileSync(file, 'utf8'));
     } catch (err) {
-      throw new UserError(`cannot read password file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new UserError(`cannot read password file ${file}: ${describeFsError(err)}`);
     }
   }
   const command = process.env.AEGIS_PASSWORD_COMMAND;
   if (command) {
     try {
       return stripNewline(execFileSync('/bin/sh', ['-c', command], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
-    } catch {
-      throw new UserError('AEGIS_PASSWORD_COMMAND failed');
+    } catch (err) {
+      const status = (err as { status?: number | null }).status;
+      throw new UserError(`AEGIS_PASSWORD_COMMAND failed${typeof status === 'number' ? ` (exit status ${status})` : ''}`);
     }
   }
   if (process.env.AEGIS_PASSWORD !== undefined) return process.env.AEGIS_PASSWORD;
@@ -42,9 +45,18 @@ export async function readPassphrase(opts: PasswordOptions, prompt = 'passphrase
 
 /** A second, new passphrase (key add / passwd): its own file option or a prompt. */
 export async function readNewPassphrase(newPasswordFile: string | undefined): Promise<string> {
-  if (newPasswordFile) return readPassphrase({ passwordFile: newPasswordFile });
-  if (!process.stdin.isTTY) throw new UserError('no new passphrase: use --new-password-file, or run on a terminal');
-  return readPassphrase({}, 'new passphrase: ', true);
+  let passphrase: string;
+  if (newPasswordFile) passphrase = await readPassphrase({ passwordFile: newPasswordFile });
+  else if (!process.stdin.isTTY) throw new UserError('no new passphrase: use --new-password-file, or run on a terminal');
+  else passphrase = await readPassphrase({}, 'new passphrase: ', true);
+  if (passphrase.length === 0) throw new UserError('refusing an empty passphrase');
+  return passphrase;
+}
+
+/** "ENOENT: no such file or directory, open 'x'" → "no such file or directory". */
+function describeFsError(err: unknown): string {
+  const m = /^[A-Z0-9_]+: (.*?), \w+ '/s.exec((err as Error).message);
+  return m ? m[1]! : (err as NodeJS.ErrnoException).code ?? (err as Error).message;
 }
 
 function stripNewline(s: string): string {
@@ -54,8 +66,9 @@ function stripNewline(s: string): string {
 function promptHidden(prompt: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const stdin = process.stdin;
-    process.stderr.write(prompt);
+    // Echo off before the prompt appears: nothing typed after the prompt is ever shown.
     stdin.setRawMode(true);
+    process.stderr.write(prompt);
     stdin.resume();
     let value = '';
     const onData = (buf: Buffer) => {

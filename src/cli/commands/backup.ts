@@ -1,10 +1,10 @@
 import type { CommandModule } from 'yargs';
 import { backup } from '../../engine/backup.js';
 import { ExcludeMatcher } from '../../engine/excludes.js';
-import { EXIT } from '../../errors.js';
+import { EXIT, UserError } from '../../errors.js';
 import { type CompressionMode } from '../../repo/compression.js';
 import { type GlobalArgs, withRepository } from '../context.js';
-import { formatBytes, formatDuration } from '../format.js';
+import { displayPath, formatBytes, formatDuration } from '../format.js';
 import { ProgressLine } from '../progress.js';
 import { interruptSignal } from '../signals.js';
 
@@ -35,6 +35,7 @@ export const backupCommand: CommandModule<GlobalArgs, Args> = {
       .option('compression', { choices: ['off', 'auto', 'max'] as const, describe: 'compression (default: the repository default)' })
       .option('parent', { type: 'string', describe: 'snapshot to compare against (default: latest of this host and paths)' }) as never,
   handler: async (args) => {
+    if (args.host !== undefined && args.host.trim() === '') throw new UserError('--host needs a host name');
     const excludes = [...(args.exclude ?? [])];
     for (const f of args.excludeFile ?? []) excludes.push(...ExcludeMatcher.fromFile(f));
     const signal = interruptSignal();
@@ -60,7 +61,8 @@ export const backupCommand: CommandModule<GlobalArgs, Args> = {
         onWarning: (w) => {
           progress.done();
           if (json) process.stdout.write(JSON.stringify({ message_type: 'error', kind: w.kind, path: w.path, error: w.message }) + '\n');
-          else process.stderr.write(`${w.kind === 'changed' ? 'note' : 'warning'}: ${w.message}\n`);
+          // One line per warning, whatever bytes the name holds (newlines, invalid UTF-8).
+          else process.stderr.write(`${w.kind === 'changed' ? 'note' : 'warning'}: ${displayPath(w.rawPath)}: ${w.reason.replace(/[\u0000-\u001f\u007f]/g, ' ')}\n`);
         },
       });
       progress.done();

@@ -5,10 +5,12 @@ import tar from 'tar-stream';
 import { fileContent } from '../../engine/content.js';
 import { resolveSnapshot } from '../../engine/snapshots.js';
 import { findNode, walk } from '../../engine/walk.js';
+import { DamagedBlobError } from '../../repo/blob.js';
 import { type Repository } from '../../repo/repository.js';
 import { nsToDate, type TreeNode } from '../../snapshot/tree.js';
 import { WorkerPool } from '../../workers/pool.js';
 import { type GlobalArgs, withRepository } from '../context.js';
+import { displayPath } from '../format.js';
 
 interface Args extends GlobalArgs {
   snapshot: string;
@@ -20,6 +22,16 @@ interface Sink {
   write(chunk: Buffer): boolean;
   on(event: string, fn: () => void): unknown;
   once(event: string, fn: () => void): unknown;
+}
+
+/** A file's bytes, with a damaged blob reported together with the file that needs it. */
+async function* contentOf(repo: Repository, node: TreeNode, p: Buffer): AsyncGenerator<Buffer> {
+  try {
+    yield* fileContent(repo, node);
+  } catch (err) {
+    if (err instanceof DamagedBlobError) err.message += ` (needed by ${displayPath(p)})`;
+    throw err;
+  }
 }
 
 async function write(out: Sink, chunk: Buffer): Promise<void> {
@@ -74,7 +86,7 @@ async function dumpTar(repo: Repository, root: Awaited<ReturnType<typeof findNod
       header.size = n.size;
       const entry = pack.entry(header as tar.Header);
       const finished = new Promise<void>((resolve) => entry.once('finish', resolve));
-      for await (const buf of fileContent(repo, n)) await write(entry as unknown as Sink, buf);
+      for await (const buf of contentOf(repo, n, e.path)) await write(entry as unknown as Sink, buf);
       (entry as unknown as { end(): void }).end();
       await finished;
     } else {
@@ -100,7 +112,7 @@ export const dumpCommand: CommandModule<GlobalArgs, Args> = {
       repo.opener = pool.blobOpener();
       try {
         if (entry.node.type === 'dir') await dumpTar(repo, entry, process.stdout);
-        else if (entry.node.type === 'file') for await (const buf of fileContent(repo, entry.node)) await write(process.stdout, buf);
+        else if (entry.node.type === 'file') for await (const buf of contentOf(repo, entry.node, entry.path)) await write(process.stdout, buf);
         else if (entry.node.type === 'symlink') await write(process.stdout, entry.node.linkTarget ?? Buffer.alloc(0));
       } finally {
         await pool.close();

@@ -34,7 +34,12 @@ export const keyCommand: CommandModule<GlobalArgs, Args> = {
         }
         case 'remove': {
           if (!args.id) throw new UserError('key remove needs the ID of the key to remove ("aegis key list" shows them)');
-          if (repo.keyId.startsWith(args.id)) throw new UserError('refusing to remove the key in use; open the repository with another passphrase to remove this one');
+          const keys = await repo.listKeys();
+          const matches = keys.filter((k) => k.id.startsWith(args.id!));
+          if (matches.length === 1 && matches[0]!.current) {
+            if (keys.length === 1) throw new UserError('refusing to remove the last key: the repository would be unreadable forever');
+            throw new UserError('refusing to remove the key in use; open the repository with another passphrase to remove this one');
+          }
           const id = await repo.removeKey(args.id);
           if (!args.quiet) process.stdout.write(`removed key ${id.slice(0, 8)}\n`);
           break;

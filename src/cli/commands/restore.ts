@@ -63,7 +63,8 @@ export const restoreCommand: CommandModule<GlobalArgs, Args> = {
           overwrite: args.overwrite,
           signal,
           pool,
-          onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
+          // One line per warning even for names with newlines or other control characters.
+          onWarning: (m) => process.stderr.write(`warning: ${m.replace(/[\u0000-\u001f\u007f]/g, (c) => (c === '\n' ? '\\n' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`))}\n`),
         });
         if (args.json) process.stdout.write(JSON.stringify({ message_type: 'summary', snapshot_id: entry.id, ...s }) + '\n');
         else if (!args.quiet) {
