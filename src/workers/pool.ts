@@ -188,7 +188,7 @@ export class WorkerPool {
     if (!p) return;
     this.pending.delete(msg.task);
     slot.active--;
-    if (slot.active === 0 && this.packJobs.size === 0) slot.worker.unref();
+    if (!this.closed && slot.active === 0 && this.packJobs.size === 0) slot.worker.unref();
     if (msg.kind === 'done') p.resolve(msg.result);
     else p.reject(rebuildError(msg.error));
     this.dispatch();
@@ -212,7 +212,7 @@ export class WorkerPool {
         const buffer = wire.data.buffer as ArrayBuffer;
         if (!this.closed) slot.worker.postMessage({ op: 'pack-stored', buffer } satisfies WorkerRequest, [buffer]);
         this.packJobs.delete(job);
-        if (slot.active === 0 && this.packJobs.size === 0) slot.worker.unref();
+        if (!this.closed && slot.active === 0 && this.packJobs.size === 0) slot.worker.unref();
       });
     this.packJobs.add(job);
   }
@@ -228,7 +228,8 @@ export class WorkerPool {
     if (this.closed) return;
     this.closed = true;
     // An unref'd worker would not keep the event loop alive while we wait for it
-    // to exit, and the process could end mid-await (exit code 13).
+    // to exit, and the process could end mid-await (exit code 13). Replies that
+    // arrive after this point must not unref it again (see onMessage).
     await Promise.all(
       this.slots.map((s) => {
         s.worker.ref();
