@@ -2,9 +2,10 @@ import type { CommandModule } from 'yargs';
 import { type ChangeKind, diffTrees } from '../../engine/diff.js';
 import { resolveSnapshot } from '../../engine/snapshots.js';
 import { type GlobalArgs, withRepository } from '../context.js';
+import { type FilterArgs, snapshotFilter, withSnapshotFilter } from '../filters.js';
 import { displayPath } from '../format.js';
 
-interface Args extends GlobalArgs {
+interface Args extends GlobalArgs, FilterArgs {
   first: string;
   second: string;
 }
@@ -15,13 +16,13 @@ export const diffCommand: CommandModule<GlobalArgs, Args> = {
   command: 'diff <first> <second>',
   describe: 'show what changed between two snapshots',
   builder: (y) =>
-    y
+    withSnapshotFilter(y, true)
       .positional('first', { type: 'string', describe: 'older snapshot (ID, prefix or latest)' })
       .positional('second', { type: 'string', describe: 'newer snapshot' }) as never,
   handler: async (args) => {
     await withRepository(args, async (repo) => {
-      const a = await resolveSnapshot(repo, args.first);
-      const b = await resolveSnapshot(repo, args.second);
+      const a = await resolveSnapshot(repo, args.first, snapshotFilter(args));
+      const b = await resolveSnapshot(repo, args.second, snapshotFilter(args));
       const counts: Record<ChangeKind, number> = { '+': 0, '-': 0, M: 0, T: 0, U: 0 };
       for await (const c of diffTrees(repo, a.snapshot.tree, b.snapshot.tree)) {
         counts[c.kind]++;

@@ -10,9 +10,10 @@ import { type Repository } from '../../repo/repository.js';
 import { nsToDate, type TreeNode } from '../../snapshot/tree.js';
 import { WorkerPool } from '../../workers/pool.js';
 import { type GlobalArgs, withRepository } from '../context.js';
+import { type FilterArgs, snapshotFilter, withSnapshotFilter } from '../filters.js';
 import { displayPath } from '../format.js';
 
-interface Args extends GlobalArgs {
+interface Args extends GlobalArgs, Omit<FilterArgs, 'path'> {
   snapshot: string;
   path: string;
 }
@@ -101,12 +102,12 @@ export const dumpCommand: CommandModule<GlobalArgs, Args> = {
   command: 'dump <snapshot> <path>',
   describe: 'write a file from a snapshot to stdout (a directory as a tar stream)',
   builder: (y) =>
-    y
+    withSnapshotFilter(y, false)
       .positional('snapshot', { type: 'string', describe: 'snapshot ID, prefix or "latest"' })
       .positional('path', { type: 'string', describe: 'file or directory inside the snapshot' }) as never,
   handler: async (args) => {
     await withRepository(args, async (repo) => {
-      const snap = await resolveSnapshot(repo, args.snapshot);
+      const snap = await resolveSnapshot(repo, args.snapshot, snapshotFilter(args));
       const entry = await findNode(repo, snap.snapshot.tree, args.path);
       const pool = new WorkerPool({ keys: repo.keys, chunker: repo.config.chunker });
       repo.opener = pool.blobOpener();

@@ -3,9 +3,10 @@ import { resolveSnapshot } from '../../engine/snapshots.js';
 import { type WalkEntry, findNode, walk } from '../../engine/walk.js';
 import { nsToIso } from '../../snapshot/tree.js';
 import { type GlobalArgs, withRepository } from '../context.js';
+import { type FilterArgs, snapshotFilter, withSnapshotFilter } from '../filters.js';
 import { displayPath } from '../format.js';
 
-interface Args extends GlobalArgs {
+interface Args extends GlobalArgs, Omit<FilterArgs, 'path'> {
   snapshot: string;
   path?: string;
   long?: boolean;
@@ -60,14 +61,14 @@ export const lsCommand: CommandModule<GlobalArgs, Args> = {
   command: 'ls <snapshot> [path]',
   describe: 'list files in a snapshot (all of it, or one directory)',
   builder: (y) =>
-    y
+    withSnapshotFilter(y, false)
       .positional('snapshot', { type: 'string', describe: 'snapshot ID, prefix or "latest"' })
       .positional('path', { type: 'string', describe: 'directory or file inside the snapshot' })
       .option('long', { alias: 'l', type: 'boolean', describe: 'mode, owner, size and time' })
       .option('recursive', { type: 'boolean', describe: 'with a path: also list subdirectories (default: whole snapshot recursive)' }) as never,
   handler: async (args) => {
     await withRepository(args, async (repo) => {
-      const snap = await resolveSnapshot(repo, args.snapshot);
+      const snap = await resolveSnapshot(repo, args.snapshot, snapshotFilter(args));
       const start = await findNode(repo, snap.snapshot.tree, args.path ?? '/');
       const recursive = args.path === undefined || args.path === '/' || Boolean(args.recursive);
       const out: string[] = [];
