@@ -38,7 +38,7 @@ export function reportError(err: unknown, debug: boolean): number {
     code = EXIT.wrongPassphrase;
     message = err.message;
   } else if (err instanceof DamagedBlobError || err instanceof DamagedObjectError || err instanceof DamagedPackError) {
-    message = `${err.message} (run "aegis check" for a full report)`;
+    message = err.message;
   } else if (err instanceof StorageError) {
     message = `storage error: ${err.message}`;
   } else if (err instanceof Error) {
