@@ -26,7 +26,7 @@ export interface BlobCacheOptions {
   maxLoads?: number;
   /** Of those, at most this many for read-ahead. */
   maxPrefetch?: number;
-  /** Largest read-ahead range read in bytes (default 8 MiB). */
+  /** Largest read-ahead range read in bytes (default 8 MiB; 0: one blob per read). */
   maxRunBytes?: number;
 }
 
@@ -53,7 +53,7 @@ export class BlobCache {
     this.maxBytes = opts.maxBytes ?? DEFAULT_CACHE_BYTES;
     this.maxLoads = Math.max(2, opts.maxLoads ?? 12);
     this.maxPrefetch = Math.max(1, Math.min(this.maxLoads - 1, opts.maxPrefetch ?? 6));
-    this.maxRunBytes = Math.max(1, opts.maxRunBytes ?? 8 * 1024 * 1024);
+    this.maxRunBytes = Math.max(0, opts.maxRunBytes ?? 8 * 1024 * 1024);
     this.lru = new LRUCache<string, Buffer>({ maxSize: Math.max(1, this.maxBytes), sizeCalculation: (b) => Math.max(1, b.length) });
   }
 
@@ -105,7 +105,7 @@ export class BlobCache {
       // A run: blobs stored one after another in the same pack, not yet cached.
       const first = this.repo.index.get(id);
       const run = [id];
-      if (first) {
+      if (first && this.maxRunBytes > 0) {
         let end = first.offset + first.length;
         for (let j = i + 1; j < ids.length; j++) {
           const next = this.repo.index.get(ids[j]!);

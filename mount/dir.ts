@@ -48,12 +48,16 @@ export class TreeDir implements DirNode {
     const names = new Array<string>(n);
     const modes = new Array<number>(n);
     const inos = new Array<number>(n);
+    const subdirs: string[] = [];
     for (let i = 0; i < n; i++) {
       const e = tree.entries[i]!;
       names[i] = e.name;
       modes[i] = e.mode;
       inos[i] = entryIno(this, e);
+      if (e.subtree && subdirs.length < PREFETCH_SUBDIRS) subdirs.push(e.subtree);
     }
+    // Whoever lists a directory usually looks into its subdirectories next.
+    if (subdirs.length > 0) this.ctx.trees.prefetch(subdirs, this.ctx.index.done);
     return { names, modes, inos };
   }
 }
@@ -131,6 +135,9 @@ export function nodeForEntry(ctx: MountContext, dir: TreeDir, e: Entry): MountNo
       return new EntrySpecial(e, ino);
   }
 }
+
+/** Subdirectory trees loaded ahead when a directory is listed. */
+const PREFETCH_SUBDIRS = 64;
 
 /** Stand-in tree ID for a directory node without a subtree; the tree cache answers it with no entries. */
 export const EMPTY_TREE = '';

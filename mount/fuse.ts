@@ -252,8 +252,8 @@ export class FuseSession {
     if (this.unmounted) return;
     this.unmounted = true;
     if (!(await mountAt(this.mountpoint))) return;
-    await new Promise<void>((resolve, reject) => {
-      this.fuse.unmount((err) => (err ? reject(new Error(`unmounting ${this.mountpoint} failed: ${err.message}`)) : resolve()));
-    });
+    const err = await new Promise<Error | null>((resolve) => this.fuse.unmount((e) => resolve(e)));
+    // Someone else (aegis umount) may have unmounted it in the meantime: that is success too.
+    if (err && (await mountAt(this.mountpoint))) throw new Error(`unmounting ${this.mountpoint} failed: ${err.message}`);
   }
 }

@@ -4,7 +4,7 @@ import { DamagedBlobError } from '../src/repo/blob.js';
 import { type BlobOpener, type Repository } from '../src/repo/repository.js';
 import { WorkerPool } from '../src/workers/pool.js';
 import { BlobCache, DEFAULT_CACHE_BYTES } from './blob-cache.js';
-import { type MountContext } from './context.js';
+import { IndexLoader, type MountContext } from './context.js';
 import { BlobReadError, OpenFile } from './file.js';
 import { type FsOperations, FuseSession, type Statfs, tuneReadahead } from './fuse.js';
 import { mountAt, recoverStaleMount } from './mounts.js';
@@ -140,6 +140,9 @@ class MountFs implements FsOperations {
     const node = await this.resolve(p);
     if (node.kind === 'dir') throw new FsError(EISDIR, `${p} is a directory`);
     if (node.kind !== 'file') throw new FsError(EINVAL, `${p} has no data`);
+    await this.ctx.index.ready;
+    const index = this.ctx.repo.index;
+    if (node.content.some((id) => !index.has(id))) await this.ctx.index.reload(); // written since the index was read?
     const fd = this.nextFd++;
     if (this.nextFd > 0x7fffffff) this.nextFd = 1;
     this.handles.set(fd, new OpenFile(node, this.ctx.repo, this.blobs, (m) => this.ctx.log(m), this.readAheadMax));
@@ -159,6 +162,7 @@ class MountFs implements FsOperations {
   private async readUnopened(p: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
     const node = await this.resolve(p);
     if (node.kind !== 'file') throw new FsError(EISDIR, `${p} is not a file`);
+    await this.ctx.index.ready;
     const file = new OpenFile(node, this.ctx.repo, this.blobs, (m) => this.ctx.log(m), this.readAheadMax);
     this.handles.set(fd, file);
     try {
@@ -224,14 +228,19 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
 
+  const index = new IndexLoader(repo);
   const ctx: MountContext = {
     repo,
-    trees: new TreeCache(repo, { maxBytes: options.treeCacheSize }),
+    index,
+    trees: new TreeCache(repo, { maxBytes: options.treeCacheSize }, index.ready, () => index.reload()),
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,
     log,
   };
-  const blobs = new BlobCache(repo, { maxBytes: cacheSize });
+  // Joining neighbouring blobs into one range read saves requests to a remote store;
+  // on a local disk it only adds a copy (and garbage), so it is off there.
+  const local = path.isAbsolute(repo.storage.location);
+  const blobs = new BlobCache(repo, { maxBytes: cacheSize, maxRunBytes: local ? 0 : undefined });
   const set = new SnapshotSet(ctx, { filter: options.filter, templates: options.templates });
   const resolver = new Resolver(set);
   let fsImpl: MountFs | undefined;
@@ -277,9 +286,11 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
     savedOpener = repo.opener;
     repo.opener = pool.blobOpener();
 
-    // The snapshot list is read while the kernel sets up the mount; the first
-    // request that needs it waits for it.
-    const initial = repo.loadIndex().then(() => set.refresh());
+    // The snapshot list is read while the kernel sets up the mount (the first
+    // request that needs it waits for it); the index loads in the background and
+    // only what needs a blob's place waits for that.
+    index.start().catch((err: unknown) => log(`loading the repository index failed: ${(err as Error).message}`));
+    const initial = set.refresh();
     initial.catch(() => {});
     fsImpl = new MountFs(ctx, set, resolver, blobs, readAheadMax, initial);
     const entryTimeout = options.entryTimeout ?? 60;

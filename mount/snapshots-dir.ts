@@ -251,8 +251,9 @@ export class SnapshotSet {
     });
     const added = loaded.filter((e): e is SnapshotEntry => e !== undefined);
     if (added.length > 0) {
-      // New snapshots refer to blobs in index files written before them: read those first.
-      await repo.loadIndex();
+      // New snapshots refer to blobs in index files written before them: read
+      // those first (the first list is read while the index loads anyway).
+      if (this.generation > 0) await this.ctx.index.reload();
       for (const e of added) this.all.set(e.id, e);
       changed = true;
     }

@@ -1,6 +1,10 @@
 import { LRUCache } from 'lru-cache';
-import { type Repository } from '../src/repo/repository.js';
+import { hexToId } from '../src/crypto/ids.js';
 import { BlobType, DamagedBlobError } from '../src/repo/blob.js';
+import { type BlobLocation } from '../src/repo/index.js';
+import { packName } from '../src/repo/layout.js';
+import { type Repository } from '../src/repo/repository.js';
+import { isNotFound } from '../src/storage/storage.js';
 import { type NodeType, type TreeNode, decodeTree } from '../src/snapshot/tree.js';
 import { displayName } from './names.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from './types.js';
@@ -107,6 +111,11 @@ const SLICE = 256 * 1024;
 /** Rough heap cost of one decoded entry beyond its strings. */
 const ENTRY_OVERHEAD = 240;
 
+/** Background tree loads: range reads in flight, the gap they may skip, their largest size. */
+const MAX_PREFETCH_RUNS = 4;
+const PREFETCH_GAP = 64 * 1024;
+const PREFETCH_RUN = 4 * 1024 * 1024;
+
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 function estimate(plainBytes: number, entries: number): number {
@@ -209,8 +218,16 @@ export class TreeCache {
    */
   private readonly recent: LoadedTree[] = [];
   loads = 0;
+  private prefetchRuns = 0;
 
-  constructor(private readonly repo: Repository, opts: TreeCacheOptions = {}) {
+  constructor(
+    private readonly repo: Repository,
+    opts: TreeCacheOptions = {},
+    /** Resolves when the repository index is loaded (trees are found through it). */
+    private readonly indexReady: Promise<void> = Promise.resolve(),
+    /** Reads index files written since; tried once when a tree is not in the index. */
+    private readonly reloadIndex?: () => Promise<void>,
+  ) {
     const maxSize = Math.max(1, opts.maxBytes ?? 64 * 1024 * 1024);
     this.lru = new LRUCache<string, LoadedTree>({ maxSize, sizeCalculation: (t) => Math.max(1, t.bytes) });
   }
@@ -239,11 +256,23 @@ export class TreeCache {
     return p;
   }
 
-  private async load(id: string): Promise<LoadedTree> {
+  private load(id: string): Promise<LoadedTree> {
     this.loads++;
+    return this.finish(
+      id,
+      this.indexReady.then(async () => {
+        // Written after the index was read (a snapshot that appeared meanwhile): read the new index files.
+        if (!this.repo.index.has(id) && this.reloadIndex) await this.reloadIndex();
+        return this.repo.loadBlob(BlobType.Tree, id);
+      }),
+    );
+  }
+
+  /** Decode a tree being fetched, keep it, and name it in full if it is damaged. */
+  private async finish(id: string, plain: Promise<Buffer>): Promise<LoadedTree> {
     let tree: LoadedTree;
     try {
-      tree = await decodeTreeSliced(id, await this.repo.loadBlob(BlobType.Tree, id));
+      tree = await decodeTreeSliced(id, await plain);
     } catch (err) {
       if (err instanceof DamagedBlobError) {
         // Name the blob and pack in full for the log line (the error's own message abbreviates them).
@@ -255,6 +284,64 @@ export class TreeCache {
     this.lru.set(id, tree);
     this.touch(tree);
     return tree;
+  }
+
+  /**
+   * Start loading trees in the background: the subdirectories of a directory
+   * just listed, which `ls -R`, `find` and file managers open next. Trees stored
+   * next to each other in a pack (siblings usually are) share one range read.
+   * Never more than a few reads at once; anything beyond is simply skipped.
+   */
+  prefetch(ids: readonly string[], indexLoaded = true): void {
+    if (this.prefetchRuns >= MAX_PREFETCH_RUNS || !indexLoaded) return;
+    const todo: Array<{ id: string; loc: BlobLocation }> = [];
+    const seen = new Set<string>();
+    for (const id of ids) {
+      if (!id || seen.has(id) || this.lru.has(id) || this.loading.has(id)) continue;
+      seen.add(id);
+      const loc = this.repo.index.get(id);
+      if (loc) todo.push({ id, loc });
+    }
+    todo.sort((a, b) => (a.loc.packId < b.loc.packId ? -1 : a.loc.packId > b.loc.packId ? 1 : a.loc.offset - b.loc.offset));
+    let i = 0;
+    while (i < todo.length && this.prefetchRuns < MAX_PREFETCH_RUNS) {
+      const run = [todo[i]!];
+      let end = todo[i]!.loc.offset + todo[i]!.loc.length;
+      for (let j = i + 1; j < todo.length; j++) {
+        const l = todo[j]!.loc;
+        if (l.packId !== run[0]!.loc.packId || l.offset < end || l.offset - end > PREFETCH_GAP || l.offset + l.length - run[0]!.loc.offset > PREFETCH_RUN) break;
+        run.push(todo[j]!);
+        end = l.offset + l.length;
+      }
+      i += run.length;
+      this.prefetchRun(run, end);
+    }
+  }
+
+  private prefetchRun(run: Array<{ id: string; loc: BlobLocation }>, end: number): void {
+    const first = run[0]!.loc;
+    this.prefetchRuns++;
+    const read = this.repo.storage.get(packName(first.packId), { offset: first.offset, length: end - first.offset }, { kind: 'tree' }).catch((err: unknown) => {
+      if (isNotFound(err)) throw new DamagedBlobError(run[0]!.id, 'its pack is missing', first.packId);
+      throw err;
+    });
+    const all = run.map(({ id, loc }) => {
+      this.loads++;
+      const sealed = read.then((buf) => {
+        if (run.length === 1 && buf.length === loc.length) return buf;
+        const own = Buffer.allocUnsafeSlow(loc.length);
+        buf.copy(own, 0, loc.offset - first.offset, loc.offset - first.offset + loc.length);
+        return own;
+      });
+      const p = this.finish(id, sealed.then((b) => this.repo.opener.open(BlobType.Tree, hexToId(id), b, loc.packId)));
+      this.loading.set(id, p);
+      const done = () => {
+        if (this.loading.get(id) === p) this.loading.delete(id);
+      };
+      p.then(done, done);
+      return p;
+    });
+    void Promise.allSettled(all).then(() => this.prefetchRuns--);
   }
 
   private touch(t: LoadedTree): void {

@@ -151,7 +151,8 @@ describe('aegis mount: a 256 MiB file and a directory of 100,000 entries', () =>
     expect(lines.length).toBe(100_002); // "total" and one line per entry
     expect(lines.filter((l) => /^-rw-r--r-- 1 \S+ \S+ +0 .* entry-\d{6}$/.test(l)).length).toBe(100_000);
     expect(fs.readFileSync(path.join(dir, 'not-empty.txt'), 'utf8')).toBe('one file with content\n');
-    // Memory stays bounded by the caches: 300 MiB plus the 256 MiB chunk cache.
-    expect(rssKiB(m!.pid)).toBeLessThan((300 + 256) * 1024);
+    // Memory stays bounded by the caches: 300 MiB plus the 256 MiB chunk cache (full after the
+    // reads above) plus the 64 MiB tree cache (this one directory's listing is most of it).
+    expect(rssKiB(m!.pid)).toBeLessThan((300 + 256 + 64) * 1024);
   });
 });

@@ -54,22 +54,26 @@ export const mountCommand: CommandModule<GlobalArgs, Args> = {
     const signal = interruptSignal();
     const mountpoint = path.resolve(args.mountpoint);
     const cacheSize = parseSize(args.cacheSize ?? '256M');
-    // Loaded here, not at start-up: other commands must not need the native FUSE module.
-    const { createMount, checkTemplate, MIN_CACHE_SIZE } = await import('../../../mount/index.js');
-    if (cacheSize < MIN_CACHE_SIZE) throw new UserError(`--cache-size must be at least ${formatBytes(MIN_CACHE_SIZE)}`);
-    for (const t of args.pathTemplate ?? []) {
-      try {
-        checkTemplate(t);
-      } catch (err) {
-        throw new UserError((err as Error).message);
-      }
-    }
+    // Loaded here, not at start-up (other commands must not need the native FUSE
+    // module), and while the passphrase is being checked.
+    const mountModule = import('../../../mount/index.js');
+    mountModule.catch(() => {});
     const repo = await openRepository(args);
     let lock: RepoLock | undefined;
     let pool: WorkerPool | undefined;
     try {
-      if (args.lock !== false) lock = await repo.lock(false);
-      await repo.loadIndex();
+      const { createMount, checkTemplate, MIN_CACHE_SIZE } = await mountModule;
+      if (cacheSize < MIN_CACHE_SIZE) throw new UserError(`--cache-size must be at least ${formatBytes(MIN_CACHE_SIZE)}`);
+      for (const t of args.pathTemplate ?? []) {
+        try {
+          checkTemplate(t);
+        } catch (err) {
+          throw new UserError((err as Error).message);
+        }
+      }
+      // The shared lock is taken while the file system comes up; a conflict unmounts again.
+      const locking = args.lock !== false ? repo.lock(false) : Promise.resolve(undefined);
+      locking.catch(() => {});
       const filter = { host: args.host, tags: args.tag, paths: args.path };
       let ids: string[] | undefined;
       if (args.snapshot?.length) ids = await Promise.all(args.snapshot.map(async (ref) => (await resolveSnapshot(repo, ref, filter)).id));
@@ -84,6 +88,12 @@ export const mountCommand: CommandModule<GlobalArgs, Args> = {
         log: (msg) => process.stderr.write(`aegis mount: ${msg}\n`),
         notice: (msg) => process.stderr.write(`${msg}\n`),
       });
+      try {
+        lock = await locking;
+      } catch (err) {
+        await m.unmount();
+        throw err;
+      }
       const aborted = new Promise<void>((resolve) => {
         if (signal.aborted) resolve();
         signal.addEventListener('abort', () => resolve(), { once: true });
