@@ -35,7 +35,15 @@ export default async function startS3(project: TestProject): Promise<(() => Prom
     return;
   }
   const env = { ...process.env, AEGIS_S3_USER: String(process.pid), AEGIS_S3_PORT: String(PORT) };
-  const started = await script(['start'], env);
+  // Ceph can lose a start-up race on a loaded machine; the script cleans up after a
+  // failed start, so one more attempt is safe.
+  let started: string;
+  try {
+    started = await script(['start'], env);
+  } catch (err) {
+    process.stderr.write(`s3 test server: first start failed, trying once more (${(err as Error).message.split('\n')[0]})\n`);
+    started = await script(['start'], env);
+  }
   process.stderr.write(started);
   project.provide('s3', { endpoint: `http://127.0.0.1:${PORT}`, accessKeyId: ACCESS_KEY, secretAccessKey: SECRET_KEY });
   return async () => {
