@@ -75,7 +75,7 @@ interface PackPlan {
 const TMP_PREFIX = '.aegis-restore-';
 /** Read neighbouring blobs of a pack in one request when the gap between them is smaller than this. */
 const COALESCE_GAP = 1024 * 1024;
-const MAX_RANGE = 32 * 1024 * 1024;
+const MAX_RANGE = 8 * 1024 * 1024;
 
 const isRoot = process.getuid?.() === 0;
 /** Exact with the native addon; Node's fs.utimes alone lands within about a microsecond. */
@@ -235,7 +235,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     }
   };
   try {
-    await mapLimit([...plans.values()], 4, async (plan) => {
+    // Two packs at a time keep both worker threads busy; more only holds more data in memory.
+    await mapLimit([...plans.values()], 2, async (plan) => {
       checkAbort();
       for (const range of coalesce(plan)) {
         let data: Buffer;

@@ -69,6 +69,8 @@ export class WorkerPool {
   private closed = false;
   private readonly perWorker: number;
   private fatal: Error | undefined;
+  private readonly init: WorkerInit;
+  private readonly threads: number;
   /** The first error storing a pack; backup stops on it. */
   packFailure: unknown;
 
@@ -86,7 +88,18 @@ export class WorkerPool {
       claims: newClaimTable(opts.claimSlots ?? 256 * 1024),
       packSize: opts.packSize ?? 16 * 1024 * 1024,
     };
-    for (let i = 0; i < size; i++) {
+    this.init = init;
+    this.threads = size;
+  }
+
+  /**
+   * Threads start on first use: an unchanged backup, which reads no file, never
+   * pays for them (each loads the crypto, zstd and chunker modules).
+   */
+  private ensureWorkers(): void {
+    if (this.slots.length > 0 || this.closed) return;
+    const init = this.init;
+    for (let i = 0; i < this.threads; i++) {
       const worker = new Worker(workerScript(), { workerData: init });
       const slot: Slot = { worker, active: 0 };
       worker.on('message', (msg: WorkerResponse) => this.onMessage(slot, msg));
@@ -100,7 +113,7 @@ export class WorkerPool {
   }
 
   get size(): number {
-    return this.slots.length;
+    return this.threads;
   }
 
   /** Chunk, hash, seal and pack one file; returns its content list. */
@@ -158,6 +171,7 @@ export class WorkerPool {
   private submit(req: WorkerRequest, transfer: ArrayBuffer[]): Promise<unknown> {
     if (this.fatal) return Promise.reject(this.fatal);
     if (this.closed) return Promise.reject(new Error('worker pool is closed'));
+    this.ensureWorkers();
     return new Promise((resolve, reject) => {
       this.queue.push({ req, transfer, pending: { resolve, reject } });
       this.dispatch();

@@ -54,7 +54,7 @@ let packWaiters: Array<() => void> = [];
 
 function packBuffer(need: number): Buffer {
   if (packBuf && packBuf.length >= need) return packBuf;
-  const size = Math.max(need, init.packSize + 9 * 1024 * 1024);
+  const size = Math.max(need, init.packSize + HEADER_ROOM);
   let next: Buffer | undefined;
   while (returned.length) {
     const b = returned.pop()!;
@@ -70,6 +70,8 @@ function packBuffer(need: number): Buffer {
 }
 
 async function addToPack(type: BlobType, id: Buffer, sealed: Buffer, rawLength: number): Promise<void> {
+  // A blob that would overflow the pack's buffer closes the pack first, so buffers stay at the target size.
+  if (packBuf && packBytes > 0 && packBytes + sealed.length + HEADER_ROOM + packBlobs.length * 64 > packBuf.length) await emitPack();
   const buf = packBuffer(packBytes + sealed.length + HEADER_ROOM + packBlobs.length * 64);
   sealed.copy(buf, packBytes);
   packBlobs.push({ type, id: new Uint8Array(id), offset: packBytes, length: sealed.length, rawLength });
