@@ -253,6 +253,27 @@ describe('the local cache of a remote repository', () => {
     expect(await s.rangeBytesOnDisk()).toBeLessThanOrEqual(budget);
   });
 
+  it('keeps no copy of a range read with { keep: false } (a restore), but still serves one it has', async () => {
+    const r = await repo();
+    const pack = `data/cd/${'cd' + hex(31)}`;
+    const data = crypto.randomBytes(256 * 1024);
+    await r.other.put(pack, data);
+    const { s, counter } = await r.client();
+    const range = { offset: 1000, length: 64 * 1024 };
+    expect((await s.get(pack, range, { kind: 'data', keep: false })).equals(data.subarray(1000, 1000 + 64 * 1024))).toBe(true);
+    await s.settle();
+    expect(await s.rangeBytesOnDisk()).toBe(0);
+    counter.reset();
+    await s.get(pack, range, { kind: 'data', keep: false });
+    expect(counter.total).toBe(1);
+    await s.get(pack, range, { kind: 'data' });
+    await s.settle();
+    expect(await s.rangeBytesOnDisk()).toBeGreaterThan(0);
+    counter.reset();
+    expect((await s.get(pack, range, { kind: 'data', keep: false })).equals(data.subarray(1000, 1000 + 64 * 1024))).toBe(true);
+    expect(counter.total).toBe(0);
+  });
+
   it('keeps working when its directory is deleted, and fills it again', async () => {
     const r = await repo();
     const snap = `snapshots/${hex()}`;

@@ -241,7 +241,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
       for (const range of coalesce(plan)) {
         let data: Buffer;
         try {
-          data = await repo.storage.get(packName(plan.packId), { offset: range.start, length: range.end - range.start }, { kind: 'data' });
+          // A restore reads each blob once: no point keeping a second copy in a remote repository's cache.
+          data = await repo.storage.get(packName(plan.packId), { offset: range.start, length: range.end - range.start }, { kind: 'data', keep: false });
         } catch (err) {
           if (err instanceof StorageError && err.kind === 'transient') throw err;
           await failFiles(range.blobs.flatMap(([, b]) => b.targets), `pack ${plan.packId.slice(0, 16)} cannot be read: ${(err as Error).message}`);

@@ -201,7 +201,7 @@ export class CachedStorage implements Storage {
         throw err;
       }
       if (options.fresh) await rmQuiet(other);
-      if (data.length <= this.maxBytes / 8) await this.storeRange(preferred, data);
+      if (options.keep !== false && data.length <= this.maxBytes / 8) await this.storeRange(preferred, data);
       return data;
     });
   }

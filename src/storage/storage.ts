@@ -38,6 +38,11 @@ export interface GetOptions {
    * fresh bytes replace a cached copy.
    */
   fresh?: boolean;
+  /**
+   * False: bytes read once and never again (a restore streaming a snapshot out):
+   * a cached copy may serve them, but none is made.
+   */
+  keep?: boolean;
 }
 
 export interface Storage {
