@@ -12,9 +12,10 @@ import { StorageError, isNotFound } from '../src/storage/storage.js';
  * joins that fetch.
  *
  * A fetch is one byte-range read of a pack. A reader waiting for a blob fetches
- * just that blob; read-ahead fetches runs of blobs that sit next to each other
- * in one pack (a file's blobs usually do) with a single range read, then opens
- * (decrypts, decompresses, verifies) each blob on the worker pool. Range reads
+ * just that blob; read-ahead may fetch a run of blobs that sit next to each
+ * other in one pack (a file's blobs usually do) with a single range read (on
+ * remote storage, where requests are what costs), then opens (decrypts,
+ * decompresses, verifies) the blobs on the worker pool. Range reads
  * run under one limit with two lanes: a waiting reader always gets the next free
  * slot; read-ahead only starts when one of its own, smaller, share is free and
  * never queues, so it cannot delay a reader.
@@ -28,6 +29,12 @@ export interface BlobCacheOptions {
   maxPrefetch?: number;
   /** Largest read-ahead range read in bytes (default 8 MiB; 0: one blob per read). */
   maxRunBytes?: number;
+  /**
+   * Opens all blobs of one range read on one worker (WorkerPool.openRange): the
+   * range is moved there whole, with no copy per blob on this thread. Without it
+   * a run's blobs are cut apart here and opened one by one through repo.opener.
+   */
+  openRange?: (packId: string, data: Buffer, blobs: Array<{ type: BlobType; id: Buffer; offset: number; length: number }>) => Promise<Array<{ plain?: Buffer; error?: string }>>;
 }
 
 export const DEFAULT_CACHE_BYTES = 256 * 1024 * 1024;
@@ -43,6 +50,7 @@ export class BlobCache {
   private readonly maxLoads: number;
   private readonly maxPrefetch: number;
   private readonly maxRunBytes: number;
+  private readonly openRange: BlobCacheOptions['openRange'];
   /** Counters for tests and the debug log. */
   readonly stats = { hits: 0, misses: 0, joined: 0, prefetched: 0, loaded: 0, loadedBytes: 0, rangeReads: 0 };
 
@@ -54,6 +62,7 @@ export class BlobCache {
     this.maxLoads = Math.max(2, opts.maxLoads ?? 12);
     this.maxPrefetch = Math.max(1, Math.min(this.maxLoads - 1, opts.maxPrefetch ?? 6));
     this.maxRunBytes = Math.max(0, opts.maxRunBytes ?? 8 * 1024 * 1024);
+    this.openRange = opts.openRange;
     this.lru = new LRUCache<string, Buffer>({ maxSize: Math.max(1, this.maxBytes), sizeCalculation: (b) => Math.max(1, b.length) });
   }
 
@@ -140,22 +149,42 @@ export class BlobCache {
     const length = last.offset + last.length - first.offset;
     const read = this.readRange(ids[0]!, first.packId, first.offset, length, prefetch);
     read.catch(() => {});
+    let opened: Promise<Array<{ plain?: Buffer; error?: string }>> | undefined;
+    if (ids.length > 1 && this.openRange) {
+      const openRange = this.openRange;
+      opened = read.then((buf) =>
+        openRange(
+          first.packId,
+          buf,
+          ids.map((id, k) => ({ type: BlobType.Data, id: hexToId(id), offset: locs[k]!.offset - first.offset, length: locs[k]!.length })),
+        ),
+      );
+      opened.catch(() => {});
+    }
     return ids.map((id, k) => {
       const loc = locs[k]!;
-      const p = read.then(async (buf) => {
-        let sealed = buf;
-        if (locs.length > 1) {
-          // A piece of its own: the worker pool moves whole ArrayBuffers, but would
-          // copy all of a shared one for every view into it.
-          sealed = Buffer.allocUnsafeSlow(loc.length);
-          buf.copy(sealed, 0, loc.offset - first.offset, loc.offset - first.offset + loc.length);
+      const p = (async () => {
+        let plain: Buffer;
+        if (opened) {
+          const r = (await opened)[k]!;
+          if (!r.plain) throw new DamagedBlobError(id, r.error ?? 'cannot be opened', loc.packId);
+          plain = r.plain;
+        } else {
+          const buf = await read;
+          let sealed = buf;
+          if (locs.length > 1) {
+            // A piece of its own: the worker pool moves whole ArrayBuffers, but would
+            // copy all of a shared one for every view into it.
+            sealed = Buffer.allocUnsafeSlow(loc.length);
+            buf.copy(sealed, 0, loc.offset - first.offset, loc.offset - first.offset + loc.length);
+          }
+          plain = await this.repo.opener.open(BlobType.Data, hexToId(id), sealed, loc.packId);
         }
-        const plain = await this.repo.opener.open(BlobType.Data, hexToId(id), sealed, loc.packId);
         this.stats.loaded++;
         this.stats.loadedBytes += plain.length;
         this.lru.set(id, plain);
         return plain;
-      });
+      })();
       this.inflight.set(id, p);
       const done = () => {
         if (this.inflight.get(id) === p) this.inflight.delete(id);

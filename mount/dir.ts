@@ -1,7 +1,7 @@
 import { type MountContext, blocksFor, joinPath } from './context.js';
 import { childIno, hardlinkIno } from './inodes.js';
 import { EntryLink } from './link.js';
-import { type Entry } from './tree-cache.js';
+import { type Entry, subdirTrees } from './tree-cache.js';
 import { type Attr, type DirNode, type FileNode, type Listing, type MountNode, type SpecialNode } from './types.js';
 
 /**
@@ -48,16 +48,14 @@ export class TreeDir implements DirNode {
     const names = new Array<string>(n);
     const modes = new Array<number>(n);
     const inos = new Array<number>(n);
-    const subdirs: string[] = [];
     for (let i = 0; i < n; i++) {
       const e = tree.entries[i]!;
       names[i] = e.name;
       modes[i] = e.mode;
       inos[i] = entryIno(this, e);
-      if (e.subtree && subdirs.length < PREFETCH_SUBDIRS) subdirs.push(e.subtree);
     }
     // Whoever lists a directory usually looks into its subdirectories next.
-    if (subdirs.length > 0) this.ctx.trees.prefetch(subdirs, this.ctx.index.done);
+    this.ctx.trees.prefetch(subdirTrees(tree), this.ctx.index.done);
     return { names, modes, inos };
   }
 }
@@ -135,9 +133,6 @@ export function nodeForEntry(ctx: MountContext, dir: TreeDir, e: Entry): MountNo
       return new EntrySpecial(e, ino);
   }
 }
-
-/** Subdirectory trees loaded ahead when a directory is listed. */
-const PREFETCH_SUBDIRS = 64;
 
 /** Stand-in tree ID for a directory node without a subtree; the tree cache answers it with no entries. */
 export const EMPTY_TREE = '';

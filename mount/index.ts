@@ -7,7 +7,7 @@ import { BlobCache, DEFAULT_CACHE_BYTES } from './blob-cache.js';
 import { IndexLoader, type MountContext } from './context.js';
 import { BlobReadError, OpenFile } from './file.js';
 import { type FsOperations, FuseSession, type Statfs, tuneReadahead } from './fuse.js';
-import { mountAt, recoverStaleMount } from './mounts.js';
+import { autoUnmountHelpers, mountAt, recoverStaleMount, waitForHelpers } from './mounts.js';
 import { Resolver } from './root.js';
 import { type SnapshotFilter, SnapshotSet } from './snapshots-dir.js';
 import { TreeCache } from './tree-cache.js';
@@ -44,7 +44,7 @@ export interface MountOptions {
   readAheadMax?: number;
   /** Kernel read-ahead for the mount, bytes (default 4 MiB). */
   kernelReadahead?: number;
-  /** How often to check that the mount is still there (default 1 s). */
+  /** How often to check that the mount is still there (default 250 ms). */
   watchIntervalMs?: number;
   debug?: boolean;
 }
@@ -238,9 +238,16 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
     log,
   };
   // Joining neighbouring blobs into one range read saves requests to a remote store;
-  // on a local disk it only adds a copy (and garbage), so it is off there.
+  // on a local disk it only costs (a bigger read before the first blob is usable).
   const local = path.isAbsolute(repo.storage.location);
-  const blobs = new BlobCache(repo, { maxBytes: cacheSize, maxRunBytes: local ? 0 : undefined });
+  const blobs = new BlobCache(repo, {
+    maxBytes: cacheSize,
+    maxRunBytes: local ? 0 : undefined,
+    openRange: (packId, data, list) => {
+      if (!pool) return Promise.reject(new Error('the mount is not ready'));
+      return pool.openRange(packId, data, list);
+    },
+  });
   const set = new SnapshotSet(ctx, { filter: options.filter, templates: options.templates });
   const resolver = new Resolver(set);
   let fsImpl: MountFs | undefined;
@@ -270,6 +277,11 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
       }
     }
     if (existing) throw new Error(`${mnt} is already a mount point (${existing.fstype} from ${existing.source}); unmount it first ("aegis umount ${mnt}")`);
+    // A helper of an earlier mount here that has not finished would unmount ours.
+    const helpers = await autoUnmountHelpers(mnt);
+    if (helpers.length > 0 && !(await waitForHelpers(helpers, 5000))) {
+      throw new Error(`an earlier mount at ${mnt} is still shutting down (fusermount pid ${helpers.join(', ')}); try again in a moment`);
+    }
     const st = await fsp.stat(mnt).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') throw new Error(`mountpoint ${mnt} does not exist (create it with mkdir)`);
       throw err;
@@ -328,7 +340,7 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
     }
     await tuneReadahead(mnt, kernelReadahead);
 
-    const watchMs = options.watchIntervalMs ?? 1000;
+    const watchMs = options.watchIntervalMs ?? 250;
     let checking = false;
     watch = setInterval(() => {
       if (checking) return;

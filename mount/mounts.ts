@@ -82,3 +82,51 @@ export async function recoverStaleMount(mountpoint: string): Promise<boolean> {
   }
   return true;
 }
+
+/**
+ * fusermount helpers that will unmount `mountpoint` when their FUSE process
+ * ends (the `auto_unmount` option). libfuse 2 unmounts by path, so a helper left
+ * from an earlier mount can unmount a new mount made at the same place in the
+ * moment between its process ending and itself acting.
+ */
+export async function autoUnmountHelpers(mountpoint: string): Promise<number[]> {
+  const abs = path.resolve(mountpoint);
+  const out: number[] = [];
+  let entries: string[];
+  try {
+    entries = await fsp.readdir('/proc');
+  } catch {
+    return out;
+  }
+  await Promise.all(
+    entries
+      .filter((e) => /^\d+$/.test(e))
+      .map(async (pid) => {
+        try {
+          const argv = (await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter(Boolean);
+          if (argv.length > 2 && path.basename(argv[0]!) === 'fusermount' && argv.some((a) => a.includes('auto_unmount')) && argv[argv.length - 1] === abs) out.push(Number(pid));
+        } catch {
+          /* gone meanwhile */
+        }
+      }),
+  );
+  return out;
+}
+
+/** Wait (up to `timeoutMs`) until those helpers have exited. */
+export async function waitForHelpers(pids: number[], timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const alive = pids.filter((pid) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    if (alive.length === 0) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -228,6 +228,9 @@ export class SnapshotSet {
 
   private async doRefresh(): Promise<boolean> {
     const repo: Repository = this.ctx.repo;
+    // A remote repository's local cache trusts its listings for a while; ask the backend.
+    const cached = repo.storage as { refresh?: () => Promise<void> };
+    if (this.generation > 0 && typeof cached.refresh === 'function') await cached.refresh();
     const seen = new Set<string>();
     for await (const o of repo.storage.list(SNAPSHOTS)) {
       const id = idOf(SNAPSHOTS, o.name);

@@ -115,6 +115,16 @@ const ENTRY_OVERHEAD = 240;
 const MAX_PREFETCH_RUNS = 4;
 const PREFETCH_GAP = 64 * 1024;
 const PREFETCH_RUN = 4 * 1024 * 1024;
+const PREFETCH_QUEUE = 4096;
+/** The trees of the first `max` subdirectories of `tree`. */
+export function subdirTrees(tree: LoadedTree, max = 1024): string[] {
+  const out: string[] = [];
+  for (const e of tree.entries) {
+    if (out.length >= max) break;
+    if (e.subtree) out.push(e.subtree);
+  }
+  return out;
+}
 
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -219,6 +229,7 @@ export class TreeCache {
   private readonly recent: LoadedTree[] = [];
   loads = 0;
   private prefetchRuns = 0;
+  private queue: Array<{ id: string; depth: number }> = [];
 
   constructor(
     private readonly repo: Repository,
@@ -287,45 +298,60 @@ export class TreeCache {
   }
 
   /**
-   * Start loading trees in the background: the subdirectories of a directory
-   * just listed, which `ls -R`, `find` and file managers open next. Trees stored
-   * next to each other in a pack (siblings usually are) share one range read.
-   * Never more than a few reads at once; anything beyond is simply skipped.
+   * Load trees in the background: the subdirectories of a directory just
+   * listed, which `ls -R`, `find` and file managers open next, and (for
+   * `depth` > 1) their subdirectories in turn. Newly asked-for trees go first.
+   * Trees stored next to each other in a pack (siblings usually are) share one
+   * range read; a few reads run at once, and the queue is bounded.
    */
-  prefetch(ids: readonly string[], indexLoaded = true): void {
-    if (this.prefetchRuns >= MAX_PREFETCH_RUNS || !indexLoaded) return;
-    const todo: Array<{ id: string; loc: BlobLocation }> = [];
-    const seen = new Set<string>();
-    for (const id of ids) {
-      if (!id || seen.has(id) || this.lru.has(id) || this.loading.has(id)) continue;
-      seen.add(id);
-      const loc = this.repo.index.get(id);
-      if (loc) todo.push({ id, loc });
-    }
-    todo.sort((a, b) => (a.loc.packId < b.loc.packId ? -1 : a.loc.packId > b.loc.packId ? 1 : a.loc.offset - b.loc.offset));
-    let i = 0;
-    while (i < todo.length && this.prefetchRuns < MAX_PREFETCH_RUNS) {
-      const run = [todo[i]!];
-      let end = todo[i]!.loc.offset + todo[i]!.loc.length;
-      for (let j = i + 1; j < todo.length; j++) {
-        const l = todo[j]!.loc;
-        if (l.packId !== run[0]!.loc.packId || l.offset < end || l.offset - end > PREFETCH_GAP || l.offset + l.length - run[0]!.loc.offset > PREFETCH_RUN) break;
-        run.push(todo[j]!);
-        end = l.offset + l.length;
+  prefetch(ids: readonly string[], indexLoaded = true, depth = 2): void {
+    if (!indexLoaded || ids.length === 0) return;
+    const items: Array<{ id: string; depth: number }> = [];
+    for (const id of ids) if (id && !this.lru.has(id) && !this.loading.has(id)) items.push({ id, depth });
+    if (items.length === 0) return;
+    this.queue.unshift(...items);
+    if (this.queue.length > PREFETCH_QUEUE) this.queue.length = PREFETCH_QUEUE;
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.prefetchRuns < MAX_PREFETCH_RUNS && this.queue.length > 0) {
+      const head = this.queue.shift()!;
+      if (this.lru.has(head.id) || this.loading.has(head.id)) continue;
+      const headLoc = this.repo.index.get(head.id);
+      if (!headLoc) continue;
+      // Others of the next few queued trees stored near it in the same pack join its read.
+      const run = [{ ...head, loc: headLoc }];
+      const window = this.queue.slice(0, 64);
+      for (const q of window) {
+        if (run.some((r) => r.id === q.id) || this.lru.has(q.id) || this.loading.has(q.id)) continue;
+        const l = this.repo.index.get(q.id);
+        if (l && l.packId === headLoc.packId && Math.abs(l.offset - headLoc.offset) <= PREFETCH_RUN) run.push({ ...q, loc: l });
       }
-      i += run.length;
-      this.prefetchRun(run, end);
+      run.sort((a, b) => a.loc.offset - b.loc.offset);
+      // Keep only a contiguous stretch (small gaps allowed) that contains the head, within the size limit.
+      const at = run.findIndex((r) => r.id === head.id);
+      let lo = at;
+      let hi = at;
+      while (lo > 0 && run[lo]!.loc.offset - (run[lo - 1]!.loc.offset + run[lo - 1]!.loc.length) <= PREFETCH_GAP && run[hi]!.loc.offset + run[hi]!.loc.length - run[lo - 1]!.loc.offset <= PREFETCH_RUN) lo--;
+      while (hi < run.length - 1 && run[hi + 1]!.loc.offset - (run[hi]!.loc.offset + run[hi]!.loc.length) <= PREFETCH_GAP && run[hi + 1]!.loc.offset + run[hi + 1]!.loc.length - run[lo]!.loc.offset <= PREFETCH_RUN) hi++;
+      const chosen = run.slice(lo, hi + 1).filter((r, i, a) => i === 0 || r.loc.offset >= a[i - 1]!.loc.offset + a[i - 1]!.loc.length);
+      const taken = new Set(chosen.map((r) => r.id));
+      this.queue = this.queue.filter((q) => !taken.has(q.id));
+      this.prefetchRun(chosen);
     }
   }
 
-  private prefetchRun(run: Array<{ id: string; loc: BlobLocation }>, end: number): void {
+  private prefetchRun(run: Array<{ id: string; depth: number; loc: BlobLocation }>): void {
     const first = run[0]!.loc;
+    const last = run[run.length - 1]!.loc;
+    const end = last.offset + last.length;
     this.prefetchRuns++;
     const read = this.repo.storage.get(packName(first.packId), { offset: first.offset, length: end - first.offset }, { kind: 'tree' }).catch((err: unknown) => {
       if (isNotFound(err)) throw new DamagedBlobError(run[0]!.id, 'its pack is missing', first.packId);
       throw err;
     });
-    const all = run.map(({ id, loc }) => {
+    const all = run.map(({ id, depth, loc }) => {
       this.loads++;
       const sealed = read.then((buf) => {
         if (run.length === 1 && buf.length === loc.length) return buf;
@@ -338,10 +364,16 @@ export class TreeCache {
       const done = () => {
         if (this.loading.get(id) === p) this.loading.delete(id);
       };
-      p.then(done, done);
+      p.then((tree) => {
+        done();
+        if (depth > 1) this.prefetch(subdirTrees(tree, 64), true, depth - 1);
+      }, done);
       return p;
     });
-    void Promise.allSettled(all).then(() => this.prefetchRuns--);
+    void Promise.allSettled(all).then(() => {
+      this.prefetchRuns--;
+      this.pump();
+    });
   }
 
   private touch(t: LoadedTree): void {
