@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Workspace, workspace } from './helpers/cli.js';
-import { type MountProcess, childPids, forceUnmount, isMounted, startMount } from './helpers/mount.js';
+import { type MountProcess, childPids, forceUnmount, isMounted, run, startMount } from './helpers/mount.js';
 
 function errnoOf(f: () => unknown): string | undefined {
   try {
@@ -70,6 +70,10 @@ describe('aegis mount: life cycle', () => {
     const { code } = await m.exited;
     expect(code).toBe(0);
     expect(isMounted(mnt)).toBe(false);
+    // Mounting again at once is safe: the old mount's auto-unmount helper is gone too.
+    m = await startMount(ws, mnt);
+    expect(readLatest()).toBe('second\n');
+    expect(isMounted(mnt)).toBe(true);
   });
 
   it('after kill -9 of the mount process, mounting again works', async () => {
@@ -148,5 +152,26 @@ describe('aegis mount: life cycle', () => {
     expect(twice.code).not.toBe(0);
     expect(twice.stderr).toMatch(/is already a mount point/);
     expect(readLatest()).toBe('second\n');
+  });
+
+  it('--allow-other lets other users in, with the stored permissions checked', async () => {
+    // The stored directories on the way must be open to others (mkdtemp makes 0700 ones);
+    // the kernel checks every component against what was backed up.
+    fs.chmodSync(ws.dir, 0o755);
+    fs.writeFileSync(path.join(src, 'private.txt'), 'secret\n');
+    fs.chmodSync(path.join(src, 'private.txt'), 0o600);
+    await ws.ok(['backup', src, '--tag', 'perm']);
+    const asNobody = (cmd: string[]) => run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', ...cmd]);
+    m = await startMount(ws, mnt, ['--tag', 'perm']);
+    expect((await asNobody(['ls', mnt])).code).not.toBe(0); // without --allow-other only the mounting user gets in
+    await m.stop();
+    m = await startMount(ws, mnt, ['--tag', 'perm', '--allow-other']);
+    const dir = path.join(mnt, 'snapshots', 'latest', src);
+    const ok = await asNobody(['cat', path.join(dir, 'a.txt')]);
+    expect(ok.stdout).toBe('second\n');
+    const denied = await asNobody(['cat', path.join(dir, 'private.txt')]);
+    expect(denied.code).not.toBe(0);
+    expect(denied.stderr).toMatch(/Permission denied/);
+    expect(fs.readFileSync(path.join(dir, 'private.txt'), 'utf8')).toBe('secret\n'); // root still can
   });
 });
