@@ -120,10 +120,20 @@ function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
   return typeof (v as Promise<T>)?.then === 'function';
 }
 
+/**
+ * AEGIS_MOUNT_TRACE=1: every 2 s, request counts and memory (MiB) on stderr, for
+ * looking into performance (docs/MOUNT.md). Off by default: no cost.
+ */
 export const opCounts: Record<string, number> = {};
 const TRACE = process.env.AEGIS_MOUNT_TRACE === '1';
+
+function traceLine(): string {
+  const mem = Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 1048576)]));
+  return `aegis mount trace: requests ${JSON.stringify(opCounts)} memory ${JSON.stringify(mem)}\n`;
+}
+
 function operations(fs: FsOperations, report: ErrorReporter): FuseOperations {
-  if (TRACE) setInterval(() => process.stderr.write(`ops ${JSON.stringify(opCounts)} mem ${JSON.stringify(Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 1048576)])))}\n`), 2000).unref();
+  if (TRACE) setInterval(() => process.stderr.write(traceLine()), 2000).unref();
   const rofs = (...args: unknown[]) => (args[args.length - 1] as (e: number) => void)(-EROFS);
   return {
     getattr(p, cb) {
