@@ -419,7 +419,9 @@ describe('independent reader from docs/FORMAT.md', () => {
     expect(names.filter((n) => n.startsWith('keys/'))).toHaveLength(1);
     expect(names.filter((n) => n.startsWith('locks/'))).toHaveLength(0);
     const keyFile = JSON.parse(fs.readFileSync(path.join(repo, names.find((n) => n.startsWith('keys/'))!), 'utf8'));
-    expect(keyFile).toMatchObject({ version: 1, kdf: { algorithm: 'argon2id', memoryKiB: 65536, iterations: 3, parallelism: 1 } });
+    expect(keyFile).toMatchObject({ version: 1, kdf: { algorithm: 'argon2id', memoryKiB: 65536, iterations: 3, parallelism: 4 } });
+    // §3: who made the key is sealed in `info`; nothing about the user or host is in the clear.
+    expect(Object.keys(keyFile).sort()).toEqual(['info', 'kdf', 'masterKeys', 'version']);
     expect(Buffer.from(keyFile.kdf.salt, 'base64')).toHaveLength(16);
     expect(Buffer.from(keyFile.masterKeys, 'base64')).toHaveLength(136);
   });
