@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test || exit 1
-if ! npx --no-install tsc --noEmit -p tsconfig.json; then
+if ! npx --no-install tsc -p tsconfig.test.json; then
   echo "type errors: fix them before the tests run" >&2
   echo "0 passed, 1 failed"
   exit 1

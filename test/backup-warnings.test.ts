@@ -5,20 +5,11 @@ import readline from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Workspace, sh, workspace } from './helpers/cli.js';
 import { aegis, lastJson } from './helpers/errors.js';
-import { NON_UTF8, deterministicBytes } from './helpers/tree.js';
+import { NON_UTF8, allFiles, deterministicBytes } from './helpers/tree.js';
 
 /** An unprivileged user: root reads anything, so unreadable files need someone else. */
 const NOBODY = 65534;
 
-function allFiles(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) out.push(...allFiles(p));
-    else out.push(p);
-  }
-  return out.sort();
-}
 
 /** Every path below a snapshot directory (`ls SNAPSHOT PATH --recursive --json`). */
 async function snapshotPaths(ws: Workspace, args: string[] = ['latest']): Promise<string[]> {

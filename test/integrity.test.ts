@@ -2,17 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Workspace, workspace } from './helpers/cli.js';
-import { deterministicBytes } from './helpers/tree.js';
+import { allFiles, deterministicBytes } from './helpers/tree.js';
 
-function allFiles(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) out.push(...allFiles(p));
-    else out.push(p);
-  }
-  return out;
-}
 
 function lastJson(stdout: string): Record<string, any> {
   return JSON.parse(stdout.trim().split('\n').pop()!);
@@ -169,6 +160,6 @@ describe('deduplication and incremental backups', () => {
     const out = (await ws.ok(['diff', a, b])).stdout;
     // The workspace directory above src changed too (the test made a restore target in it).
     const lines = out.split('\n').filter((l) => /^[+\-MTU] /.test(l) && l.includes(src));
-    expect(lines.sort()).toEqual([`+    ${src}/four.txt`, `-    ${src}/three.bin`, `M    ${src}/two.bin`, `U    ${src}/`, `U    ${src}/one.bin`].sort(), out);
+    expect(lines.sort(), out).toEqual([`+    ${src}/four.txt`, `-    ${src}/three.bin`, `M    ${src}/two.bin`, `U    ${src}/`, `U    ${src}/one.bin`].sort());
   });
 });

@@ -26,9 +26,15 @@ export interface Workspace {
   cleanup(): void;
 }
 
-export function runAegis(args: string[], env: NodeJS.ProcessEnv, input?: string | Buffer): Promise<RunResult> {
+/** `aegis ARGS` as a real process; `as` runs it in another directory or as another user. */
+export function runAegis(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  input?: string | Buffer,
+  as: { cwd?: string; uid?: number; gid?: number } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [AEGIS, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [AEGIS, ...args], { env, cwd: as.cwd, uid: as.uid, gid: as.gid, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));

@@ -1,6 +1,6 @@
-import { spawn } from 'node:child_process';
 import { expect } from 'vitest';
-import { AEGIS, type RunResult } from './cli.js';
+import { spawn } from 'node:child_process';
+import { AEGIS, type RunResult, runAegis } from './cli.js';
 
 export interface RunOptions {
   env: NodeJS.ProcessEnv;
@@ -13,25 +13,7 @@ export interface RunOptions {
 
 /** `aegis ARGS` with full control of the environment, working directory and user. */
 export function aegis(args: string[], opts: RunOptions): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [AEGIS, ...args], {
-      env: opts.env,
-      cwd: opts.cwd,
-      uid: opts.uid,
-      gid: opts.gid,
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      const stdoutBytes = Buffer.concat(out);
-      resolve({ code, signal, stdout: stdoutBytes.toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), stdoutBytes });
-    });
-    child.stdin.end(opts.input ?? '');
-  });
+  return runAegis(args, opts.env, opts.input, { cwd: opts.cwd, uid: opts.uid, gid: opts.gid });
 }
 
 /** The documented shape of a user error: exactly one line on stderr, "aegis: …", no stack trace, the exit code. */

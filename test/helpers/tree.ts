@@ -109,3 +109,14 @@ export function metadataDifferences(a: string, b: string): string[] {
   walk(Buffer.alloc(0));
   return out;
 }
+
+/** Every regular file below `dir` (paths), sorted. */
+export function allFiles(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...allFiles(p));
+    else out.push(p);
+  }
+  return out.sort();
+}
