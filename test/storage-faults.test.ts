@@ -286,7 +286,9 @@ describe('real HTTP faults between the S3 backend and the RADOS gateway', () => 
     ]);
     const before = proxy.count('PUT');
     await s.put('data/00/p', data);
-    expect(proxy.count('PUT') - before).toBe(3);
+    // Two injected 500s, then success; with the 1 s request timeout a slow gateway
+    // (just started, loaded machine) can add one more genuine retry.
+    expect(proxy.count('PUT') - before).toBeGreaterThanOrEqual(3);
     expect((await s.get('data/00/p', { offset: 1000, length: 5000 })).equals(data.subarray(1000, 6000))).toBe(true);
     expect((await s.stat('data/00/p')).size).toBe(data.length);
     expect(proxy.faults).toBeGreaterThanOrEqual(5);
