@@ -12,17 +12,6 @@ export function keyedId(idKey: Buffer, data: Uint8Array): Buffer {
   return Blake3Hasher.newKeyed(idKey).update(data).digestBuffer();
 }
 
-/** An incremental keyed hash, for data that arrives in pieces. */
-export function keyedHasher(idKey: Buffer): { update(d: Uint8Array): void; digest(): Buffer } {
-  const h = Blake3Hasher.newKeyed(idKey);
-  return {
-    update(d) {
-      h.update(d);
-    },
-    digest: () => h.digestBuffer(),
-  };
-}
-
 /** Derive a 32-byte subkey for a named purpose (BLAKE3 derive_key mode). */
 export function deriveSubkey(context: string, keyMaterial: Uint8Array): Buffer {
   return Blake3Hasher.deriveKey(context, keyMaterial);

@@ -17,10 +17,6 @@ const LEVEL: Record<Exclude<CompressionMode, 'off'>, number> = { auto: 1, max: 1
 const compressors = new Map<number, Compressor>();
 let decompressor: Decompressor | undefined;
 
-export function compressionModes(): CompressionMode[] {
-  return ['off', 'auto', 'max'];
-}
-
 /**
  * Compress `data` if that saves at least 1/32 of it; returns the codec used and
  * the payload (which is `data` itself when stored raw).

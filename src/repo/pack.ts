@@ -74,10 +74,6 @@ export function packTrailer(keys: MasterKeys, packId: string, blobs: PackedBlob[
   return out;
 }
 
-/** Assemble a finished pack from sealed blobs; returns the bytes to store. */
-export function buildPack(keys: MasterKeys, packId: string, parts: Buffer[], blobs: PackedBlob[]): Buffer {
-  return Buffer.concat([...parts, packTrailer(keys, packId, blobs)]);
-}
 
 export class DamagedPackError extends Error {
   constructor(readonly packId: string, detail: string) {

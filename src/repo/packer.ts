@@ -24,9 +24,6 @@ export class Packer {
   private readonly jobs = new Set<Promise<void>>();
   private readonly slots: Semaphore;
   private failure: unknown;
-  /** Sealed bytes handed to storage so far. */
-  storedBytes = 0;
-  packsStored = 0;
 
   constructor(
     private readonly storage: Storage,
@@ -63,10 +60,6 @@ export class Packer {
     this.buffer = next;
   }
 
-  get pendingBytes(): number {
-    return this.bytes;
-  }
-
   private async closePack(): Promise<void> {
     if (this.blobs.length > 0) {
       const buffer = this.buffer!;
@@ -87,8 +80,6 @@ export class Packer {
           trailer.copy(data, length);
           await this.storage.put(packName(packId), data.subarray(0, length + trailer.length));
           if (data === buffer && this.spare.length < 1) this.spare.push(buffer);
-          this.storedBytes += length + trailer.length;
-          this.packsStored++;
           await this.onPackStored({ packId, blobs });
         })
         .catch((err) => {
