@@ -2,7 +2,6 @@ import { LRUCache } from 'lru-cache';
 import { hexToId } from '../src/crypto/ids.js';
 import { BlobType, DamagedBlobError } from '../src/repo/blob.js';
 import { type BlobLocation } from '../src/repo/index.js';
-import { packName } from '../src/repo/layout.js';
 import { type Repository } from '../src/repo/repository.js';
 import { StorageError, isNotFound } from '../src/storage/storage.js';
 
@@ -201,7 +200,7 @@ export class BlobCache {
     } else await this.acquire();
     try {
       this.stats.rangeReads++;
-      return await this.repo.storage.get(packName(packId), { offset, length }, { kind: 'data' });
+      return await this.repo.readPackRange(packId, offset, length, { kind: 'data' });
     } catch (err) {
       if (isNotFound(err)) throw new DamagedBlobError(firstId, 'its pack is missing', packId);
       if (err instanceof StorageError && err.kind === 'permanent' && /short read/.test(err.message)) {

@@ -2,7 +2,6 @@ import { LRUCache } from 'lru-cache';
 import { hexToId } from '../src/crypto/ids.js';
 import { BlobType, DamagedBlobError } from '../src/repo/blob.js';
 import { type BlobLocation } from '../src/repo/index.js';
-import { packName } from '../src/repo/layout.js';
 import { type Repository } from '../src/repo/repository.js';
 import { isNotFound } from '../src/storage/storage.js';
 import { type NodeType, type TreeNode, decodeTree } from '../src/snapshot/tree.js';
@@ -347,7 +346,7 @@ export class TreeCache {
     const last = run[run.length - 1]!.loc;
     const end = last.offset + last.length;
     this.prefetchRuns++;
-    const read = this.repo.storage.get(packName(first.packId), { offset: first.offset, length: end - first.offset }, { kind: 'tree' }).catch((err: unknown) => {
+    const read = this.repo.readPackRange(first.packId, first.offset, end - first.offset, { kind: 'tree' }).catch((err: unknown) => {
       if (isNotFound(err)) throw new DamagedBlobError(run[0]!.id, 'its pack is missing', first.packId);
       throw err;
     });

@@ -5,7 +5,7 @@ import { packName } from '../src/repo/layout.js';
 import { Repository } from '../src/repo/repository.js';
 import { openStorage } from '../src/storage/open.js';
 import { type Workspace, workspace } from './helpers/cli.js';
-import { type MountProcess, forceUnmount, startMount, waitFor } from './helpers/mount.js';
+import { type MountProcess, forceUnmount, startMount, waitFor, errnoOf } from './helpers/mount.js';
 import { deterministicBytes } from './helpers/tree.js';
 
 /** Flip one byte in the middle of the stored blob of `file` (its first data blob, or its directory's tree). */
@@ -38,14 +38,6 @@ async function damage(ws: Workspace, file: string, what: 'data' | 'tree'): Promi
   }
 }
 
-function errnoOf(f: () => unknown): string | undefined {
-  try {
-    f();
-    return undefined;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code;
-  }
-}
 
 describe('aegis mount: damaged blobs', () => {
   let ws: Workspace;

@@ -3,16 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Workspace, workspace } from './helpers/cli.js';
-import { type MountProcess, childPids, forceUnmount, isMounted, run, startMount } from './helpers/mount.js';
+import { type MountProcess, childPids, forceUnmount, isMounted, run, startMount, errnoOf } from './helpers/mount.js';
 
-function errnoOf(f: () => unknown): string | undefined {
-  try {
-    f();
-    return undefined;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code;
-  }
-}
 
 describe('aegis mount: life cycle', () => {
   let ws: Workspace;

@@ -15,7 +15,6 @@ import { type TreeNode, compareNames } from '../snapshot/tree.js';
 import { FileCache } from '../state/filecache.js';
 import { openStateDb } from '../state/statedb.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../workers/pool.js';
-import { packName } from '../repo/layout.js';
 import { ExcludeMatcher } from './excludes.js';
 import { nodeFromStat, nodeType } from './fsmeta.js';
 import { adoptUnindexedPacks } from './orphans.js';
@@ -275,7 +274,7 @@ class BackupRun {
       this.summary.data_added_packed += b.length;
     }
     if (this.opts.dryRun) return;
-    await this.repo.storage.put(packName(pack.packId), pack.data);
+    await this.repo.storePack(pack.packId, pack.data);
     await this.onStored({ packId: pack.packId, blobs: pack.blobs });
   }
 

@@ -5,7 +5,6 @@ import picomatch from 'picomatch';
 import { keyedId } from '../crypto/ids.js';
 import { InterruptedError, UserError } from '../errors.js';
 import { BlobType, DamagedBlobError } from '../repo/blob.js';
-import { packName } from '../repo/layout.js';
 import { StorageError } from '../storage/storage.js';
 import { type Repository } from '../repo/repository.js';
 import { type TreeNode } from '../snapshot/tree.js';
@@ -242,7 +241,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
         let data: Buffer;
         try {
           // A restore reads each blob once: no point keeping a second copy in a remote repository's cache.
-          data = await repo.storage.get(packName(plan.packId), { offset: range.start, length: range.end - range.start }, { kind: 'data', keep: false });
+          data = await repo.readPackRange(plan.packId, range.start, range.end - range.start, { kind: 'data', keep: false });
         } catch (err) {
           if (err instanceof StorageError && err.kind === 'transient') throw err;
           await failFiles(range.blobs.flatMap(([, b]) => b.targets), `pack ${plan.packId.slice(0, 16)} cannot be read: ${(err as Error).message}`);

@@ -5,7 +5,7 @@ import { hexToId } from '../crypto/ids.js';
 import { RepositoryMissingError, UserError } from '../errors.js';
 import { type Tree, decodeTree, encodeTree } from '../snapshot/tree.js';
 import { type Snapshot, type SnapshotEntry, sortByTime } from '../snapshot/snapshot.js';
-import { type Storage, StorageError, collectList, isNotFound } from '../storage/storage.js';
+import { type GetOptions, type Storage, StorageError, collectList, isNotFound } from '../storage/storage.js';
 import { BlobType, DamagedBlobError, openBlob, sealBlob } from './blob.js';
 import { type CompressionMode } from './compression.js';
 import { FORMAT_VERSION, type RepoConfig, newConfig, validatePackSize } from './config.js';
@@ -222,6 +222,16 @@ export class Repository {
     } catch (err) {
       throw new DamagedBlobError(id, `tree does not parse: ${(err as Error).message}`);
     }
+  }
+
+  /** Store a finished pack (see pack.ts). The caller indexes it once this resolves. */
+  storePack(packId: string, data: Uint8Array): Promise<void> {
+    return this.storage.put(packName(packId), data);
+  }
+
+  /** Bytes [offset, offset + length) of a pack: several neighbouring blobs in one read. */
+  readPackRange(packId: string, offset: number, length: number, options?: GetOptions): Promise<Buffer> {
+    return this.storage.get(packName(packId), { offset, length }, options);
   }
 
   newPacker(onPackStored: (pack: IndexedPack) => void | Promise<void>, maxUploads?: number): Packer {

@@ -77,16 +77,23 @@ export class RetryingStorage implements Storage {
       try {
         return await fn();
       } catch (err) {
-        if (!(err instanceof StorageError) || err.kind !== 'transient') throw err;
-        const elapsed = this.now() - start;
-        const delay = this.delayFor(attempt);
-        if (attempt >= this.maxAttempts || elapsed + delay > this.maxElapsedMs) {
-          throw gaveUp(err, attempt, this.now() - start);
-        }
-        this.options.onRetry?.({ op, name, attempt, delayMs: delay, error: err });
-        await sleep(delay);
+        await this.backoff(err, op, name, attempt, start);
       }
     }
+  }
+
+  /**
+   * After a failed attempt: rethrow a permanent error, give up when the attempts or
+   * the time are spent, otherwise report and wait before the next attempt.
+   */
+  private async backoff(err: unknown, op: string, name: string, attempt: number, start: number): Promise<void> {
+    if (!(err instanceof StorageError) || err.kind !== 'transient') throw err;
+    const delay = this.delayFor(attempt);
+    if (attempt >= this.maxAttempts || this.now() - start + delay > this.maxElapsedMs) {
+      throw gaveUp(err, attempt, this.now() - start);
+    }
+    this.options.onRetry?.({ op, name, attempt, delayMs: delay, error: err });
+    await sleep(delay);
   }
 
   private delayFor(attempt: number): number {
@@ -139,14 +146,7 @@ export class RetryingStorage implements Storage {
         }
         return;
       } catch (err) {
-        if (!(err instanceof StorageError) || err.kind !== 'transient') throw err;
-        const elapsed = this.now() - start;
-        const delay = this.delayFor(attempt);
-        if (attempt >= this.maxAttempts || elapsed + delay > this.maxElapsedMs) {
-          throw gaveUp(err, attempt, this.now() - start);
-        }
-        this.options.onRetry?.({ op: 'list', name: prefix, attempt, delayMs: delay, error: err });
-        await sleep(delay);
+        await this.backoff(err, 'list', prefix, attempt, start);
       }
     }
   }

@@ -213,7 +213,7 @@ export class WorkerPool {
     const pack: FinishedPack = {
       packId: wire.packId,
       data,
-      blobs: wire.blobs.map((b) => ({ ...b, id: Buffer.from(b.id) })),
+      blobs: wire.blobs.map((b) => ({ ...b, id: Buffer.from(b.id.buffer, b.id.byteOffset, b.id.byteLength) })),
     };
     slot.worker.ref();
     const store = this.opts.onPack ? this.opts.onPack(pack) : Promise.resolve();
@@ -254,12 +254,7 @@ export class WorkerPool {
 }
 
 function rebuildError(e: WorkerError): Error {
-  if (e.name === 'DamagedBlobError') {
-    const err = new Error(e.message);
-    err.name = 'DamagedBlobError';
-    Object.setPrototypeOf(err, DamagedBlobError.prototype);
-    return err;
-  }
+  if (e.damaged) return new DamagedBlobError(e.damaged.blobId, e.damaged.detail, e.damaged.packId);
   if (e.code) return new FileReadError(e.code, e.message);
   return new Error(e.message);
 }

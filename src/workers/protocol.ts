@@ -78,6 +78,8 @@ export interface WorkerError {
   message: string;
   code?: string;
   name?: string;
+  /** For a DamagedBlobError: enough to rebuild the same error on the other side. */
+  damaged?: { blobId: string; detail: string; packId?: string };
 }
 
 /** One blob inside a finished pack, as sent between threads. */

@@ -7,7 +7,8 @@ import { type MasterKeys } from '../crypto/keys.js';
 import { BlobType, DamagedBlobError, openBlob, sealBlobWithId } from '../repo/blob.js';
 import { newPackId, packTrailer } from '../repo/pack.js';
 import { Claims } from './claims.js';
-import type { ChunkFileRequest, ChunkFileResult, OpenBlobRequest, OpenRangeResult, WirePackedBlob, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
+import type { ChunkFileRequest, ChunkFileResult, OpenBlobRequest, OpenRangeResult, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
+import { type PackedBlob } from '../repo/pack.js';
 import { transferList } from './transfer.js';
 
 const init = workerData as WorkerInit;
@@ -47,7 +48,7 @@ function isKnown(id: Buffer): boolean {
 const HEADER_ROOM = 64 * 1024;
 let packBuf: Buffer | undefined;
 let packBytes = 0;
-let packBlobs: WirePackedBlob[] = [];
+let packBlobs: PackedBlob[] = [];
 let returned: ArrayBuffer[] = [];
 let packsOut = 0;
 let packWaiters: Array<() => void> = [];
@@ -74,7 +75,7 @@ async function addToPack(type: BlobType, id: Buffer, sealed: Buffer, rawLength: 
   if (packBuf && packBytes > 0 && packBytes + sealed.length + HEADER_ROOM + packBlobs.length * 64 > packBuf.length) await emitPack();
   const buf = packBuffer(packBytes + sealed.length + HEADER_ROOM + packBlobs.length * 64);
   sealed.copy(buf, packBytes);
-  packBlobs.push({ type, id: new Uint8Array(id), offset: packBytes, length: sealed.length, rawLength });
+  packBlobs.push({ type, id, offset: packBytes, length: sealed.length, rawLength });
   packBytes += sealed.length;
   if (packBytes >= init.packSize) await emitPack();
 }
@@ -82,7 +83,7 @@ async function addToPack(type: BlobType, id: Buffer, sealed: Buffer, rawLength: 
 async function emitPack(): Promise<void> {
   if (packBlobs.length === 0) return;
   const packId = newPackId();
-  const trailer = packTrailer(keys, packId, packBlobs.map((b) => ({ ...b, id: Buffer.from(b.id) })));
+  const trailer = packTrailer(keys, packId, packBlobs);
   const buf = packBuffer(packBytes + trailer.length);
   trailer.copy(buf, packBytes);
   const data = new Uint8Array(buf.buffer, buf.byteOffset, packBytes + trailer.length);
@@ -225,8 +226,8 @@ parentPort!.on('message', (msg: WorkerRequest) => {
   }
 });
 
-function describe(err: unknown): { message: string; code?: string; name?: string } {
+function describe(err: unknown): WorkerError {
+  if (err instanceof DamagedBlobError) return { message: err.message, damaged: { blobId: err.blobId, detail: err.detail, packId: err.packId } };
   const e = err as NodeJS.ErrnoException;
-  if (err instanceof DamagedBlobError) return { message: e.message, name: 'DamagedBlobError', code: e.code };
   return { message: e?.message ?? String(err), code: e?.code, name: e?.name };
 }

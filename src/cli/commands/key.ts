@@ -47,7 +47,7 @@ export const keyCommand: CommandModule<GlobalArgs, Args> = {
         case 'passwd': {
           // Add the new key before removing the old one: never a moment with no way in.
           const id = await repo.addKey(await readNewPassphrase(args.newPasswordFile));
-          await repo.storage.delete(`keys/${repo.keyId}`);
+          await repo.removeKey(repo.keyId);
           if (!args.quiet) process.stdout.write(`changed passphrase: key ${repo.keyId.slice(0, 8)} replaced by ${id.slice(0, 8)}\n`);
           break;
         }
