@@ -197,12 +197,9 @@ function fakeRepo(blobs: Array<{ id: string; data: Buffer; pack: string; offset:
   const reads: Array<{ pack: string; offset: number; length: number }> = [];
   const repo = {
     index: { get: (id: string) => index.get(id) },
-    storage: {
-      get: async (name: string, range: { offset: number; length: number }) => {
-        const pack = name.split('/').pop()!;
-        reads.push({ pack, ...range });
-        return Buffer.from(packs.get(pack)!.subarray(range.offset, range.offset + range.length));
-      },
+    readPackRange: async (pack: string, offset: number, length: number) => {
+      reads.push({ pack, offset, length });
+      return Buffer.from(packs.get(pack)!.subarray(offset, offset + length));
     },
     opener: { open: async (_t: unknown, _id: Buffer, sealed: Buffer) => Buffer.from(sealed) },
   };
