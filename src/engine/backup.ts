@@ -230,7 +230,9 @@ class BackupRun {
     this.onStored = onStored;
     this.treePacker = repo.newPacker(onStored, 1);
     this.excludes = new ExcludeMatcher(opts.excludes ?? []);
-    this.reads = new Semaphore(pool.size * 4);
+    // Enough files waiting that every thread gets full batches while the scan goes on;
+    // a waiting file costs a path and a promise, never its contents.
+    this.reads = new Semaphore(pool.size * 256);
     this.compression = opts.compression ?? repo.config.compression;
     if (opts.onProgress) {
       this.progressTimer = setInterval(() => this.reportProgress(), progressIntervalMs());
@@ -395,7 +397,7 @@ class BackupRun {
         this.checkAbort();
         this.current = p.toString();
         if (this.pool.packFailure) throw this.pool.packFailure;
-        return this.pool.chunkFile(p, this.compression);
+        return this.pool.chunkFile(p, this.compression, Number(st.size));
       });
     } catch (err) {
       if (err instanceof FileReadError) {

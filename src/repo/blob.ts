@@ -1,4 +1,4 @@
-import { open, seal, SEAL_OVERHEAD } from '../crypto/aead.js';
+import { open, seal, sealInto, SEAL_OVERHEAD } from '../crypto/aead.js';
 import { deriveSubkey, keyedId, idToHex } from '../crypto/ids.js';
 import { type MasterKeys } from '../crypto/keys.js';
 import { type CompressionMode, Codec, decompress, maybeCompress } from './compression.js';
@@ -61,6 +61,17 @@ export function sealBlobWithId(keys: MasterKeys, type: BlobType, id: Buffer, pla
   const { codec, payload } = maybeCompress(plaintext, mode);
   const sealed = seal(keys.encryption, blobAssociatedData(type, id), Buffer.of(codec), payload);
   return { id, sealed, rawLength: plaintext.length };
+}
+
+/** Compress `plaintext` for a blob; the sealed blob will be `sealedLength(payload)` bytes. */
+export function blobPayload(plaintext: Uint8Array, mode: CompressionMode): { codec: Codec; payload: Uint8Array; sealedLength: number } {
+  const { codec, payload } = maybeCompress(plaintext, mode);
+  return { codec, payload, sealedLength: 1 + payload.length + SEAL_OVERHEAD };
+}
+
+/** Seal a blob whose payload `blobPayload` made, straight into `out` (a pack buffer). */
+export function sealBlobInto(out: Buffer, offset: number, keys: MasterKeys, type: BlobType, id: Buffer, codec: Codec, payload: Uint8Array): number {
+  return sealInto(out, offset, keys.encryption, blobAssociatedData(type, id), Buffer.of(codec), payload);
 }
 
 export function sealBlob(keys: MasterKeys, type: BlobType, plaintext: Uint8Array, mode: CompressionMode): SealedBlob {

@@ -8,7 +8,7 @@ import { type CompressionMode } from '../repo/compression.js';
 import { type PackedBlob } from '../repo/pack.js';
 import { type BlobOpener } from '../repo/repository.js';
 import { newClaimTable } from './claims.js';
-import type { ChunkFileResult, OpenRangeResult, WirePack, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
+import type { ChunkFileResult, ChunkFilesResult, OpenRangeResult, WirePack, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { transferList } from './transfer.js';
 
 /** A complete pack assembled by a worker thread, ready to be stored. */
@@ -35,6 +35,22 @@ interface Slot {
   worker: Worker;
   active: number;
 }
+
+/** A file waiting to join a batch for a worker thread. */
+interface QueuedFile {
+  path: Uint8Array;
+  size: number;
+  compression: CompressionMode;
+  resolve(r: ChunkFileResult): void;
+  reject(e: unknown): void;
+}
+
+type QueuedRequest = { req: WorkerRequest; transfer: ArrayBuffer[]; pending: Omit<Pending, 'slot'> };
+
+// A batch closes at whichever comes first. 64 small files make one message
+// instead of 64; a large file travels alone, so batches never hold up big work.
+const BATCH_FILES = 64;
+const BATCH_BYTES = 4 * 1024 * 1024;
 
 export interface PoolOptions {
   keys: MasterKeys;
@@ -63,8 +79,11 @@ export interface PoolOptions {
 export class WorkerPool {
   private readonly slots: Slot[] = [];
   private readonly pending = new Map<number, Pending>();
-  private readonly queue: Array<{ req: WorkerRequest; transfer: ArrayBuffer[]; pending: Omit<Pending, 'slot'> }> = [];
+  private readonly queue: QueuedRequest[] = [];
   private readonly packJobs = new Set<Promise<void>>();
+  private readonly files: QueuedFile[] = [];
+  private filesHead = 0;
+  private dispatchScheduled = false;
   private nextTask = 1;
   private closed = false;
   private readonly perWorker: number;
@@ -116,9 +135,25 @@ export class WorkerPool {
     return this.threads;
   }
 
-  /** Chunk, hash, seal and pack one file; returns its content list. */
-  chunkFile(path: Buffer, compression: CompressionMode): Promise<ChunkFileResult> {
-    return this.submit({ op: 'chunk', task: 0, path: new Uint8Array(path), compression }, []) as Promise<ChunkFileResult>;
+  /**
+   * Chunk, hash, seal and pack one file; returns its content list. Files queue
+   * until the end of the current turn of the event loop and then go out in
+   * batches (`sizeHint`, the file's size, decides how many fit in one).
+   */
+  chunkFile(path: Buffer, compression: CompressionMode, sizeHint = 0): Promise<ChunkFileResult> {
+    if (this.fatal) return Promise.reject(this.fatal);
+    if (this.closed) return Promise.reject(new Error('worker pool is closed'));
+    this.ensureWorkers();
+    return new Promise((resolve, reject) => {
+      this.files.push({ path: new Uint8Array(path), size: sizeHint, compression, resolve, reject });
+      if (!this.dispatchScheduled) {
+        this.dispatchScheduled = true;
+        setImmediate(() => {
+          this.dispatchScheduled = false;
+          this.dispatch();
+        });
+      }
+    });
   }
 
   /** Decrypt, decompress and verify a blob on a worker thread. `sealed` is moved, not copied, when possible. */
@@ -178,12 +213,19 @@ export class WorkerPool {
     });
   }
 
+  private freeSlot(): Slot | undefined {
+    let best: Slot | undefined;
+    for (const s of this.slots) if (s.active < this.perWorker && (!best || s.active < best.active)) best = s;
+    return best;
+  }
+
   private dispatch(): void {
-    while (this.queue.length > 0) {
-      let best: Slot | undefined;
-      for (const s of this.slots) if (s.active < this.perWorker && (!best || s.active < best.active)) best = s;
+    for (;;) {
+      // Find the slot first: files wait in their queue, where later ones can still join the batch.
+      const best = this.freeSlot();
       if (!best) return;
-      const item = this.queue.shift()!;
+      const item = this.queue.shift() ?? (this.filesHead < this.files.length ? this.nextBatch() : undefined);
+      if (!item) return;
       const task = this.nextTask++;
       (item.req as { task: number }).task = task;
       best.active++;
@@ -191,6 +233,35 @@ export class WorkerPool {
       best.worker.ref();
       best.worker.postMessage(item.req, item.transfer);
     }
+  }
+
+  /** Take queued files, up to a batch's worth, as one request. */
+  private nextBatch(): QueuedRequest {
+    const batch: QueuedFile[] = [];
+    let bytes = 0;
+    const compression = this.files[this.filesHead]!.compression;
+    while (this.filesHead < this.files.length && batch.length < BATCH_FILES) {
+      const f = this.files[this.filesHead]!;
+      if (f.compression !== compression || (batch.length > 0 && bytes + f.size > BATCH_BYTES)) break;
+      batch.push(f);
+      bytes += f.size;
+      this.filesHead++;
+    }
+    if (this.filesHead === this.files.length || this.filesHead > 1024) {
+      this.files.splice(0, this.filesHead);
+      this.filesHead = 0;
+    }
+    const settle = (results: ChunkFilesResult): void => {
+      results.forEach((r, i) => {
+        if (r.ok) batch[i]!.resolve(r.ok);
+        else batch[i]!.reject(rebuildError(r.error));
+      });
+    };
+    return {
+      req: { op: 'chunk', task: 0, paths: batch.map((f) => f.path), compression },
+      transfer: [],
+      pending: { resolve: (v) => settle(v as ChunkFilesResult), reject: (err) => batch.forEach((f) => f.reject(err)) },
+    };
   }
 
   private onMessage(slot: Slot, msg: WorkerResponse): void {
@@ -236,6 +307,9 @@ export class WorkerPool {
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
     for (const q of this.queue.splice(0)) q.pending.reject(err);
+    for (const f of this.files.splice(this.filesHead)) f.reject(err);
+    this.files.length = 0;
+    this.filesHead = 0;
   }
 
   async close(): Promise<void> {

@@ -18,13 +18,20 @@ export interface WorkerInit {
   packSize: number;
 }
 
-export interface ChunkFileRequest {
+/**
+ * Several files to chunk, one after another. Small files travel in batches: one
+ * message per file cost more than reading, hashing and sealing a 4 KiB file.
+ */
+export interface ChunkFilesRequest {
   op: 'chunk';
   task: number;
   /** File path bytes: names need not be UTF-8. */
-  path: Uint8Array;
+  paths: Uint8Array[];
   compression: CompressionMode;
 }
+
+/** Per file of a ChunkFilesRequest, in the same order. */
+export type ChunkFilesResult = Array<{ ok: ChunkFileResult; error?: undefined } | { ok?: undefined; error: WorkerError }>;
 
 export interface OpenBlobRequest {
   op: 'open';
@@ -64,7 +71,7 @@ export interface AbortMessage {
   op: 'abort';
 }
 
-export type WorkerRequest = ChunkFileRequest | OpenBlobRequest | OpenRangeRequest | PackStoredMessage | FlushRequest | AbortMessage;
+export type WorkerRequest = ChunkFilesRequest | OpenBlobRequest | OpenRangeRequest | PackStoredMessage | FlushRequest | AbortMessage;
 
 export interface ChunkFileResult {
   content: string[];
@@ -100,5 +107,5 @@ export interface WirePack {
 
 export type WorkerResponse =
   | { task: 0; kind: 'pack'; pack: WirePack }
-  | { task: number; kind: 'done'; result: ChunkFileResult | Uint8Array | OpenRangeResult | null }
+  | { task: number; kind: 'done'; result: ChunkFilesResult | Uint8Array | OpenRangeResult | null }
   | { task: number; kind: 'error'; error: WorkerError };

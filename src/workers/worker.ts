@@ -4,10 +4,11 @@ import { Chunker } from '../chunker/fastcdc.js';
 import { gearTable } from '../chunker/gear.js';
 import { keyedId } from '../crypto/ids.js';
 import { type MasterKeys } from '../crypto/keys.js';
-import { BlobType, DamagedBlobError, openBlob, sealBlobWithId } from '../repo/blob.js';
+import { BlobType, DamagedBlobError, blobPayload, openBlob, sealBlobInto } from '../repo/blob.js';
 import { newPackId, packTrailer } from '../repo/pack.js';
 import { Claims } from './claims.js';
-import type { ChunkFileRequest, ChunkFileResult, OpenBlobRequest, OpenRangeResult, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
+import { type CompressionMode } from '../repo/compression.js';
+import type { ChunkFilesRequest, ChunkFilesResult, ChunkFileResult, OpenBlobRequest, OpenRangeResult, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { type PackedBlob } from '../repo/pack.js';
 import { transferList } from './transfer.js';
 
@@ -70,13 +71,15 @@ function packBuffer(need: number): Buffer {
   return next;
 }
 
-async function addToPack(type: BlobType, id: Buffer, sealed: Buffer, rawLength: number): Promise<void> {
+/** Compress and seal a new data blob directly into this thread's pack. */
+async function addToPack(type: BlobType, id: Buffer, plaintext: Uint8Array, compression: CompressionMode): Promise<void> {
+  const { codec, payload, sealedLength } = blobPayload(plaintext, compression);
   // A blob that would overflow the pack's buffer closes the pack first, so buffers stay at the target size.
-  if (packBuf && packBytes > 0 && packBytes + sealed.length + HEADER_ROOM + packBlobs.length * 64 > packBuf.length) await emitPack();
-  const buf = packBuffer(packBytes + sealed.length + HEADER_ROOM + packBlobs.length * 64);
-  sealed.copy(buf, packBytes);
-  packBlobs.push({ type, id, offset: packBytes, length: sealed.length, rawLength });
-  packBytes += sealed.length;
+  if (packBuf && packBytes > 0 && packBytes + sealedLength + HEADER_ROOM + packBlobs.length * 64 > packBuf.length) await emitPack();
+  const buf = packBuffer(packBytes + sealedLength + HEADER_ROOM + packBlobs.length * 64);
+  const length = sealBlobInto(buf, packBytes, keys, type, id, codec, payload);
+  packBlobs.push({ type, id, offset: packBytes, length, rawLength: plaintext.length });
+  packBytes += length;
   if (packBytes >= init.packSize) await emitPack();
 }
 
@@ -119,8 +122,22 @@ let window: Buffer | undefined;
  * promise-based calls would queue on libuv's small shared thread pool behind
  * the main thread's directory scan (measured: seconds of waiting per GiB).
  */
-async function chunkFile(req: ChunkFileRequest): Promise<ChunkFileResult> {
-  const fd = openForBackup(Buffer.from(req.path));
+/** The files of one batch, in order; one file's failure is its own result, not the batch's. */
+async function chunkFiles(req: ChunkFilesRequest): Promise<ChunkFilesResult> {
+  const out: ChunkFilesResult = [];
+  for (const path of req.paths) {
+    try {
+      out.push({ ok: await chunkFile(path, req.compression) });
+    } catch (err) {
+      out.push({ error: describe(err) });
+    }
+  }
+  return out;
+}
+
+async function chunkFile(path: Uint8Array, compression: CompressionMode): Promise<ChunkFileResult> {
+  if (aborting) throw new Error('aborted');
+  const fd = openForBackup(Buffer.from(path.buffer, path.byteOffset, path.byteLength));
   try {
     const before = fs.fstatSync(fd, { bigint: true });
     const { max } = chunker.params;
@@ -143,8 +160,7 @@ async function chunkFile(req: ChunkFileRequest): Promise<ChunkFileResult> {
         const chunk = buf.subarray(start, start + n);
         const id = keyedId(keys.id, chunk);
         if (!isKnown(id) && claims.claim(id)) {
-          const blob = sealBlobWithId(keys, BlobType.Data, id, chunk, req.compression);
-          await addToPack(BlobType.Data, id, blob.sealed, n);
+          await addToPack(BlobType.Data, id, chunk, compression);
         }
         content.push(id.toString('hex'));
         size += n;
@@ -218,7 +234,7 @@ parentPort!.on('message', (msg: WorkerRequest) => {
       return;
     case 'chunk':
       queue = queue.then(() =>
-        chunkFile(msg).then(
+        chunkFiles(msg).then(
           (result) => post({ task: msg.task, kind: 'done', result }),
           (err) => post({ task: msg.task, kind: 'error', error: describe(err) }),
         ),
