@@ -136,6 +136,20 @@ describe('deduplication and incremental backups', () => {
     expect(r.files_unmodified).toBe(3);
   });
 
+  it('a file named on the command line is not read again while unchanged, and is read once it changes', async () => {
+    const file = path.join(src, 'one.bin');
+    const first = lastJson((await ws.ok(['backup', file, '--json'])).stdout);
+    expect(first.files_read + first.files_unmodified).toBe(1);
+    const again = lastJson((await ws.ok(['backup', file, '--json'])).stdout);
+    expect(again.files_read).toBe(0);
+    expect(again.files_unmodified).toBe(1);
+    const t = new Date('2020-01-02T03:04:05Z');
+    fs.utimesSync(file, t, t);
+    const touched = lastJson((await ws.ok(['backup', file, '--json'])).stdout);
+    expect(touched.files_read).toBe(1);
+    expect(touched.data_added).toBe(0);
+  });
+
   it('deleting the local state database only makes the next backup read again, never wrong', async () => {
     fs.rmSync(ws.env.AEGIS_STATE_DIR!, { recursive: true, force: true });
     const r = lastJson((await ws.ok(['backup', src, '--json'])).stdout);

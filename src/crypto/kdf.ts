@@ -1,5 +1,4 @@
 import { createRequire } from 'node:module';
-import { argon2id as wasmArgon2id } from 'hash-wasm';
 
 /** Argon2id parameters, stored beside the salt in every key file. */
 export interface KdfParams {
@@ -59,6 +58,8 @@ export async function deriveKeyEncryptionKey(passphrase: string, params: KdfPara
       raw: true,
     });
   }
+  // Loaded only when needed: importing hash-wasm costs every command ~20 ms.
+  const { argon2id: wasmArgon2id } = await import('hash-wasm');
   const out = await wasmArgon2id({
     password,
     salt,

@@ -12,7 +12,7 @@ import { type Packer } from '../repo/packer.js';
 import { type Repository } from '../repo/repository.js';
 import { type BackupSummary, type Snapshot } from '../snapshot/snapshot.js';
 import { type TreeNode, compareNames } from '../snapshot/tree.js';
-import { FileCache } from '../state/filecache.js';
+import { type CachedFile, FileCache } from '../state/filecache.js';
 import { openStateDb } from '../state/statedb.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../workers/pool.js';
 import { ExcludeMatcher } from './excludes.js';
@@ -207,6 +207,8 @@ class BackupRun {
   private readonly excludes: ExcludeMatcher;
   private readonly compression: CompressionMode;
   /** dev:inode → content of a hardlinked file already read in this run. */
+  /** Content lists of files that changed while read: never offered to the next backup as unchanged. */
+  private readonly readWhileChanging = new WeakSet<string[]>();
   private readonly hardlinks = new Map<string, Promise<{ content: string[]; size: number } | undefined>>();
   private readonly onStored: (pack: IndexedPack) => Promise<void>;
   /** Files being read at once: enough to keep every worker busy, few enough to bound memory. */
@@ -329,6 +331,8 @@ class BackupRun {
         nodes.push(node);
       }
     }
+    // Files named on the command line: remembered with their directory (which then lists only them).
+    if (nodes.some((n) => n.type === 'file')) this.rememberFiles(dirPath.length > 0 ? dirPath : Buffer.from('/'), nodes);
     return this.saveTree(nodes);
   }
 
@@ -412,8 +416,10 @@ class BackupRun {
     this.summary.files_read++;
     this.summary.bytes_read += result.size;
     this.summary.total_bytes_processed += result.size;
-    if (result.changed) this.warn(p, 'changed', 'changed while being read; the snapshot holds the bytes as read');
-    else this.cache.record(p, st, result.content);
+    if (result.changed) {
+      this.warn(p, 'changed', 'changed while being read; the snapshot holds the bytes as read');
+      this.readWhileChanging.add(result.content);
+    }
     return { content: result.content, size: result.size };
   }
 
@@ -448,8 +454,21 @@ class BackupRun {
         }
         return this.saveEntry(childPath, childName, cst, dev);
     });
-    node.subtree = await this.saveTree(entries.filter((e): e is TreeNode => e !== undefined));
+    const saved = entries.filter((e): e is TreeNode => e !== undefined);
+    this.rememberFiles(p, saved);
+    node.subtree = await this.saveTree(saved);
     return node;
+  }
+
+  /** Tell the file cache what this directory's files were, so the next backup can skip them. */
+  private rememberFiles(dir: Buffer, nodes: TreeNode[]): void {
+    if (this.opts.dryRun) return;
+    const files: CachedFile[] = [];
+    for (const n of nodes) {
+      if (n.type !== 'file' || !n.content || this.readWhileChanging.has(n.content)) continue;
+      files.push({ name: n.name, size: n.size, mtimeNs: n.mtimeNs, ctimeNs: n.ctimeNs, inode: BigInt(n.inode), content: n.content });
+    }
+    this.cache.recordDir(dir, files);
   }
 
   /**

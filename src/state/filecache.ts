@@ -1,14 +1,20 @@
 import type Database from 'better-sqlite3';
 import { type BigIntStats } from 'node:fs';
 
-interface Row {
+/** What the cache needs to know of a file the backup stored. */
+export interface CachedFile {
   name: Buffer;
   size: number;
-  mtime_ns: string;
-  ctime_ns: string;
-  inode: string;
-  content: Buffer;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  inode: bigint;
+  content: string[];
 }
+
+// An entry of a directory's row: u16le name length ‖ name ‖ u64le size ‖
+// i64le mtime ns ‖ i64le ctime ns ‖ u64le inode ‖ u32le ID count ‖ 32-byte IDs.
+// The 32 bytes from size to inode are compared with the file's lstat as bytes.
+const STAT_BYTES = 32;
 
 /**
  * What the last backup saw of each file: if size, mtime, ctime and inode are the
@@ -16,21 +22,21 @@ interface Row {
  * reading it. The caller must still check that every listed blob is in the
  * repository's index: a prune may have removed them.
  *
- * Rows are keyed by (repository, directory, name) and a directory's rows are
- * read in one query when the backup first asks about it: one query per
- * directory instead of one per file.
+ * One row per directory, holding all its files packed in one blob: one query
+ * and one small parse per directory instead of a row object (and its Buffers)
+ * per file, which cost a quarter of an unchanged backup. A directory's row is
+ * rewritten when its files are saved, and only if it changed.
  */
 export class FileCache {
   private readonly dirStmt: Database.Statement;
   private readonly putStmt: Database.Statement;
-  private pending: Array<[Buffer, BigIntStats, string[]]> = [];
-  private readonly dirs = new Map<string, Map<string, Row>>();
+  private pending: Array<[Buffer, Buffer]> = [];
+  private readonly dirs = new Map<string, { row: Buffer | undefined; at: Map<string, number> }>();
+  private readonly probe = Buffer.alloc(STAT_BYTES);
 
   constructor(private readonly db: Database.Database, private readonly repoId: string) {
-    this.dirStmt = db.prepare('SELECT name, size, mtime_ns, ctime_ns, inode, content FROM files WHERE repo = ? AND dir = ?');
-    this.putStmt = db.prepare(
-      'INSERT OR REPLACE INTO files (repo, dir, name, size, mtime_ns, ctime_ns, inode, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-    );
+    this.dirStmt = db.prepare('SELECT entries FROM dir_files WHERE repo = ? AND dir = ?').pluck();
+    this.putStmt = db.prepare('INSERT OR REPLACE INTO dir_files (repo, dir, entries) VALUES (?, ?, ?)');
   }
 
   private static split(p: Buffer): [Buffer, Buffer] {
@@ -38,36 +44,60 @@ export class FileCache {
     return [p.subarray(0, Math.max(slash, 1)), p.subarray(slash + 1)];
   }
 
-  lookup(p: Buffer, st: BigIntStats): string[] | undefined {
-    const [dir, name] = FileCache.split(p);
+  private load(dir: Buffer): { row: Buffer | undefined; at: Map<string, number> } {
     const dirKey = dir.toString('latin1');
-    let rows = this.dirs.get(dirKey);
-    if (!rows) {
-      rows = new Map();
-      for (const r of this.dirStmt.all(this.repoId, dir) as Row[]) rows.set(r.name.toString('latin1'), r);
-      this.dirs.set(dirKey, rows);
+    let d = this.dirs.get(dirKey);
+    if (!d) {
+      const row = this.dirStmt.get(this.repoId, dir) as Buffer | undefined;
+      const at = new Map<string, number>();
+      for (let o = 0; row && o + 2 <= row.length; ) {
+        const nameLength = row.readUInt16LE(o);
+        at.set(row.toString('latin1', o + 2, o + 2 + nameLength), o + 2 + nameLength);
+        const ids = row.readUInt32LE(o + 2 + nameLength + STAT_BYTES);
+        o += 2 + nameLength + STAT_BYTES + 4 + 32 * ids;
+      }
+      d = { row, at };
+      this.dirs.set(dirKey, d);
       // Directories are visited depth first: keep only a few around.
       if (this.dirs.size > 64) this.dirs.delete(this.dirs.keys().next().value!);
     }
-    const row = rows.get(name.toString('latin1'));
-    if (!row) return undefined;
-    if (
-      BigInt(row.size) !== st.size ||
-      row.mtime_ns !== st.mtimeNs.toString() ||
-      row.ctime_ns !== st.ctimeNs.toString() ||
-      row.inode !== st.ino.toString()
-    ) {
-      return undefined;
-    }
+    return d;
+  }
+
+  lookup(p: Buffer, st: BigIntStats): string[] | undefined {
+    const [dir, name] = FileCache.split(p);
+    const { row, at } = this.load(dir);
+    const o = at.get(name.toString('latin1'));
+    if (row === undefined || o === undefined) return undefined;
+    writeStat(this.probe, 0, st.size, st.mtimeNs, st.ctimeNs, st.ino);
+    if (row.compare(this.probe, 0, STAT_BYTES, o, o + STAT_BYTES) !== 0) return undefined;
+    const count = row.readUInt32LE(o + STAT_BYTES);
     const ids: string[] = [];
-    for (let o = 0; o + 32 <= row.content.length; o += 32) ids.push(row.content.toString('hex', o, o + 32));
+    for (let i = 0, at2 = o + STAT_BYTES + 4; i < count; i++, at2 += 32) ids.push(row.toString('hex', at2, at2 + 32));
     return ids;
   }
 
-  /** Remember a file; written in batches by `commit`. */
-  record(p: Buffer, st: BigIntStats, content: string[]): void {
-    this.pending.push([p, st, content]);
-    if (this.pending.length >= 2000) this.commit();
+  /**
+   * Remember the files of directory `dir` that the backup stored (not those that
+   * changed while being read); replaces what was known of that directory.
+   * Written in batches by `commit`.
+   */
+  recordDir(dir: Buffer, files: CachedFile[]): void {
+    let length = 0;
+    for (const f of files) length += 2 + f.name.length + STAT_BYTES + 4 + 32 * f.content.length;
+    const row = Buffer.allocUnsafe(length);
+    let o = 0;
+    for (const f of files) {
+      o = row.writeUInt16LE(f.name.length, o);
+      o += f.name.copy(row, o);
+      o = writeStat(row, o, BigInt(f.size), f.mtimeNs, f.ctimeNs, f.inode);
+      o = row.writeUInt32LE(f.content.length, o);
+      for (const id of f.content) o += row.write(id, o, 'hex');
+    }
+    const known = this.dirs.get(dir.toString('latin1'));
+    if (known?.row?.equals(row)) return;
+    this.pending.push([dir, row]);
+    if (this.pending.length >= 500) this.commit();
   }
 
   commit(): void {
@@ -75,25 +105,25 @@ export class FileCache {
     const rows = this.pending;
     this.pending = [];
     this.db.transaction(() => {
-      for (const [p, st, content] of rows) {
-        const [dir, name] = FileCache.split(p);
-        this.putStmt.run(this.repoId, dir, name, Number(st.size), st.mtimeNs.toString(), st.ctimeNs.toString(), st.ino.toString(), Buffer.from(content.join(''), 'hex'));
-      }
+      for (const [dir, row] of rows) this.putStmt.run(this.repoId, dir, row);
     })();
   }
 }
 
+function writeStat(out: Buffer, o: number, size: bigint, mtimeNs: bigint, ctimeNs: bigint, inode: bigint): number {
+  o = out.writeBigUInt64LE(size, o);
+  o = out.writeBigInt64LE(mtimeNs, o);
+  o = out.writeBigInt64LE(ctimeNs, o);
+  return out.writeBigUInt64LE(inode, o);
+}
+
 export const FILE_CACHE_SCHEMA = `
-  CREATE TABLE IF NOT EXISTS files (
+  CREATE TABLE IF NOT EXISTS dir_files (
     repo TEXT NOT NULL,
     dir BLOB NOT NULL,
-    name BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns TEXT NOT NULL,
-    ctime_ns TEXT NOT NULL,
-    inode TEXT NOT NULL,
-    content BLOB NOT NULL,
-    PRIMARY KEY (repo, dir, name)
+    entries BLOB NOT NULL,
+    PRIMARY KEY (repo, dir)
   ) WITHOUT ROWID;
   DROP TABLE IF EXISTS file_cache;
+  DROP TABLE IF EXISTS files;
 `;
