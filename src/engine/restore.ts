@@ -12,6 +12,7 @@ import { mapLimit } from '../util/concurrency.js';
 import { type WorkerPool } from '../workers/pool.js';
 import { makeDevice, makeFifo } from './special-files.js';
 import { nativeSyscalls } from '../native/syscalls.js';
+import { type FinishSpec, type RangeBlobWrites, applyMetadata, finishFile, writeRangeBlobs } from './restored-file.js';
 import { type WalkEntry, findNode, walk } from './walk.js';
 
 export type OverwritePolicy = 'always' | 'if-changed' | 'never';
@@ -60,15 +61,20 @@ interface PendingFile {
   entry: WalkEntry;
   dest: Buffer;
   tmp: Buffer;
+  /** Blob writes still to come. */
   remaining: number;
-  /** Open while a file of several blobs is being written; single-blob files never keep one. */
-  fd?: number;
-  created?: boolean;
+}
+
+interface PlannedBlob {
+  offset: number;
+  length: number;
+  rawLength: number;
+  targets: Target[];
 }
 
 interface PackPlan {
   packId: string;
-  blobs: Map<string, { offset: number; length: number; targets: Target[] }>;
+  blobs: Map<string, PlannedBlob>;
 }
 
 const TMP_PREFIX = '.aegis-restore-';
@@ -76,7 +82,6 @@ const TMP_PREFIX = '.aegis-restore-';
 const COALESCE_GAP = 1024 * 1024;
 const MAX_RANGE = 8 * 1024 * 1024;
 
-const isRoot = process.getuid?.() === 0;
 /** Exact with the native addon; Node's fs.utimes alone lands within about a microsecond. */
 const TIME_TOLERANCE_NS = nativeSyscalls() ? 1n : 2000n;
 
@@ -115,6 +120,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   const hardlinkLater: Array<{ dest: Buffer; key: string }> = [];
   const verifyList: PendingFile[] = [];
   const createdDirs = new Set<string>([target.toString('latin1')]);
+  const freshDirs = new Set<string>();
 
   const destFor = (p: Buffer): Buffer => {
     const rel = p.subarray(base.length === 1 ? 1 : base.length + 1);
@@ -129,10 +135,12 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   const parentReady = (dest: Buffer) => {
     const parent = Buffer.from(path.posix.dirname(dest.toString('latin1')), 'latin1');
     if (!createdDirs.has(parent.toString('latin1'))) {
-      fs.mkdirSync(parent, { recursive: true, mode: 0o700 });
+      if (fs.mkdirSync(parent, { recursive: true, mode: 0o700 }) !== undefined) freshDirs.add(parent.toString('latin1'));
       createdDirs.add(parent.toString('latin1'));
     }
   };
+  // A directory this restore created holds nothing it did not put there: no need to look for existing files.
+  const inFreshDir = (dest: Buffer): boolean => freshDirs.has(path.posix.dirname(dest.toString('latin1')));
 
   const entries: WalkEntry[] = start.node.type === 'dir' ? [] : [start];
   if (start.node.type === 'dir') for await (const e of walk(repo, start)) entries.push(e);
@@ -146,7 +154,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
       switch (node.type) {
         case 'dir': {
           if (include) break; // created on demand below, metadata applied if it exists
-          ensureDir(dest, false);
+          if (ensureDir(dest, false)) freshDirs.add(dest.toString('latin1'));
           createdDirs.add(dest.toString('latin1'));
           dirs.push({ dest, node });
           summary.dirs++;
@@ -160,7 +168,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
             break;
           }
           if (linkKey) hardlinkFirst.set(linkKey, dest);
-          if (keepExisting(dest, node, overwrite)) {
+          if (!inFreshDir(dest) && keepExisting(dest, node, overwrite)) {
             summary.skipped++;
             break;
           }
@@ -174,13 +182,13 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
             let plan = plans.get(loc.packId);
             if (!plan) plans.set(loc.packId, (plan = { packId: loc.packId, blobs: new Map() }));
             let b = plan.blobs.get(id);
-            if (!b) plan.blobs.set(id, (b = { offset: loc.offset, length: loc.length, targets: [] }));
+            if (!b) plan.blobs.set(id, (b = { offset: loc.offset, length: loc.length, rawLength: loc.rawLength, targets: [] }));
             b.targets.push({ file, offset });
             file.remaining++;
             offset += loc.rawLength;
           }
           summary.bytes += offset;
-          if (file.remaining === 0) finishFile(file);
+          if (file.remaining === 0) finishFile(file.tmp, file.dest, node.size, node);
           summary.files++;
           break;
         }
@@ -224,65 +232,84 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   const failed = new Set<PendingFile>();
   // A damaged blob fails only the files that need it: they are dropped (no
   // partial file under a real name), reported by name, and the rest is restored.
-  const failFiles = async (targets: Target[], reason: string) => {
-    for (const t of targets) {
-      if (failed.has(t.file)) continue;
-      failed.add(t.file);
-      warn(`${t.file.entry.path.toString()}: not restored: ${reason}`);
-      closeQuietly(t.file);
-      fs.rmSync(t.file.tmp, { force: true });
-    }
+  const failFile = (file: PendingFile, reason: string) => {
+    if (failed.has(file)) return;
+    failed.add(file);
+    warn(`${file.entry.path.toString()}: not restored: ${reason}`);
+    fs.rmSync(file.tmp, { force: true });
   };
-  try {
-    // Two packs at a time keep both worker threads busy; more only holds more data in memory.
-    await mapLimit([...plans.values()], 2, async (plan) => {
-      checkAbort();
-      for (const range of coalesce(plan)) {
-        let data: Buffer;
+  // Worker threads decrypt each ranged read and write its blobs into the files
+  // themselves; a file that is one blob is finished there too, the others here
+  // once their last blob is written.
+  const writeRange = async (plan: PackPlan, range: { start: number; end: number; blobs: RangeBlob[] }): Promise<void> => {
+    let data: Buffer;
+    try {
+      // A restore reads each blob once: no point keeping a second copy in a remote repository's cache.
+      data = await repo.readPackRange(plan.packId, range.start, range.end - range.start, { kind: 'data', keep: false });
+    } catch (err) {
+      if (err instanceof StorageError && err.kind === 'transient') throw err;
+      for (const [, b] of range.blobs) for (const t of b.targets) failFile(t.file, `pack ${plan.packId.slice(0, 16)} cannot be read: ${(err as Error).message}`);
+      return;
+    }
+    const sent = range.blobs.map(([id, b]) => ({ id, b, targets: b.targets.filter((t) => !failed.has(t.file)) }));
+    const request: RangeBlobWrites[] = sent.map(({ id, b, targets }) => ({
+      id: Buffer.from(id, 'hex'),
+      offset: b.offset - range.start,
+      length: b.length,
+      writes: targets.map((t) => ({ tmp: t.file.tmp, offset: t.offset, finish: wholeFile(t.file) })),
+    }));
+    const results = opts.pool ? await opts.pool.writeRange(plan.packId, data, request) : writeRangeBlobs(repo.keys, plan.packId, data, request);
+    results.forEach((r, i) => {
+      const { id, b, targets } = sent[i]!;
+      if (r.damaged !== undefined) {
+        for (const t of targets) failFile(t.file, `blob ${id.slice(0, 16)} in pack ${plan.packId.slice(0, 16)} is damaged: ${r.damaged}`);
+        return;
+      }
+      r.writes.forEach((error, j) => {
+        const file = targets[j]!.file;
+        if (failed.has(file)) return;
+        if (error !== null) return failFile(file, error);
+        bytesDone += b.rawLength;
+        if (--file.remaining > 0) return;
         try {
-          // A restore reads each blob once: no point keeping a second copy in a remote repository's cache.
-          data = await repo.readPackRange(plan.packId, range.start, range.end - range.start, { kind: 'data', keep: false });
+          if (!wholeFile(file)) finishFile(file.tmp, file.dest, file.entry.node.size, file.entry.node);
+          filesDone++;
         } catch (err) {
-          if (err instanceof StorageError && err.kind === 'transient') throw err;
-          await failFiles(range.blobs.flatMap(([, b]) => b.targets), `pack ${plan.packId.slice(0, 16)} cannot be read: ${(err as Error).message}`);
-          continue;
+          failFile(file, (err as Error).message);
         }
-        const opened = await openRangeBlobs(repo, opts.pool, plan.packId, data, range);
-        await Promise.all(
-          range.blobs.map(async ([id, b], i) => {
-            const result = opened[i]!;
-            if (!result.plain) {
-              await failFiles(b.targets, `blob ${id.slice(0, 16)} in pack ${plan.packId.slice(0, 16)} is damaged: ${result.error}`);
-              return;
-            }
-            const plain = result.plain;
-            const zero = isAllZero(plain);
-            for (const t of b.targets) {
-              if (failed.has(t.file)) continue;
-              if (!zero) writeAt(t.file, plain, t.offset);
-              bytesDone += plain.length;
-              if (--t.file.remaining === 0) {
-                finishFile(t.file);
-                filesDone++;
-              } else if (t.file.fd === undefined) {
-                // More blobs to come: keep it open (only files spanning several blobs do).
-                t.file.fd = openTmp(t.file);
-              }
-            }
-          }),
-        );
+      });
+    });
+  };
+  const inFlight = new Set<Promise<void>>();
+  let stopping = false;
+  try {
+    // Two ranged reads per worker thread: one being written while the next is read
+    // (with one each, the threads waited a third of the time). At most 8 MiB each.
+    await mapLimit([...plans.values()], 2 * (opts.pool?.size ?? 1), async (plan) => {
+      for (const range of coalesce(plan)) {
+        if (stopping) return;
+        checkAbort();
+        const job = writeRange(plan, range);
+        inFlight.add(job);
+        try {
+          await job;
+        } finally {
+          inFlight.delete(job);
+        }
       }
     });
   } catch (err) {
-    // Nothing half-written keeps a real name: drop every temporary file.
-    for (const f of files.filter((x) => x.remaining > 0)) {
-      closeQuietly(f);
-      fs.rmSync(f.tmp, { force: true });
-    }
+    // Let writes already handed to worker threads end, then drop every temporary
+    // file: nothing half-written keeps a real name.
+    stopping = true;
+    await Promise.allSettled([...inFlight]);
+    for (const f of files) if (f.remaining > 0) fs.rmSync(f.tmp, { force: true });
     throw err;
   } finally {
     if (timer) clearInterval(timer);
   }
+  // A write already on its way when its file failed may have created the temporary file again.
+  for (const f of failed) fs.rmSync(f.tmp, { force: true });
   report();
   summary.files -= failed.size;
 
@@ -315,102 +342,35 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
 
   /** The temporary file is created on the first write (or at the end, for empty and all-zero files). */
   function startFile(entry: WalkEntry, dest: Buffer): PendingFile {
-    const dir = Buffer.from(path.posix.dirname(dest.toString('latin1')), 'latin1');
-    const tmp = Buffer.concat([dir, Buffer.from(`/${TMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`)]);
-    return { entry, dest, tmp, remaining: 0 };
-  }
-
-}
-
-/**
- * The write path is synchronous: writes land in the page cache in microseconds,
- * while each promise-based call queues on libuv's four-thread pool (measured: the
- * main thread waited most of a 30,000-file restore). No fsync per file: like
- * restic, a restore relies on the rename being last, not on per-file durability.
- */
-function openTmp(f: PendingFile): number {
-  if (f.fd !== undefined) return f.fd;
-  if (f.created) return fs.openSync(f.tmp, fsc.O_WRONLY | fsc.O_NOFOLLOW);
-  f.created = true;
-  return fs.openSync(f.tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
-}
-
-function writeAt(f: PendingFile, data: Buffer, offset: number): void {
-  const fd = f.fd ?? openTmp(f);
-  try {
-    let done = 0;
-    while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, offset + done);
-  } finally {
-    if (f.fd === undefined) fs.closeSync(fd);
+    return { entry, dest, tmp: temporaryName(dest), remaining: 0 };
   }
 }
 
-function closeQuietly(f: PendingFile): void {
-  if (f.fd === undefined) return;
-  try {
-    fs.closeSync(f.fd);
-  } catch {
-    /* already gone */
-  }
-  f.fd = undefined;
+// Temporary names: unpredictable per process, then counted (a random draw per file cost measurably).
+const TMP_RUN = crypto.randomBytes(6).toString('hex');
+let tmpCounter = 0;
+
+/** A temporary name next to `dest`. */
+function temporaryName(dest: Buffer): Buffer {
+  const slash = dest.lastIndexOf(0x2f);
+  return Buffer.concat([dest.subarray(0, slash + 1), Buffer.from(`${TMP_PREFIX}${TMP_RUN}-${(tmpCounter++).toString(36)}`)]);
 }
 
-/** Truncate to the full size (skipped zero blobs become holes), set metadata, rename into place. */
-function finishFile(f: PendingFile): void {
-  const fd = openTmp(f);
-  f.fd = undefined;
-  try {
-    fs.ftruncateSync(fd, f.entry.node.size);
-  } finally {
-    fs.closeSync(fd);
-  }
-  applyMetadata(f.tmp, f.entry.node);
-  fs.renameSync(f.tmp, f.dest);
+/** A file whose content is one blob is written and finished by whoever opens that blob. */
+function wholeFile(f: PendingFile): FinishSpec | undefined {
+  const n = f.entry.node;
+  if (n.content?.length !== 1) return undefined;
+  return { dest: f.dest, size: n.size, meta: { type: n.type, uid: n.uid, gid: n.gid, mode: n.mode, atimeNs: n.atimeNs, mtimeNs: n.mtimeNs } };
 }
 
-type RangeBlob = [string, { offset: number; length: number; targets: Target[] }];
-
-/** Decrypt and verify the blobs of one ranged read: on a worker in one message, or one by one. */
-async function openRangeBlobs(
-  repo: Repository,
-  pool: WorkerPool | undefined,
-  packId: string,
-  data: Buffer,
-  range: { start: number; blobs: RangeBlob[] },
-): Promise<Array<{ plain?: Buffer; error?: string }>> {
-  if (pool) {
-    return pool.openRange(
-      packId,
-      data,
-      range.blobs.map(([id, b]) => ({ type: BlobType.Data, id: Buffer.from(id, 'hex'), offset: b.offset - range.start, length: b.length })),
-    );
-  }
-  return Promise.all(
-    range.blobs.map(async ([id, b]) => {
-      try {
-        const sealed = data.subarray(b.offset - range.start, b.offset - range.start + b.length);
-        return { plain: await repo.opener.open(BlobType.Data, Buffer.from(id, 'hex'), sealed, packId) };
-      } catch (err) {
-        if (!(err instanceof DamagedBlobError)) throw err;
-        return { error: err.detail };
-      }
-    }),
-  );
-}
+type RangeBlob = [string, PlannedBlob];
 
 function matchesSelfOrParent(m: (s: string) => boolean, p: string): boolean {
   for (let q = p; q && q !== '/'; q = path.posix.dirname(q)) if (m(q)) return true;
   return false;
 }
 
-function isAllZero(b: Buffer): boolean {
-  if (b.length === 0) return true;
-  if (b[0] !== 0 || b[b.length - 1] !== 0) return false;
-  // Compare against itself shifted by one: all bytes equal and the first is zero.
-  return b.subarray(1).equals(b.subarray(0, b.length - 1));
-}
-
-function* coalesce(plan: PackPlan): Generator<{ start: number; end: number; blobs: Array<[string, { offset: number; length: number; targets: Target[] }]> }> {
+function* coalesce(plan: PackPlan): Generator<{ start: number; end: number; blobs: RangeBlob[] }> {
   const sorted = [...plan.blobs.entries()].sort((a, b) => a[1].offset - b[1].offset);
   let cur: { start: number; end: number; blobs: typeof sorted } | undefined;
   for (const item of sorted) {
@@ -427,16 +387,18 @@ function* coalesce(plan: PackPlan): Generator<{ start: number; end: number; blob
 }
 
 /** Create a directory for the restore; an existing symlink there is never followed. */
-function ensureDir(dir: Buffer, isTarget: boolean): void {
-  let existed = false;
+/** Returns whether the directory is new (so nothing in it predates this restore). */
+function ensureDir(dir: Buffer, isTarget: boolean): boolean {
   try {
     fs.mkdirSync(dir, { recursive: isTarget, mode: 0o700 });
+    // A recursive mkdir succeeds on an existing directory too: only a plain one proves it new.
+    if (!isTarget) return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    existed = true;
   }
   if (!fs.lstatSync(dir).isDirectory()) throw new UserError(`${dir.toString()} exists and is not a directory; refusing to restore through it`);
-  if (existed && !isTarget) removeStaleTemporaries(dir);
+  if (!isTarget) removeStaleTemporaries(dir);
+  return false;
 }
 
 /** Temporary files left by a restore that was killed (only an existing directory can have them). */
@@ -468,8 +430,7 @@ function absBig(n: bigint): bigint {
 
 /** Create something under a temporary name next to `dest`, then rename it into place. */
 function replaceWith(dest: Buffer, node: TreeNode | null, create: (tmp: Buffer) => void): void {
-  const dir = Buffer.from(path.posix.dirname(dest.toString('latin1')), 'latin1');
-  const tmp = Buffer.concat([dir, Buffer.from(`/${TMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`)]);
+  const tmp = temporaryName(dest);
   try {
     create(tmp);
     applyMetadata(tmp, node);
@@ -478,26 +439,6 @@ function replaceWith(dest: Buffer, node: TreeNode | null, create: (tmp: Buffer) 
     fs.rmSync(tmp, { force: true });
     throw err;
   }
-}
-
-function secondsOf(ns: bigint): number {
-  return Number(ns / 1000n) / 1e6;
-}
-
-/** Set times without following a symlink: to the nanosecond with the addon, else to about a microsecond. */
-function setTimes(p: Buffer, atimeNs: bigint, mtimeNs: bigint): void {
-  const native = nativeSyscalls();
-  if (native) native.utimens(p, atimeNs, mtimeNs, false);
-  else fs.lutimesSync(p, secondsOf(atimeNs), secondsOf(mtimeNs));
-}
-
-/** Owner (when root), mode and times; never follows a symlink. */
-function applyMetadata(p: Buffer, node: TreeNode | null): void {
-  if (!node) return;
-  if (isRoot) fs.lchownSync(p, node.uid, node.gid);
-  // chmod after chown: chown clears setuid/setgid bits.
-  if (node.type !== 'symlink') fs.chmodSync(p, node.mode);
-  setTimes(p, node.atimeNs, node.mtimeNs);
 }
 
 async function verifyFile(repo: Repository, dest: Buffer, entry: WalkEntry): Promise<void> {

@@ -10,6 +10,7 @@ import { type BlobOpener } from '../repo/repository.js';
 import { newClaimTable } from './claims.js';
 import type { ChunkFileResult, ChunkFilesResult, OpenRangeResult, WirePack, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { transferList } from './transfer.js';
+import type { RangeBlobWrites, RangeWriteResult } from '../engine/restored-file.js';
 
 /** A complete pack assembled by a worker thread, ready to be stored. */
 export interface FinishedPack {
@@ -171,6 +172,14 @@ export class WorkerPool {
     return (this.submit(req, transferList(data)) as Promise<OpenRangeResult>).then((r) =>
       r.map((x) => (x.plain ? { plain: Buffer.from(x.plain.buffer, x.plain.byteOffset, x.plain.byteLength) } : { error: x.error })),
     );
+  }
+
+  /**
+   * Restore: open every blob of a buffer read from one pack on one worker thread
+   * and let it write each into the files that use it (`data` is moved there).
+   */
+  writeRange(packId: string, data: Buffer, blobs: RangeBlobWrites[]): Promise<RangeWriteResult> {
+    return this.submit({ op: 'write-range', task: 0, packId, data, blobs }, transferList(data)) as Promise<RangeWriteResult>;
   }
 
   blobOpener(): BlobOpener {

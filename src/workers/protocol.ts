@@ -2,6 +2,7 @@ import { type ChunkerParams } from '../chunker/fastcdc.js';
 import { type CompressionMode } from '../repo/compression.js';
 import { type BlobType } from '../repo/blob.js';
 import { type ClaimTable } from './claims.js';
+import type { RangeBlobWrites, RangeWriteResult } from '../engine/restored-file.js';
 
 /** What a worker thread is started with. */
 export interface WorkerInit {
@@ -51,6 +52,15 @@ export interface OpenRangeRequest {
   blobs: Array<{ type: BlobType; id: Uint8Array; offset: number; length: number }>;
 }
 
+/** Restore: open the blobs of one pack read and write each into the files that use it (restored-file.ts). */
+export interface WriteRangeRequest {
+  op: 'write-range';
+  task: number;
+  packId: string;
+  data: Uint8Array;
+  blobs: RangeBlobWrites[];
+}
+
 /** Per blob of an OpenRangeRequest: its plaintext, or why it could not be opened. */
 export type OpenRangeResult = Array<{ plain?: Uint8Array; error?: string }>;
 
@@ -71,7 +81,7 @@ export interface AbortMessage {
   op: 'abort';
 }
 
-export type WorkerRequest = ChunkFilesRequest | OpenBlobRequest | OpenRangeRequest | PackStoredMessage | FlushRequest | AbortMessage;
+export type WorkerRequest = ChunkFilesRequest | OpenBlobRequest | OpenRangeRequest | WriteRangeRequest | PackStoredMessage | FlushRequest | AbortMessage;
 
 export interface ChunkFileResult {
   content: string[];
@@ -107,5 +117,5 @@ export interface WirePack {
 
 export type WorkerResponse =
   | { task: 0; kind: 'pack'; pack: WirePack }
-  | { task: number; kind: 'done'; result: ChunkFilesResult | Uint8Array | OpenRangeResult | null }
+  | { task: number; kind: 'done'; result: ChunkFilesResult | Uint8Array | OpenRangeResult | RangeWriteResult | null }
   | { task: number; kind: 'error'; error: WorkerError };

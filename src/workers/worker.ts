@@ -11,6 +11,7 @@ import { type CompressionMode } from '../repo/compression.js';
 import type { ChunkFilesRequest, ChunkFilesResult, ChunkFileResult, OpenBlobRequest, OpenRangeResult, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { type PackedBlob } from '../repo/pack.js';
 import { transferList } from './transfer.js';
+import { writeRangeBlobs } from '../engine/restored-file.js';
 
 const init = workerData as WorkerInit;
 const keys: MasterKeys = {
@@ -222,6 +223,15 @@ parentPort!.on('message', (msg: WorkerRequest) => {
         }
       }
       post({ task: msg.task, kind: 'done', result: out }, transfer);
+      return;
+    }
+    case 'write-range': {
+      const data = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
+      try {
+        post({ task: msg.task, kind: 'done', result: writeRangeBlobs(keys, msg.packId, data, msg.blobs) });
+      } catch (err) {
+        post({ task: msg.task, kind: 'error', error: describe(err) });
+      }
       return;
     }
     case 'flush':

@@ -1,0 +1,160 @@
+import fs, { constants as fsc } from 'node:fs';
+import { type MasterKeys } from '../crypto/keys.js';
+import { BlobType, DamagedBlobError, openBlob } from '../repo/blob.js';
+import { nativeSyscalls } from '../native/syscalls.js';
+import { type NodeType } from '../snapshot/tree.js';
+
+/**
+ * Writing restored files: blob contents into a file's temporary name, and the
+ * finish (size, owner, mode, times, rename into place). Used by the restore on
+ * the main thread and by worker threads, which write the blobs they decrypt
+ * themselves: the plaintext never crosses threads, and the file system calls of
+ * a restore of many small files are spread over every core.
+ *
+ * The calls are synchronous: writes land in the page cache in microseconds,
+ * while each promise-based call queues on libuv's four-thread pool. No fsync per
+ * file: like restic, a restore relies on the rename being last, not on
+ * per-file durability.
+ */
+
+/** The metadata a restored file or directory gets (a TreeNode is one). */
+export interface RestoredMeta {
+  type: NodeType;
+  uid: number;
+  gid: number;
+  mode: number;
+  atimeNs: bigint;
+  mtimeNs: bigint;
+}
+
+/** For a file written in one piece: everything needed to finish it at once. */
+export interface FinishSpec {
+  dest: Uint8Array;
+  size: number;
+  meta: RestoredMeta;
+}
+
+/** One place a blob's plaintext goes: a file's temporary name and an offset, or the whole file. */
+export interface BlobWrite {
+  tmp: Uint8Array;
+  offset: number;
+  finish?: FinishSpec;
+}
+
+export interface RangeBlobWrites {
+  id: Uint8Array;
+  /** Of the sealed blob within the range's data. */
+  offset: number;
+  length: number;
+  writes: BlobWrite[];
+}
+
+/** Per blob: why it could not be opened, or per write: null when done, else why it failed. */
+export type RangeWriteResult = Array<{ damaged: string; writes?: undefined } | { damaged?: undefined; writes: Array<string | null> }>;
+
+const isRoot = process.getuid?.() === 0;
+
+function bytes(u: Uint8Array): Buffer {
+  return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+/** Decrypt and verify every blob of one ranged pack read, and write each where it goes. */
+export function writeRangeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: RangeBlobWrites[]): RangeWriteResult {
+  const out: RangeWriteResult = [];
+  for (const b of blobs) {
+    let plain: Buffer;
+    try {
+      plain = openBlob(keys, BlobType.Data, bytes(b.id), data.subarray(b.offset, b.offset + b.length), packId);
+    } catch (err) {
+      out.push({ damaged: err instanceof DamagedBlobError ? err.detail : (err as Error).message });
+      continue;
+    }
+    // All-zero blobs are not written: the final truncate leaves a hole there.
+    const zero = isAllZero(plain);
+    const writes = b.writes.map((w) => {
+      try {
+        if (w.finish) writeWholeFile(bytes(w.tmp), zero ? null : plain, w.finish);
+        else if (!zero) writeAt(bytes(w.tmp), plain, w.offset);
+        return null;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    });
+    out.push({ writes });
+  }
+  return out;
+}
+
+/** Part of a file of several blobs; the temporary file is created by whichever write comes first. */
+export function writeAt(tmp: Buffer, data: Buffer, offset: number): void {
+  const fd = fs.openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
+  try {
+    writeAll(fd, data, offset);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function writeAll(fd: number, data: Buffer, offset: number): void {
+  let done = 0;
+  while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, offset + done);
+}
+
+/** A file whose content is one blob (or none): create, write, finish, rename, with one open. */
+export function writeWholeFile(tmp: Buffer, data: Buffer | null, spec: FinishSpec): void {
+  const fd = fs.openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+  try {
+    if (data) writeAll(fd, data, 0);
+    if ((data?.length ?? 0) !== spec.size) fs.ftruncateSync(fd, spec.size);
+    ownerAndMode(fd, spec.meta);
+  } finally {
+    fs.closeSync(fd);
+  }
+  setTimes(tmp, spec.meta.atimeNs, spec.meta.mtimeNs);
+  fs.renameSync(tmp, bytes(spec.dest));
+}
+
+/** The end of a file of several blobs: truncate to the full size (zero blobs become holes), finish, rename. */
+export function finishFile(tmp: Buffer, dest: Buffer, size: number, meta: RestoredMeta): void {
+  const fd = fs.openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
+  try {
+    fs.ftruncateSync(fd, size);
+    ownerAndMode(fd, meta);
+  } finally {
+    fs.closeSync(fd);
+  }
+  setTimes(tmp, meta.atimeNs, meta.mtimeNs);
+  fs.renameSync(tmp, dest);
+}
+
+function ownerAndMode(fd: number, meta: RestoredMeta): void {
+  if (isRoot) fs.fchownSync(fd, meta.uid, meta.gid);
+  // chmod after chown: chown clears setuid/setgid bits.
+  fs.fchmodSync(fd, meta.mode);
+}
+
+/** Owner (when root), mode and times of anything restored by path; never follows a symlink. */
+export function applyMetadata(p: Buffer, meta: RestoredMeta | null): void {
+  if (!meta) return;
+  if (isRoot) fs.lchownSync(p, meta.uid, meta.gid);
+  if (meta.type !== 'symlink') fs.chmodSync(p, meta.mode);
+  setTimes(p, meta.atimeNs, meta.mtimeNs);
+}
+
+function secondsOf(ns: bigint): number {
+  return Number(ns / 1000n) / 1e6;
+}
+
+/** Set times without following a symlink: to the nanosecond with the addon, else to about a microsecond. */
+export function setTimes(p: Buffer, atimeNs: bigint, mtimeNs: bigint): void {
+  const native = nativeSyscalls();
+  if (native) native.utimens(p, atimeNs, mtimeNs, false);
+  else fs.lutimesSync(p, secondsOf(atimeNs), secondsOf(mtimeNs));
+}
+
+export function isAllZero(b: Buffer): boolean {
+  if (b.length === 0) return true;
+  if (b[0] !== 0 || b[b.length - 1] !== 0) return false;
+  // Compare against itself shifted by one: all bytes equal and the first is zero.
+  return b.subarray(1).equals(b.subarray(0, b.length - 1));
+}
