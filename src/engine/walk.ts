@@ -1,6 +1,6 @@
 import { UserError } from '../errors.js';
 import { type Repository } from '../repo/repository.js';
-import { type TreeNode, isSafeName } from '../snapshot/tree.js';
+import { type Tree, type TreeNode, isSafeName } from '../snapshot/tree.js';
 
 /** A node with its absolute path inside the snapshot (bytes, starting with "/"). */
 export interface WalkEntry {
@@ -59,17 +59,69 @@ export async function findNode(repo: Repository, rootTree: string, p: string): P
  * Depth-first, pre-order walk below a directory node, in the tree's (byte) order.
  * Entries with unsafe names or duplicate names are refused: they can only come
  * from a damaged or hostile repository.
+ *
+ * One generator with an explicit stack (nested `yield*` passes every entry up
+ * through each level, a promise per level), and the trees of the next few
+ * subdirectories load while earlier entries are consumed. A restore of 31,000
+ * entries in 1,500 directories spent 1.0 s in the walk before.
  */
 export async function* walk(repo: Repository, dir: WalkEntry): AsyncGenerator<WalkEntry> {
   if (dir.node.type !== 'dir' || !dir.node.subtree) return;
-  const tree = await repo.loadTree(dir.node.subtree);
-  let previous: Buffer | undefined;
-  for (const node of tree.nodes) {
-    if (!isSafeName(node.name)) throw new UserError(`refusing tree entry with unsafe name ${JSON.stringify(node.name.toString('latin1'))} in ${dir.path.toString()}`);
-    if (previous && Buffer.compare(previous, node.name) >= 0) throw new UserError(`tree for ${dir.path.toString()} has duplicate or unsorted entries`);
-    previous = node.name;
-    const entry = { path: joinPath(dir.path, node.name), node };
+  const stack = [new Frame(repo, dir, await repo.loadTree(dir.node.subtree))];
+  while (stack.length > 0) {
+    const frame = stack[stack.length - 1]!;
+    const entry = frame.next();
+    if (!entry) {
+      stack.pop();
+      continue;
+    }
     yield entry;
-    if (node.type === 'dir') yield* walk(repo, entry);
+    const sub = frame.subtree(entry.node);
+    if (sub) stack.push(new Frame(repo, entry, await sub));
+  }
+}
+
+/** Subdirectory trees loaded ahead while a directory is being walked. */
+const PREFETCH = 16;
+
+/** One directory being walked: its entries in order, and its subdirectories' trees loading ahead. */
+class Frame {
+  private i = 0;
+  private previous: Buffer | undefined;
+  private readonly subdirs: TreeNode[];
+  private nextSubdir = 0;
+  private readonly loading = new Map<TreeNode, Promise<Tree>>();
+
+  constructor(private readonly repo: Repository, private readonly dir: WalkEntry, private readonly tree: Tree) {
+    this.subdirs = tree.nodes.filter((n) => n.type === 'dir' && n.subtree);
+    this.loadAhead();
+  }
+
+  next(): WalkEntry | undefined {
+    const node = this.tree.nodes[this.i++];
+    if (!node) return undefined;
+    if (!isSafeName(node.name)) throw new UserError(`refusing tree entry with unsafe name ${JSON.stringify(node.name.toString('latin1'))} in ${this.dir.path.toString()}`);
+    if (this.previous && Buffer.compare(this.previous, node.name) >= 0) throw new UserError(`tree for ${this.dir.path.toString()} has duplicate or unsorted entries`);
+    this.previous = node.name;
+    return { path: joinPath(this.dir.path, node.name), node };
+  }
+
+  /** The loaded tree of a subdirectory just returned by next(), if it is one. */
+  subtree(node: TreeNode): Promise<Tree> | undefined {
+    const p = this.loading.get(node);
+    if (p) {
+      this.loading.delete(node);
+      this.loadAhead();
+    }
+    return p;
+  }
+
+  private loadAhead(): void {
+    while (this.nextSubdir < this.subdirs.length && this.loading.size < PREFETCH) {
+      const n = this.subdirs[this.nextSubdir++]!;
+      const p = this.repo.loadTree(n.subtree!);
+      p.catch(() => {}); // reported when (if) the walk gets there
+      this.loading.set(n, p);
+    }
   }
 }

@@ -212,6 +212,8 @@ export class Repository {
       }
       throw err;
     }
+    // Tree blobs are small: opening one here costs less than a round trip to a worker thread.
+    if (type === BlobType.Tree) return openBlob(this.keys, type, hexToId(id), sealed, loc.packId);
     return this.opener.open(type, hexToId(id), sealed, loc.packId);
   }
 

@@ -2,7 +2,8 @@ import crypto from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { type ByteRange, type GetOptions, type ObjectInfo, type PutOptions, type Storage, StorageError, isNotFound } from './storage.js';
+import { type ByteRange, type GetOptions, type ObjectInfo, type PutOptions, type Storage, StorageError, isNotFound, sliceRange } from './storage.js';
+import { WholePackMemo } from './tree-memo.js';
 
 /**
  * The local cache of a remote repository (docs/S3.md, "The local cache").
@@ -99,9 +100,8 @@ export class CachedStorage implements Storage {
   private readonly now: () => number;
   private readonly background = new Set<Promise<unknown>>();
   private readonly inflight = new Map<string, Promise<Buffer>>();
-  /** Whole tree packs in memory, oldest first (see wholeTreePack). */
-  private readonly treePacks = new Map<string, Buffer>();
-  private treePackBytes = 0;
+  /** Whole tree packs in memory (see wholeTreePack). */
+  private readonly treePacks = new WholePackMemo();
   private rangeBytes: number | undefined;
   private sizing: Promise<number> | undefined;
   private evicting: Promise<void> | undefined;
@@ -214,14 +214,8 @@ export class CachedStorage implements Storage {
    * reads cost neither a request nor a re-hash. Packs are immutable, so this is
    * never stale.
    */
-  private async wholeTreePack(name: string): Promise<Buffer> {
-    const hit = this.treePacks.get(name);
-    if (hit) {
-      this.treePacks.delete(name);
-      this.treePacks.set(name, hit);
-      return hit;
-    }
-    return this.once(`t:${name}`, async () => {
+  private wholeTreePack(name: string): Promise<Buffer> {
+    return this.treePacks.get(name, async () => {
       const m = PACK.exec(name)!;
       const file = path.join(this.dir, 'ranges', 'tree', m[1]!, `${m[2]}.whole`);
       let data = await this.readVerified(file);
@@ -234,13 +228,6 @@ export class CachedStorage implements Storage {
           throw err;
         }
         if (data.length <= this.maxBytes / 8) await this.storeRange(file, data);
-      }
-      this.treePacks.set(name, data);
-      this.treePackBytes += data.length;
-      for (const [k, v] of this.treePacks) {
-        if (this.treePackBytes <= TREE_MEMO_BYTES || k === name) break;
-        this.treePacks.delete(k);
-        this.treePackBytes -= v.length;
       }
       return data;
     });
@@ -587,15 +574,6 @@ function listedPrefix(name: string): string | undefined {
   return LISTED.has(prefix) ? prefix : undefined;
 }
 
-/** Whole tree packs kept in memory by one process. */
-const TREE_MEMO_BYTES = 64 * 1024 * 1024;
-
-function sliceRange(name: string, data: Buffer, range: ByteRange): Buffer {
-  if (range.offset + range.length > data.length) {
-    throw new StorageError('permanent', name, `short read of ${name}: wanted ${range.length} bytes at ${range.offset}, got ${Math.max(0, data.length - range.offset)}`);
-  }
-  return data.subarray(range.offset, range.offset + range.length);
-}
 
 async function writeParts(file: string, parts: Uint8Array[]): Promise<void> {
   await fsp.writeFile(file, Buffer.concat(parts), { flag: 'wx', mode: 0o600 });

@@ -3,6 +3,7 @@ import { UserError } from '../errors.js';
 import { CACHE_DEFAULTS, CachedStorage, cacheDirFor, defaultCacheRoot } from './cache.js';
 import { CountingStorage, RequestCounter, counterFromEnv } from './counting.js';
 import { FaultInjectingStorage, parseByteSize, parseDuration, parseFaults } from './fault-injection.js';
+import { TreePackMemo } from './tree-memo.js';
 import { LocalStorage } from './local.js';
 import { RETRY_DEFAULTS, type RetryEvent, type RetryOptions, RetryingStorage } from './retrying.js';
 // The S3 backend (and the AWS SDK, ~100 ms to load) is imported only for S3 locations.
@@ -69,7 +70,8 @@ export interface OpenStorageOptions extends S3Options {
  *   → fault injection only with faults / AEGIS_FAULTS: below the retries, so injected transient
  *                     faults are retried exactly like real ones
  *   → retrying        always (harmless for local files)
- *   → cache           remote backends, unless noCache
+ *   → cache           remote backends, unless noCache; it keeps whole tree packs on disk and in memory
+ *   → tree-pack memo  the others: whole tree packs in memory (tree-memo.ts)
  *
  * Locations: a local path (absolute or relative) or local:PATH;
  * s3:https://HOST[:PORT]/BUCKET[/PREFIX], s3:http://…, s3:BUCKET[/PREFIX] (Amazon S3),
@@ -110,17 +112,15 @@ export async function openStorage(location: string, options: OpenStorageOptions 
 
   storage = new RetryingStorage(storage, resolveRetry(options, env.AEGIS_RETRY));
 
-  if (remote && !options.noCache) {
-    const root = options.cacheDir ? path.resolve(options.cacheDir) : defaultCacheRoot(env);
-    storage = new CachedStorage(storage, {
-      dir: cacheDirFor(storage.location, root),
-      maxBytes: option(options.cacheMaxBytes, 'cacheMaxBytes', parseByteSize) ?? CACHE_DEFAULTS.maxBytes,
-      listingTtlMs: option(options.cacheListingTtl, 'cacheListingTtl', (v) => parseDuration(v)) ?? CACHE_DEFAULTS.listingTtlMs,
-      now: options.cacheClock,
-      onNotice: options.onNotice,
-    });
-  }
-  return storage;
+  if (!remote || options.noCache) return new TreePackMemo(storage);
+  const root = options.cacheDir ? path.resolve(options.cacheDir) : defaultCacheRoot(env);
+  return new CachedStorage(storage, {
+    dir: cacheDirFor(storage.location, root),
+    maxBytes: option(options.cacheMaxBytes, 'cacheMaxBytes', parseByteSize) ?? CACHE_DEFAULTS.maxBytes,
+    listingTtlMs: option(options.cacheListingTtl, 'cacheListingTtl', (v) => parseDuration(v)) ?? CACHE_DEFAULTS.listingTtlMs,
+    now: options.cacheClock,
+    onNotice: options.onNotice,
+  });
 }
 
 function option<T>(value: unknown, key: string, parse: (v: number | string) => T): T | undefined {

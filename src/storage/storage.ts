@@ -90,6 +90,14 @@ export function isNotFound(err: unknown): boolean {
   return err instanceof StorageError && err.kind === 'not-found';
 }
 
+/** `range` of a whole object in memory; a range past its end is a short read, as from a backend. */
+export function sliceRange(name: string, data: Buffer, range: ByteRange): Buffer {
+  if (range.offset + range.length > data.length) {
+    throw new StorageError('permanent', name, `short read of ${name}: wanted ${range.length} bytes at ${range.offset}, got ${Math.max(0, data.length - range.offset)}`);
+  }
+  return data.subarray(range.offset, range.offset + range.length);
+}
+
 export async function collectList(storage: Storage, prefix: string): Promise<ObjectInfo[]> {
   const out: ObjectInfo[] = [];
   for await (const info of storage.list(prefix)) out.push(info);
