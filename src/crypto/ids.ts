@@ -9,16 +9,14 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 export const ID_BYTES = 32;
 
 // One keyed hasher per key, reset between uses: creating the native hasher cost
-// more than hashing a 4 KiB chunk. Keys are a handful per process (ID key, tree ID key).
-const hashers = new Map<string, Blake3Hasher>();
+// more than hashing a 4 KiB chunk. Keys are long-lived Buffers (the ID key, the
+// tree ID key), so they are looked up by identity.
+const hashers = new WeakMap<Buffer, Blake3Hasher>();
 
 export function keyedId(idKey: Buffer, data: Uint8Array): Buffer {
-  const k = idKey.toString('latin1');
-  let h = hashers.get(k);
-  if (!h) {
-    if (hashers.size >= 16) hashers.clear();
-    hashers.set(k, (h = Blake3Hasher.newKeyed(idKey)));
-  } else h.reset();
+  let h = hashers.get(idKey);
+  if (!h) hashers.set(idKey, (h = Blake3Hasher.newKeyed(idKey)));
+  else h.reset();
   return h.update(data).digestBuffer();
 }
 
