@@ -89,7 +89,6 @@ export class WorkerPool {
   private closed = false;
   private readonly perWorker: number;
   private fatal: Error | undefined;
-  private readonly init: WorkerInit;
   private readonly threads: number;
   /** The first error storing a pack; backup stops on it. */
   packFailure: unknown;
@@ -97,19 +96,23 @@ export class WorkerPool {
   constructor(private readonly opts: PoolOptions) {
     const size = Math.max(1, opts.size ?? os.availableParallelism());
     this.perWorker = opts.tasksPerWorker ?? 2;
-    const { buffer, count } = packKnownIds(opts.knownIds);
-    const init: WorkerInit = {
-      encryptionKey: opts.keys.encryption,
-      idKey: opts.keys.id,
-      chunkerSecret: opts.keys.chunker,
-      chunker: opts.chunker,
+    this.threads = size;
+  }
+
+  /** Built when the threads start: sorting every known ID is wasted on a backup that reads nothing. */
+  private workerInit(): WorkerInit {
+    const { keys, chunker, knownIds, claimSlots, packSize } = this.opts;
+    const { buffer, count } = packKnownIds(knownIds);
+    return {
+      encryptionKey: keys.encryption,
+      idKey: keys.id,
+      chunkerSecret: keys.chunker,
+      chunker,
       known: buffer,
       knownCount: count,
-      claims: newClaimTable(opts.claimSlots ?? 256 * 1024),
-      packSize: opts.packSize ?? 16 * 1024 * 1024,
+      claims: newClaimTable(claimSlots ?? 256 * 1024),
+      packSize: packSize ?? 16 * 1024 * 1024,
     };
-    this.init = init;
-    this.threads = size;
   }
 
   /**
@@ -118,7 +121,7 @@ export class WorkerPool {
    */
   private ensureWorkers(): void {
     if (this.slots.length > 0 || this.closed) return;
-    const init = this.init;
+    const init = this.workerInit();
     for (let i = 0; i < this.threads; i++) {
       const worker = new Worker(workerScript(), { workerData: init });
       const slot: Slot = { worker, active: 0 };
