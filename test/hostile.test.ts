@@ -25,8 +25,8 @@ describe('a hostile repository', () => {
       packs.push(p);
     });
     const save = async (nodes: TreeNode[]) => {
-      const t = repo.sealTree({ nodes });
-      await packer.add(BlobType.Tree, t.id, t.sealed, t.rawLength);
+      const t = repo.encodeTree({ nodes });
+      await packer.add(BlobType.Tree, t.id, t.seal(), t.rawLength);
       return t.id.toString('hex');
     };
     const inner = type === 'dir' ? await save([node(Buffer.from('payload'), 'file')]) : undefined;

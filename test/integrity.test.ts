@@ -147,6 +147,8 @@ describe('deduplication and incremental backups', () => {
     fs.utimesSync(file, t, t);
     const touched = lastJson((await ws.ok(['backup', file, '--json'])).stdout);
     expect(touched.files_read).toBe(1);
+    expect(touched.files_changed).toBe(1);
+    expect(touched.files_new).toBe(0);
     expect(touched.data_added).toBe(0);
   });
 

@@ -207,6 +207,7 @@ class BackupRun {
   private readonly excludes: ExcludeMatcher;
   private readonly compression: CompressionMode;
   /** dev:inode → content of a hardlinked file already read in this run. */
+  private readonly isStored = (id: string): boolean => this.repo.index.has(id) || this.added.has(id);
   /** Content lists of files that changed while read: never offered to the next backup as unchanged. */
   private readonly readWhileChanging = new WeakSet<string[]>();
   private readonly hardlinks = new Map<string, Promise<{ content: string[]; size: number } | undefined>>();
@@ -283,13 +284,13 @@ class BackupRun {
   }
 
   /** Store a new tree blob once per run and once per repository. */
-  private async storeTree(id: Buffer, sealed: Buffer, rawLength: number): Promise<void> {
+  private async storeTree(id: Buffer, seal: () => Buffer, rawLength: number): Promise<void> {
     const hex = id.toString('hex');
     if (this.added.has(hex) || this.repo.index.has(hex)) return;
     this.added.add(hex);
     this.summary.tree_blobs++;
     if (this.opts.dryRun) return;
-    await this.treePacker.add(BlobType.Tree, id, sealed, rawLength);
+    await this.treePacker.add(BlobType.Tree, id, seal(), rawLength);
   }
 
   async buildRoot(absPaths: string[]): Promise<string> {
@@ -338,13 +339,13 @@ class BackupRun {
 
   private async saveTree(nodes: TreeNode[]): Promise<string> {
     nodes.sort(compareNames);
-    const { id, sealed, rawLength } = this.repo.sealTree({ nodes });
+    const { id, seal, rawLength } = this.repo.encodeTree({ nodes });
     const hex = id.toString('hex');
     // Same listing as before → unmodified; otherwise new on a first backup, changed after one.
     if (this.repo.index.has(hex) || this.added.has(hex)) this.summary.dirs_unmodified++;
     else if (this.hasParent) this.summary.dirs_changed++;
     else this.summary.dirs_new++;
-    await this.storeTree(id, sealed, rawLength);
+    await this.storeTree(id, seal, rawLength);
     return hex;
   }
 
@@ -389,8 +390,8 @@ class BackupRun {
   }
 
   private async readFileContent(p: Buffer, st: BigIntStats): Promise<{ content: string[]; size: number } | undefined> {
-    const cached = this.cache.lookup(p, st);
-    if (cached && cached.every((id) => this.repo.index.has(id) || this.added.has(id))) {
+    const cached = this.cache.lookup(p, st, this.isStored);
+    if (cached) {
       this.summary.files_unmodified++;
       this.summary.total_bytes_processed += Number(st.size);
       return { content: cached, size: Number(st.size) };
@@ -411,7 +412,7 @@ class BackupRun {
       throw err;
     }
     this.checkAbort();
-    if (cached) this.summary.files_changed++;
+    if (this.cache.knows(p)) this.summary.files_changed++;
     else this.summary.files_new++;
     this.summary.files_read++;
     this.summary.bytes_read += result.size;

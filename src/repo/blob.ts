@@ -57,6 +57,7 @@ export class DamagedBlobError extends Error {
   }
 }
 
+/** Compress and seal a blob whose ID (of `plaintext`) the caller computed. */
 export function sealBlobWithId(keys: MasterKeys, type: BlobType, id: Buffer, plaintext: Uint8Array, mode: CompressionMode): SealedBlob {
   const { codec, payload } = maybeCompress(plaintext, mode);
   const sealed = seal(keys.encryption, blobAssociatedData(type, id), Buffer.of(codec), payload);
@@ -72,10 +73,6 @@ export function blobPayload(plaintext: Uint8Array, mode: CompressionMode): { cod
 /** Seal a blob whose payload `blobPayload` made, straight into `out` (a pack buffer). */
 export function sealBlobInto(out: Buffer, offset: number, keys: MasterKeys, type: BlobType, id: Buffer, codec: Codec, payload: Uint8Array): number {
   return sealInto(out, offset, keys.encryption, blobAssociatedData(type, id), Buffer.of(codec), payload);
-}
-
-export function sealBlob(keys: MasterKeys, type: BlobType, plaintext: Uint8Array, mode: CompressionMode): SealedBlob {
-  return sealBlobWithId(keys, type, blobId(keys, type, plaintext), plaintext, mode);
 }
 
 /** Decrypt, decompress and verify a blob against its ID. */

@@ -6,7 +6,7 @@ import { RepositoryMissingError, UserError } from '../errors.js';
 import { type Tree, decodeTree, encodeTree } from '../snapshot/tree.js';
 import { type Snapshot, type SnapshotEntry, sortByTime } from '../snapshot/snapshot.js';
 import { type GetOptions, type Storage, StorageError, collectList, isNotFound } from '../storage/storage.js';
-import { BlobType, DamagedBlobError, openBlob, sealBlob } from './blob.js';
+import { BlobType, DamagedBlobError, blobId, openBlob, sealBlobWithId } from './blob.js';
 import { type CompressionMode } from './compression.js';
 import { FORMAT_VERSION, type RepoConfig, newConfig, validatePackSize } from './config.js';
 import { BlobIndex, type IndexedPack, decodeIndex, encodeIndex } from './index.js';
@@ -240,9 +240,15 @@ export class Repository {
     return new Packer(this.storage, this.keys, this.config.packSize, onPackStored, maxUploads);
   }
 
-  /** Seal a tree on this thread; returns its ID and sealed form for a Packer. */
-  sealTree(tree: Tree): { id: Buffer; sealed: Buffer; rawLength: number } {
-    return sealBlob(this.keys, BlobType.Tree, encodeTree(tree), 'auto');
+  /**
+   * Encode a tree on this thread and compute its ID; `seal()` compresses and
+   * encrypts it for a Packer, which is only needed when the ID is new (most trees
+   * of a backup after the first are already stored).
+   */
+  encodeTree(tree: Tree): { id: Buffer; rawLength: number; seal(): Buffer } {
+    const plain = encodeTree(tree);
+    const id = blobId(this.keys, BlobType.Tree, plain);
+    return { id, rawLength: plain.length, seal: () => sealBlobWithId(this.keys, BlobType.Tree, id, plain, 'auto').sealed };
   }
 
   // ---- snapshots ------------------------------------------------------------

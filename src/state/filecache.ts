@@ -19,19 +19,26 @@ const STAT_BYTES = 32;
 /**
  * What the last backup saw of each file: if size, mtime, ctime and inode are the
  * same, the file is taken as unchanged and its content list reused without
- * reading it. The caller must still check that every listed blob is in the
- * repository's index: a prune may have removed them.
+ * reading it, as long as every listed blob is still in the repository.
  *
  * One row per directory, holding all its files packed in one blob: one query
  * and one small parse per directory instead of a row object (and its Buffers)
  * per file, which cost a quarter of an unchanged backup. A directory's row is
  * rewritten when its files are saved, and only if it changed.
  */
+interface DirRow {
+  row: Buffer | undefined;
+  /** Where each name's entry starts (after the name). */
+  at: Map<string, number>;
+  /** Lookups that found their file unchanged. */
+  hits: number;
+}
+
 export class FileCache {
   private readonly dirStmt: Database.Statement;
   private readonly putStmt: Database.Statement;
   private pending: Array<[Buffer, Buffer]> = [];
-  private readonly dirs = new Map<string, { row: Buffer | undefined; at: Map<string, number> }>();
+  private readonly dirs = new Map<string, DirRow>();
   private readonly probe = Buffer.alloc(STAT_BYTES);
 
   constructor(private readonly db: Database.Database, private readonly repoId: string) {
@@ -44,7 +51,7 @@ export class FileCache {
     return [p.subarray(0, Math.max(slash, 1)), p.subarray(slash + 1)];
   }
 
-  private load(dir: Buffer): { row: Buffer | undefined; at: Map<string, number> } {
+  private load(dir: Buffer): DirRow {
     const dirKey = dir.toString('latin1');
     let d = this.dirs.get(dirKey);
     if (!d) {
@@ -56,7 +63,7 @@ export class FileCache {
         const ids = row.readUInt32LE(o + 2 + nameLength + STAT_BYTES);
         o += 2 + nameLength + STAT_BYTES + 4 + 32 * ids;
       }
-      d = { row, at };
+      d = { row, at, hits: 0 };
       this.dirs.set(dirKey, d);
       // Directories are visited depth first: keep only a few around.
       if (this.dirs.size > 64) this.dirs.delete(this.dirs.keys().next().value!);
@@ -64,17 +71,33 @@ export class FileCache {
     return d;
   }
 
-  lookup(p: Buffer, st: BigIntStats): string[] | undefined {
+  /**
+   * The content of an unchanged file, if every blob of it is still stored
+   * (`isStored`: a prune may have removed some since).
+   */
+  lookup(p: Buffer, st: BigIntStats, isStored: (id: string) => boolean): string[] | undefined {
     const [dir, name] = FileCache.split(p);
-    const { row, at } = this.load(dir);
+    const d = this.load(dir);
+    const { row, at } = d;
     const o = at.get(name.toString('latin1'));
     if (row === undefined || o === undefined) return undefined;
     writeStat(this.probe, 0, st.size, st.mtimeNs, st.ctimeNs, st.ino);
     if (row.compare(this.probe, 0, STAT_BYTES, o, o + STAT_BYTES) !== 0) return undefined;
     const count = row.readUInt32LE(o + STAT_BYTES);
     const ids: string[] = [];
-    for (let i = 0, at2 = o + STAT_BYTES + 4; i < count; i++, at2 += 32) ids.push(row.toString('hex', at2, at2 + 32));
+    for (let i = 0, at2 = o + STAT_BYTES + 4; i < count; i++, at2 += 32) {
+      const id = row.toString('hex', at2, at2 + 32);
+      if (!isStored(id)) return undefined;
+      ids.push(id);
+    }
+    d.hits++;
     return ids;
+  }
+
+  /** Whether the last backup saw a file at `p` (changed since, if lookup found nothing). */
+  knows(p: Buffer): boolean {
+    const [dir, name] = FileCache.split(p);
+    return this.load(dir).at.has(name.toString('latin1'));
   }
 
   /**
@@ -83,6 +106,9 @@ export class FileCache {
    * Written in batches by `commit`.
    */
   recordDir(dir: Buffer, files: CachedFile[]): void {
+    // Every file of the row found unchanged, and no other file: the row would be rewritten as it is.
+    const known = this.dirs.get(dir.toString('latin1'));
+    if (known?.row && known.hits === files.length && known.at.size === files.length) return;
     let length = 0;
     for (const f of files) length += 2 + f.name.length + STAT_BYTES + 4 + 32 * f.content.length;
     const row = Buffer.allocUnsafe(length);
@@ -94,7 +120,6 @@ export class FileCache {
       o = row.writeUInt32LE(f.content.length, o);
       for (const id of f.content) o += row.write(id, o, 'hex');
     }
-    const known = this.dirs.get(dir.toString('latin1'));
     if (known?.row?.equals(row)) return;
     this.pending.push([dir, row]);
     if (this.pending.length >= 500) this.commit();
