@@ -206,10 +206,12 @@ class BackupRun {
   private readonly indexQueue: IndexedPack[] = [];
   private readonly excludes: ExcludeMatcher;
   private readonly compression: CompressionMode;
-  /** dev:inode → content of a hardlinked file already read in this run. */
   private readonly isStored = (id: string): boolean => this.repo.index.has(id) || this.added.has(id);
+  /** Every chunk ID of the files read in this run: each must be stored before the snapshot is. */
+  private readonly readIds = new Set<string>();
   /** Content lists of files that changed while read: never offered to the next backup as unchanged. */
   private readonly readWhileChanging = new WeakSet<string[]>();
+  /** dev:inode → content of a hardlinked file already read in this run. */
   private readonly hardlinks = new Map<string, Promise<{ content: string[]; size: number } | undefined>>();
   private readonly onStored: (pack: IndexedPack) => Promise<void>;
   /** Files being read at once: enough to keep every worker busy, few enough to bound memory. */
@@ -417,6 +419,7 @@ class BackupRun {
     this.summary.files_read++;
     this.summary.bytes_read += result.size;
     this.summary.total_bytes_processed += result.size;
+    for (const id of result.content) this.readIds.add(id);
     if (result.changed) {
       this.warn(p, 'changed', 'changed while being read; the snapshot holds the bytes as read');
       this.readWhileChanging.add(result.content);
@@ -494,8 +497,10 @@ class BackupRun {
     this.cache.commit();
     // The snapshot may refer only to stored, indexed data: check before it is written.
     if (!this.opts.dryRun) {
-      for (const id of this.added) {
-        if (!this.repo.index.has(id)) throw new Error(`internal error: blob ${id} was not stored before the snapshot; no snapshot written`);
+      for (const ids of [this.added, this.readIds]) {
+        for (const id of ids) {
+          if (!this.repo.index.has(id)) throw new Error(`internal error: blob ${id} was not stored before the snapshot; no snapshot written`);
+        }
       }
     }
   }

@@ -92,6 +92,8 @@ export class WorkerPool {
   private readonly threads: number;
   /** The first error storing a pack; backup stops on it. */
   packFailure: unknown;
+  /** Chunks one thread handed to another to seal (see forwardSeal). */
+  handedOver = 0;
 
   constructor(private readonly opts: PoolOptions) {
     const size = Math.max(1, opts.size ?? os.availableParallelism());
@@ -100,7 +102,7 @@ export class WorkerPool {
   }
 
   /** Built when the threads start: sorting every known ID is wasted on a backup that reads nothing. */
-  private workerInit(): WorkerInit {
+  private workerInit(): Omit<WorkerInit, 'index'> {
     const { keys, chunker, knownIds, claimSlots, packSize } = this.opts;
     const { buffer, count } = packKnownIds(knownIds);
     return {
@@ -112,6 +114,7 @@ export class WorkerPool {
       knownCount: count,
       claims: newClaimTable(claimSlots ?? 256 * 1024),
       packSize: packSize ?? 16 * 1024 * 1024,
+      peers: new SharedArrayBuffer(2 * this.threads * Int32Array.BYTES_PER_ELEMENT),
     };
   }
 
@@ -123,7 +126,7 @@ export class WorkerPool {
     if (this.slots.length > 0 || this.closed) return;
     const init = this.workerInit();
     for (let i = 0; i < this.threads; i++) {
-      const worker = new Worker(workerScript(), { workerData: init });
+      const worker = new Worker(workerScript(), { workerData: { ...init, index: i } satisfies WorkerInit });
       const slot: Slot = { worker, active: 0 };
       worker.on('message', (msg: WorkerResponse) => this.onMessage(slot, msg));
       worker.on('error', (err) => this.failAll(err));
@@ -281,6 +284,10 @@ export class WorkerPool {
       this.receivePack(slot, msg.pack);
       return;
     }
+    if (msg.kind === 'seal') {
+      this.forwardSeal(slot, msg);
+      return;
+    }
     const p = this.pending.get(msg.task);
     if (!p) return;
     this.pending.delete(msg.task);
@@ -289,6 +296,19 @@ export class WorkerPool {
     if (msg.kind === 'done') p.resolve(msg.result);
     else p.reject(rebuildError(msg.error));
     this.dispatch();
+  }
+
+  /**
+   * A chunk one thread hands to another to seal (worker.ts, `offload`). It goes
+   * out at once, not through the task queue: it must reach the other thread
+   * before any flush this thread's own results can lead to.
+   */
+  private forwardSeal(from: Slot, msg: Extract<WorkerResponse, { kind: 'seal' }>): void {
+    let to: Slot | undefined;
+    for (const s of this.slots) if (s !== from && (!to || s.active < to.active)) to = s;
+    const req: WorkerRequest = { op: 'seal', id: msg.id, data: msg.data, compression: msg.compression, from: msg.from };
+    this.handedOver++;
+    (to ?? from).worker.postMessage(req, transferList(msg.data));
   }
 
   private receivePack(slot: Slot, wire: WirePack): void {

@@ -17,6 +17,14 @@ export interface WorkerInit {
   claims: ClaimTable;
   /** Target pack size in bytes for packs this thread assembles. */
   packSize: number;
+  /** This thread's number, 0 … threads − 1. */
+  index: number;
+  /**
+   * Shared Int32 state of all threads: [0, threads) is 1 while thread i has
+   * nothing queued; [threads, 2·threads) counts the chunks thread i handed to
+   * others to seal and that are not sealed yet (see `offload` in worker.ts).
+   */
+  peers: SharedArrayBuffer;
 }
 
 /**
@@ -64,6 +72,16 @@ export interface WriteRangeRequest {
 /** Per blob of an OpenRangeRequest: its plaintext, or why it could not be opened. */
 export type OpenRangeResult = Array<{ plain?: Uint8Array; error?: string }>;
 
+/** Seal a new chunk another thread cut, hashed and claimed, into this thread's pack. */
+export interface SealRequest {
+  op: 'seal';
+  id: Uint8Array;
+  data: Uint8Array;
+  compression: CompressionMode;
+  /** The thread that handed it over (its count of chunks out goes down when sealed). */
+  from: number;
+}
+
 /** The main thread stored a pack: here is its buffer back, for the next one. */
 export interface PackStoredMessage {
   op: 'pack-stored';
@@ -81,7 +99,7 @@ export interface AbortMessage {
   op: 'abort';
 }
 
-export type WorkerRequest = ChunkFilesRequest | OpenBlobRequest | OpenRangeRequest | WriteRangeRequest | PackStoredMessage | FlushRequest | AbortMessage;
+export type WorkerRequest = ChunkFilesRequest | SealRequest | OpenBlobRequest | OpenRangeRequest | WriteRangeRequest | PackStoredMessage | FlushRequest | AbortMessage;
 
 export interface ChunkFileResult {
   content: string[];
@@ -117,5 +135,6 @@ export interface WirePack {
 
 export type WorkerResponse =
   | { task: 0; kind: 'pack'; pack: WirePack }
+  | ({ task: 0; kind: 'seal' } & Omit<SealRequest, 'op'>)
   | { task: number; kind: 'done'; result: ChunkFilesResult | Uint8Array | OpenRangeResult | RangeWriteResult | null }
   | { task: number; kind: 'error'; error: WorkerError };
