@@ -11,6 +11,7 @@ import { autoUnmountHelpers, mountAt, recoverStaleMount, waitForHelpers } from '
 import { Resolver } from './root.js';
 import { type SnapshotFilter, SnapshotSet } from './snapshots-dir.js';
 import { TreeCache } from './tree-cache.js';
+import { tracePhase } from './trace.js';
 import { type Attr, EINVAL, EISDIR, ENOENT, ENOTDIR, EIO, EROFS, FsError, type Listing, type MountNode, S_IFDIR } from './types.js';
 
 /**
@@ -268,6 +269,7 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
   };
 
   const ready = (async () => {
+    tracePhase('createMount');
     let existing = await mountAt(mnt);
     if (existing && (existing.fstype === 'fuse' || existing.fstype.startsWith('fuse.'))) {
       recovered = await recoverStaleMount(mnt);
@@ -290,6 +292,7 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
     const entries = await fsp.readdir(mnt);
     if (entries.length > 0) throw new Error(`mountpoint ${mnt} is not empty`);
 
+    tracePhase('mountpoint checked');
     pool = options.pool;
     if (!pool) {
       pool = new WorkerPool({ keys: repo.keys, chunker: repo.config.chunker, size: options.workers });
@@ -301,9 +304,15 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
     // The snapshot list is read while the kernel sets up the mount (the first
     // request that needs it waits for it); the index loads in the background and
     // only what needs a blob's place waits for that.
-    index.start().catch((err: unknown) => log(`loading the repository index failed: ${(err as Error).message}`));
+    index.start().then(
+      () => tracePhase('index loaded'),
+      (err: unknown) => log(`loading the repository index failed: ${(err as Error).message}`),
+    );
     const initial = set.refresh();
-    initial.catch(() => {});
+    initial.then(
+      () => tracePhase('snapshot list read'),
+      () => {},
+    );
     fsImpl = new MountFs(ctx, set, resolver, blobs, readAheadMax, initial);
     const entryTimeout = options.entryTimeout ?? 60;
     const attrTimeout = options.attrTimeout ?? 60;
@@ -332,6 +341,7 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
           log(line);
         },
       );
+      tracePhase('fuse mounted');
       await initial;
     } catch (err) {
       if (session) await session.unmount().catch(() => {});
@@ -339,6 +349,7 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
       throw err;
     }
     await tuneReadahead(mnt, kernelReadahead);
+    tracePhase('ready');
 
     const watchMs = options.watchIntervalMs ?? 250;
     let checking = false;
