@@ -43,7 +43,7 @@ export interface MountOptions {
   attrTimeout?: number;
   /** Largest read-ahead window per open file, bytes (default 32 MiB, at most a quarter of the cache). */
   readAheadMax?: number;
-  /** Kernel read-ahead for the mount, bytes (default 4 MiB). */
+  /** Kernel read-ahead for the mount, bytes (default 512 KiB). */
   kernelReadahead?: number;
   /** How often to check that the mount is still there (default 250 ms). */
   watchIntervalMs?: number;
@@ -304,8 +304,15 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
     // The snapshot list is read while the kernel sets up the mount (the first
     // request that needs it waits for it); the index loads in the background and
     // only what needs a blob's place waits for that.
+    const started = pool;
     index.start().then(
-      () => tracePhase('index loaded'),
+      () => {
+        tracePhase('index loaded');
+        // The worker threads start on their first task and take 50-130 ms to load
+        // (measured); file reads need the index first, so this is the moment to have
+        // them started, with a request that carries no blobs.
+        started.openRange('', Buffer.alloc(0), []).catch(() => {});
+      },
       (err: unknown) => log(`loading the repository index failed: ${(err as Error).message}`),
     );
     const initial = set.refresh();
@@ -316,7 +323,7 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
     fsImpl = new MountFs(ctx, set, resolver, blobs, readAheadMax, initial);
     const entryTimeout = options.entryTimeout ?? 60;
     const attrTimeout = options.attrTimeout ?? 60;
-    const kernelReadahead = options.kernelReadahead ?? 4 * 1024 * 1024;
+    const kernelReadahead = options.kernelReadahead ?? 512 * 1024;
     try {
       session = await FuseSession.mount(
         mnt,
