@@ -141,7 +141,7 @@ class MountFs implements FsOperations {
     const node = await this.resolve(p);
     if (node.kind === 'dir') throw new FsError(EISDIR, `${p} is a directory`);
     if (node.kind !== 'file') throw new FsError(EINVAL, `${p} has no data`);
-    await this.ctx.index.ready;
+    await this.ctx.index.need();
     const index = this.ctx.repo.index;
     if (node.content.some((id) => !index.has(id))) await this.ctx.index.reload(); // written since the index was read?
     const fd = this.nextFd++;
@@ -163,7 +163,7 @@ class MountFs implements FsOperations {
   private async readUnopened(p: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
     const node = await this.resolve(p);
     if (node.kind !== 'file') throw new FsError(EISDIR, `${p} is not a file`);
-    await this.ctx.index.ready;
+    await this.ctx.index.need();
     const file = new OpenFile(node, this.ctx.repo, this.blobs, (m) => this.ctx.log(m), this.readAheadMax);
     this.handles.set(fd, file);
     try {
@@ -233,7 +233,7 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
   const ctx: MountContext = {
     repo,
     index,
-    trees: new TreeCache(repo, { maxBytes: options.treeCacheSize }, index.ready, () => index.reload()),
+    trees: new TreeCache(repo, { maxBytes: options.treeCacheSize }, index),
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,
     log,

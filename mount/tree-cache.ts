@@ -223,6 +223,14 @@ export class TreeDamagedError extends Error {
   }
 }
 
+/** Where tree blobs are (IndexLoader: before the full index is loaded, too). */
+export interface TreeLocator {
+  /** The place of a tree if it is known now, without waiting. */
+  peek(id: string): BlobLocation | undefined;
+  /** The place of a tree; undefined if the repository's index does not have it. */
+  locate(id: string): Promise<BlobLocation | undefined>;
+}
+
 export interface TreeCacheOptions {
   /** Estimated bytes of decoded trees to keep (default 64 MiB). */
   maxBytes?: number;
@@ -249,10 +257,8 @@ export class TreeCache {
   constructor(
     private readonly repo: Repository,
     opts: TreeCacheOptions = {},
-    /** Resolves when the repository index is loaded (trees are found through it). */
-    private readonly indexReady: Promise<void> = Promise.resolve(),
-    /** Reads index files written since; tried once when a tree is not in the index. */
-    private readonly reloadIndex?: () => Promise<void>,
+    /** Default: the repository's index as it is (already loaded). */
+    private readonly locator: TreeLocator = { peek: (id) => repo.index.get(id), locate: async (id) => repo.index.get(id) },
   ) {
     const maxSize = Math.max(1, opts.maxBytes ?? 64 * 1024 * 1024);
     this.inlineOpenBytes = opts.inlineOpenBytes ?? INLINE_OPEN_BYTES;
@@ -287,10 +293,7 @@ export class TreeCache {
     this.loads++;
     return this.finish(
       id,
-      this.indexReady.then(async () => {
-        // Written after the index was read (a snapshot that appeared meanwhile): read the new index files.
-        if (!this.repo.index.has(id) && this.reloadIndex) await this.reloadIndex();
-        const loc = this.repo.index.get(id);
+      this.locator.locate(id).then(async (loc) => {
         if (!loc) throw new DamagedBlobError(id, 'not in the index (missing from the repository)');
         const sealed = await this.repo.readPackRange(loc.packId, loc.offset, loc.length, { kind: 'tree' }).catch((err: unknown) => {
           throw packReadError(err, id, loc.packId);
@@ -319,7 +322,7 @@ export class TreeCache {
       if (err instanceof DamagedBlobError) {
         // Name the blob and pack in full for the log line (the error's own message abbreviates them).
         const detail = err.message.replace(/^blob \S+( in pack \S+)? is damaged: /, '');
-        throw new TreeDamagedError(id, this.repo.index.get(id)?.packId, detail);
+        throw new TreeDamagedError(id, this.locator.peek(id)?.packId, detail);
       }
       throw err;
     }
@@ -335,8 +338,8 @@ export class TreeCache {
    * Trees stored next to each other in a pack (siblings usually are) share one
    * range read; a few reads run at once, and the queue is bounded.
    */
-  prefetch(ids: readonly string[], indexLoaded = true, depth = 2): void {
-    if (!indexLoaded || ids.length === 0) return;
+  prefetch(ids: readonly string[], depth = 2): void {
+    if (ids.length === 0) return;
     const items: Array<{ id: string; depth: number }> = [];
     for (const id of ids) if (id && !this.lru.has(id) && !this.loading.has(id)) items.push({ id, depth });
     if (items.length === 0) return;
@@ -349,14 +352,14 @@ export class TreeCache {
     while (this.prefetchRuns < MAX_PREFETCH_RUNS && this.queue.length > 0) {
       const head = this.queue.shift()!;
       if (this.lru.has(head.id) || this.loading.has(head.id)) continue;
-      const headLoc = this.repo.index.get(head.id);
+      const headLoc = this.locator.peek(head.id);
       if (!headLoc) continue;
       // Others of the next few queued trees stored near it in the same pack join its read.
       const run = [{ ...head, loc: headLoc }];
       const window = this.queue.slice(0, 64);
       for (const q of window) {
         if (run.some((r) => r.id === q.id) || this.lru.has(q.id) || this.loading.has(q.id)) continue;
-        const l = this.repo.index.get(q.id);
+        const l = this.locator.peek(q.id);
         if (l && l.packId === headLoc.packId && Math.abs(l.offset - headLoc.offset) <= PREFETCH_RUN) run.push({ ...q, loc: l });
       }
       run.sort((a, b) => a.loc.offset - b.loc.offset);
@@ -398,7 +401,7 @@ export class TreeCache {
       };
       p.then((tree) => {
         done();
-        if (depth > 1) this.prefetch(subdirTrees(tree, 64), true, depth - 1);
+        if (depth > 1) this.prefetch(subdirTrees(tree, 64), depth - 1);
       }, done);
       return p;
     });
