@@ -244,6 +244,10 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
   const blobs = new BlobCache(repo, {
     maxBytes: cacheSize,
     maxRunBytes: local ? 0 : undefined,
+    // A small file's blob opens in microseconds here; through a worker thread,
+    // reading every file of the bench tree (30,000 files of 0.2-8 KiB) took 22-23 s
+    // instead of 17-19 s.
+    inlineOpenBytes: 64 * 1024,
     openRange: (packId, data, list) => {
       if (!pool) return Promise.reject(new Error('the mount is not ready'));
       return pool.openRange(packId, data, list);
