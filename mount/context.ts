@@ -23,7 +23,7 @@ export class IndexLoader implements TreeLocator {
   private trees: Promise<Map<string, BlobLocation> | undefined> = Promise.resolve(undefined);
   private resolveReady!: () => void;
   private rejectReady!: (err: unknown) => void;
-  /** Resolves once the first full load (started by `start`) is done. */
+  /** Resolves once the first full load (started by `need`, or by `start` after its delay) is done. */
   readonly ready = new Promise<void>((resolve, reject) => {
     this.resolveReady = resolve;
     this.rejectReady = reject;
