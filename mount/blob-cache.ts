@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import { hexToId } from '../src/crypto/ids.js';
-import { BlobType, DamagedBlobError } from '../src/repo/blob.js';
+import { BlobType, DamagedBlobError, openBlob } from '../src/repo/blob.js';
 import { type BlobLocation } from '../src/repo/index.js';
 import { type Repository } from '../src/repo/repository.js';
 import { StorageError, isNotFound } from '../src/storage/storage.js';
@@ -29,6 +29,11 @@ export interface BlobCacheOptions {
   /** Largest read-ahead range read in bytes (default 8 MiB; 0: one blob per read). */
   maxRunBytes?: number;
   /**
+   * Blobs of at most this many sealed bytes are opened on this thread instead of
+   * the worker pool (default 0: never). Set by the mount (docs/MOUNT.md).
+   */
+  inlineOpenBytes?: number;
+  /**
    * Opens all blobs of one range read on one worker (WorkerPool.openRange): the
    * range is moved there whole, with no copy per blob on this thread. Without it
    * a run's blobs are cut apart here and opened one by one through repo.opener.
@@ -50,6 +55,7 @@ export class BlobCache {
   private readonly maxPrefetch: number;
   private readonly maxRunBytes: number;
   private readonly openRange: BlobCacheOptions['openRange'];
+  private readonly inlineOpenBytes: number;
   /** Counters for tests and the debug log. */
   readonly stats = { hits: 0, misses: 0, joined: 0, prefetched: 0, loaded: 0, loadedBytes: 0, rangeReads: 0 };
 
@@ -62,6 +68,7 @@ export class BlobCache {
     this.maxPrefetch = Math.max(1, Math.min(this.maxLoads - 1, opts.maxPrefetch ?? 6));
     this.maxRunBytes = Math.max(0, opts.maxRunBytes ?? 8 * 1024 * 1024);
     this.openRange = opts.openRange;
+    this.inlineOpenBytes = opts.inlineOpenBytes ?? 0;
     this.lru = new LRUCache<string, Buffer>({ maxSize: Math.max(1, this.maxBytes), sizeCalculation: (b) => Math.max(1, b.length) });
   }
 
@@ -177,7 +184,10 @@ export class BlobCache {
             sealed = Buffer.allocUnsafeSlow(loc.length);
             buf.copy(sealed, 0, loc.offset - first.offset, loc.offset - first.offset + loc.length);
           }
-          plain = await this.repo.opener.open(BlobType.Data, hexToId(id), sealed, loc.packId);
+          plain =
+            sealed.length <= this.inlineOpenBytes
+              ? openBlob(this.repo.keys, BlobType.Data, hexToId(id), sealed, loc.packId)
+              : await this.repo.opener.open(BlobType.Data, hexToId(id), sealed, loc.packId);
         }
         this.stats.loaded++;
         this.stats.loadedBytes += plain.length;

@@ -55,7 +55,7 @@ export class TreeDir implements DirNode {
       inos[i] = entryIno(this, e);
     }
     // Whoever lists a directory usually looks into its subdirectories next.
-    this.ctx.trees.prefetch(subdirTrees(tree), this.ctx.index.done);
+    this.ctx.trees.prefetch(subdirTrees(tree));
     return { names, modes, inos };
   }
 }

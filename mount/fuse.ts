@@ -1,6 +1,7 @@
 import fsp from 'node:fs/promises';
 import Fuse, { type FuseOperations, type FuseOptions, type FuseStat } from 'fuse-native';
 import { mountAt } from './mounts.js';
+import { TRACE } from './trace.js';
 import { type Attr, EIO, EROFS, FsError, type Listing } from './types.js';
 
 /**
@@ -125,7 +126,6 @@ function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
  * looking into performance (docs/MOUNT.md). Off by default: no cost.
  */
 export const opCounts: Record<string, number> = {};
-const TRACE = process.env.AEGIS_MOUNT_TRACE === '1';
 
 function traceLine(): string {
   const mem = Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 1048576)]));

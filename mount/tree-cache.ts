@@ -1,19 +1,22 @@
 import { LRUCache } from 'lru-cache';
 import { hexToId } from '../src/crypto/ids.js';
-import { BlobType, DamagedBlobError } from '../src/repo/blob.js';
+import { BlobType, DamagedBlobError, openBlob } from '../src/repo/blob.js';
 import { type BlobLocation } from '../src/repo/index.js';
 import { type Repository } from '../src/repo/repository.js';
-import { isNotFound } from '../src/storage/storage.js';
+import { StorageError, isNotFound } from '../src/storage/storage.js';
 import { type NodeType, type TreeNode, decodeTree } from '../src/snapshot/tree.js';
 import { displayName } from './names.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from './types.js';
 
 /**
  * Decoded directory listings (tree blobs), kept in an LRU cache bounded by an
- * estimate of their memory. A tree is decrypted and verified on a worker thread
- * (repo.opener); big ones are then parsed here in slices of about 256 KiB with a
- * turn of the event loop between slices, so a directory of 100,000 entries never
- * stalls other readers for more than a few milliseconds.
+ * estimate of their memory. A small tree is decrypted and verified right here:
+ * that takes microseconds, less than handing it to a worker thread and back, and
+ * a directory lookup then never waits for the worker threads to start (about
+ * 50–130 ms after mounting, measured). A big tree is opened on a worker thread
+ * (repo.opener) and then parsed here in slices of about 256 KiB with a turn of
+ * the event loop between slices, so a directory of 100,000 entries never stalls
+ * other readers for more than a few milliseconds.
  */
 
 /** One entry of a directory as the mount needs it: compact, no Buffers or bigints. */
@@ -201,6 +204,13 @@ export async function decodeTreeSliced(id: string, plain: Buffer): Promise<Loade
 
 const EMPTY = new LoadedTree('', [], 0);
 
+/** A failed read of a tree's pack, as Repository.loadBlob reports it. */
+function packReadError(err: unknown, id: string, packId: string): unknown {
+  if (isNotFound(err)) return new DamagedBlobError(id, 'its pack is missing', packId);
+  if (err instanceof StorageError && err.kind === 'permanent' && /short read/.test(err.message)) return new DamagedBlobError(id, 'its pack is truncated', packId);
+  return err;
+}
+
 /** A directory listing that cannot be read: the whole directory answers EIO. */
 export class TreeDamagedError extends Error {
   constructor(
@@ -213,10 +223,23 @@ export class TreeDamagedError extends Error {
   }
 }
 
+/** Where tree blobs are (IndexLoader: before the full index is loaded, too). */
+export interface TreeLocator {
+  /** The place of a tree if it is known now, without waiting. */
+  peek(id: string): BlobLocation | undefined;
+  /** The place of a tree; undefined if the repository's index does not have it. */
+  locate(id: string): Promise<BlobLocation | undefined>;
+}
+
 export interface TreeCacheOptions {
   /** Estimated bytes of decoded trees to keep (default 64 MiB). */
   maxBytes?: number;
+  /** Trees of at most this many sealed bytes are opened on this thread (default 256 KiB). */
+  inlineOpenBytes?: number;
 }
+
+/** Opening 256 KiB (decrypt, decompress, hash) takes well under a millisecond. */
+const INLINE_OPEN_BYTES = 256 * 1024;
 
 export class TreeCache {
   private readonly lru: LRUCache<string, LoadedTree>;
@@ -229,16 +252,16 @@ export class TreeCache {
   loads = 0;
   private prefetchRuns = 0;
   private queue: Array<{ id: string; depth: number }> = [];
+  private readonly inlineOpenBytes: number;
 
   constructor(
     private readonly repo: Repository,
     opts: TreeCacheOptions = {},
-    /** Resolves when the repository index is loaded (trees are found through it). */
-    private readonly indexReady: Promise<void> = Promise.resolve(),
-    /** Reads index files written since; tried once when a tree is not in the index. */
-    private readonly reloadIndex?: () => Promise<void>,
+    /** Default: the repository's index as it is (already loaded). */
+    private readonly locator: TreeLocator = { peek: (id) => repo.index.get(id), locate: async (id) => repo.index.get(id) },
   ) {
     const maxSize = Math.max(1, opts.maxBytes ?? 64 * 1024 * 1024);
+    this.inlineOpenBytes = opts.inlineOpenBytes ?? INLINE_OPEN_BYTES;
     this.lru = new LRUCache<string, LoadedTree>({ maxSize, sizeCalculation: (t) => Math.max(1, t.bytes) });
   }
 
@@ -270,12 +293,24 @@ export class TreeCache {
     this.loads++;
     return this.finish(
       id,
-      this.indexReady.then(async () => {
-        // Written after the index was read (a snapshot that appeared meanwhile): read the new index files.
-        if (!this.repo.index.has(id) && this.reloadIndex) await this.reloadIndex();
-        return this.repo.loadBlob(BlobType.Tree, id);
+      this.locator.locate(id).then(async (loc) => {
+        if (!loc) throw new DamagedBlobError(id, 'not in the index (missing from the repository)');
+        const sealed = await this.repo.readPackRange(loc.packId, loc.offset, loc.length, { kind: 'tree' }).catch((err: unknown) => {
+          throw packReadError(err, id, loc.packId);
+        });
+        return this.open(id, sealed, loc.packId);
       }),
     );
+  }
+
+  /** Decrypt and verify a sealed tree: here when small, on the worker pool when big. */
+  private open(id: string, sealed: Buffer, packId: string): Promise<Buffer> {
+    if (sealed.length > this.inlineOpenBytes) return this.repo.opener.open(BlobType.Tree, hexToId(id), sealed, packId);
+    try {
+      return Promise.resolve(openBlob(this.repo.keys, BlobType.Tree, hexToId(id), sealed, packId));
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Decode a tree being fetched, keep it, and name it in full if it is damaged. */
@@ -287,7 +322,7 @@ export class TreeCache {
       if (err instanceof DamagedBlobError) {
         // Name the blob and pack in full for the log line (the error's own message abbreviates them).
         const detail = err.message.replace(/^blob \S+( in pack \S+)? is damaged: /, '');
-        throw new TreeDamagedError(id, this.repo.index.get(id)?.packId, detail);
+        throw new TreeDamagedError(id, this.locator.peek(id)?.packId, detail);
       }
       throw err;
     }
@@ -303,8 +338,8 @@ export class TreeCache {
    * Trees stored next to each other in a pack (siblings usually are) share one
    * range read; a few reads run at once, and the queue is bounded.
    */
-  prefetch(ids: readonly string[], indexLoaded = true, depth = 2): void {
-    if (!indexLoaded || ids.length === 0) return;
+  prefetch(ids: readonly string[], depth = 2): void {
+    if (ids.length === 0) return;
     const items: Array<{ id: string; depth: number }> = [];
     for (const id of ids) if (id && !this.lru.has(id) && !this.loading.has(id)) items.push({ id, depth });
     if (items.length === 0) return;
@@ -317,14 +352,14 @@ export class TreeCache {
     while (this.prefetchRuns < MAX_PREFETCH_RUNS && this.queue.length > 0) {
       const head = this.queue.shift()!;
       if (this.lru.has(head.id) || this.loading.has(head.id)) continue;
-      const headLoc = this.repo.index.get(head.id);
+      const headLoc = this.locator.peek(head.id);
       if (!headLoc) continue;
       // Others of the next few queued trees stored near it in the same pack join its read.
       const run = [{ ...head, loc: headLoc }];
       const window = this.queue.slice(0, 64);
       for (const q of window) {
         if (run.some((r) => r.id === q.id) || this.lru.has(q.id) || this.loading.has(q.id)) continue;
-        const l = this.repo.index.get(q.id);
+        const l = this.locator.peek(q.id);
         if (l && l.packId === headLoc.packId && Math.abs(l.offset - headLoc.offset) <= PREFETCH_RUN) run.push({ ...q, loc: l });
       }
       run.sort((a, b) => a.loc.offset - b.loc.offset);
@@ -347,25 +382,26 @@ export class TreeCache {
     const end = last.offset + last.length;
     this.prefetchRuns++;
     const read = this.repo.readPackRange(first.packId, first.offset, end - first.offset, { kind: 'tree' }).catch((err: unknown) => {
-      if (isNotFound(err)) throw new DamagedBlobError(run[0]!.id, 'its pack is missing', first.packId);
-      throw err;
+      throw packReadError(err, run[0]!.id, first.packId);
     });
     const all = run.map(({ id, depth, loc }) => {
       this.loads++;
       const sealed = read.then((buf) => {
         if (run.length === 1 && buf.length === loc.length) return buf;
+        if (loc.length <= this.inlineOpenBytes) return buf.subarray(loc.offset - first.offset, loc.offset - first.offset + loc.length);
+        // A worker thread gets a buffer of its own (see BlobCache.fetch).
         const own = Buffer.allocUnsafeSlow(loc.length);
         buf.copy(own, 0, loc.offset - first.offset, loc.offset - first.offset + loc.length);
         return own;
       });
-      const p = this.finish(id, sealed.then((b) => this.repo.opener.open(BlobType.Tree, hexToId(id), b, loc.packId)));
+      const p = this.finish(id, sealed.then((b) => this.open(id, b, loc.packId)));
       this.loading.set(id, p);
       const done = () => {
         if (this.loading.get(id) === p) this.loading.delete(id);
       };
       p.then((tree) => {
         done();
-        if (depth > 1) this.prefetch(subdirTrees(tree, 64), true, depth - 1);
+        if (depth > 1) this.prefetch(subdirTrees(tree, 64), depth - 1);
       }, done);
       return p;
     });

@@ -7,9 +7,10 @@ import { decodeName, displayName, safeVirtualName } from '../mount/names.js';
 import { ReadAhead } from '../mount/readahead.js';
 import { checkTemplate, timeName } from '../mount/snapshots-dir.js';
 import { decodeTreeSliced, toEntry } from '../mount/tree-cache.js';
+import { scanTreeRecords } from '../mount/tree-index.js';
 import { type FileNode } from '../mount/types.js';
 import { parseSize } from '../src/cli/commands/mount.js';
-import { type BlobLocation } from '../src/repo/index.js';
+import { type BlobLocation, decodeIndex, encodeIndex } from '../src/repo/index.js';
 import { type Repository } from '../src/repo/repository.js';
 import { type TreeNode, decodeTree, encodeTree } from '../src/snapshot/tree.js';
 
@@ -268,5 +269,42 @@ describe('chunk cache and file reads', () => {
     await expect(f.read(buf, 10, 5)).rejects.toMatchObject({ name: 'BlobReadError', blobId: node.content[0] });
     fail = false;
     expect(await f.read(buf, 10, 5)).toBe(10);
+  });
+});
+
+describe('tree places from an index object', () => {
+  it('finds exactly the tree blobs, with the places decodeIndex gives, the first place winning', () => {
+    const treeId = crypto.randomBytes(32);
+    const packs = [0, 1, 2].map((p) => ({
+      packId: packId(p),
+      blobs: Array.from({ length: 50 }, (_, i) => ({
+        type: (i % 3 === 0 ? 1 : 0) as never,
+        id: i === 7 ? treeId : crypto.randomBytes(32), // blob 7 is the same tree in every pack
+        offset: i * 1000 + p,
+        length: 900 + i,
+        rawLength: 2000 + i + p,
+      })),
+    }));
+    packs.forEach((p) => (p.blobs[7]!.type = 1 as never));
+    const plain = encodeIndex(packs, [crypto.randomBytes(32).toString('hex')]);
+    const found = new Map<string, BlobLocation>();
+    scanTreeRecords(plain, found);
+
+    const expected = new Map<string, BlobLocation>();
+    for (const p of decodeIndex(plain).packs) {
+      for (const b of p.blobs) {
+        const id = b.id.toString('hex');
+        if (b.type === (1 as never) && !expected.has(id)) expected.set(id, { type: b.type, packId: p.packId, offset: b.offset, length: b.length, rawLength: b.rawLength });
+      }
+    }
+    expect(found.size).toBe(3 * 17 + 1);
+    expect(found).toEqual(expected);
+    expect(found.get(treeId.toString('hex'))!.packId).toBe(packId(0));
+  });
+
+  it('refuses a truncated or unknown index object', () => {
+    const plain = encodeIndex([{ packId: packId(0), blobs: [{ type: 1 as never, id: crypto.randomBytes(32), offset: 0, length: 10, rawLength: 10 }] }]);
+    expect(() => scanTreeRecords(plain.subarray(0, plain.length - 1), new Map())).toThrow(/truncated/);
+    expect(() => scanTreeRecords(Buffer.concat([Buffer.of(2), plain.subarray(1)]), new Map())).toThrow(/version/);
   });
 });

@@ -7,6 +7,7 @@ import { WorkerPool } from '../../workers/pool.js';
 import { type GlobalArgs, openRepository } from '../context.js';
 import { formatBytes } from '../format.js';
 import { interruptSignal } from '../signals.js';
+import { tracePhase } from '../../../mount/trace.js';
 
 interface Args extends GlobalArgs {
   mountpoint: string;
@@ -51,6 +52,7 @@ export const mountCommand: CommandModule<GlobalArgs, Args> = {
       .option('foreground', { type: 'boolean', default: true, describe: 'accepted for compatibility: aegis mount always stays in the foreground' })
       .option('lock', { type: 'boolean', default: true, describe: 'hold a shared lock while mounted (--no-lock for read-only repositories)' }) as never,
   handler: async (args) => {
+    tracePhase('mount command');
     const signal = interruptSignal();
     const mountpoint = path.resolve(args.mountpoint);
     const cacheSize = parseSize(args.cacheSize ?? '256M');
@@ -59,10 +61,12 @@ export const mountCommand: CommandModule<GlobalArgs, Args> = {
     const mountModule = import('../../../mount/index.js');
     mountModule.catch(() => {});
     const repo = await openRepository(args);
+    tracePhase('repository open');
     let lock: RepoLock | undefined;
     let pool: WorkerPool | undefined;
     try {
       const { createMount, checkTemplate, MIN_CACHE_SIZE } = await mountModule;
+      tracePhase('mount module loaded');
       if (cacheSize < MIN_CACHE_SIZE) throw new UserError(`--cache-size must be at least ${formatBytes(MIN_CACHE_SIZE)}`);
       for (const t of args.pathTemplate ?? []) {
         try {
