@@ -1,14 +1,13 @@
 import { type BlobLocation } from '../src/repo/index.js';
 import { type Repository } from '../src/repo/repository.js';
 import { type TreeCache, type TreeLocator } from './tree-cache.js';
-import { readTreeLocations } from './tree-index.js';
 import { tracePhase } from './trace.js';
 import { type Attr, S_IFDIR } from './types.js';
 
 /**
  * The repository index, loaded in the background: the mount answers (snapshot
  * list, virtual directories) before it is there. `start` first reads just the
- * places of the tree blobs (tree-index.ts, a few ms), which is all directory
+ * places of the tree blobs (Repository.loadTreeLocations, a few ms), which is all directory
  * lookups need; the full index, whose decoding holds the main thread for
  * 60-110 ms, follows `fullDelayMs` later or as soon as something needs it
  * (`need`: opening a file), so it does not stall the first lookups after
@@ -40,7 +39,7 @@ export class IndexLoader implements TreeLocator {
   /** Read the tree places now and the full index soon; resolves when the full index is loaded. */
   start(): Promise<void> {
     // Without the tree places (an unreadable index object) lookups wait for the full index.
-    this.trees = readTreeLocations(this.repo).then(
+    this.trees = this.repo.loadTreeLocations().then(
       (m) => {
         tracePhase(`tree places read (${m.size})`);
         return (this.treeMap = m);

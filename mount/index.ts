@@ -312,10 +312,8 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
     index.start().then(
       () => {
         tracePhase('index loaded');
-        // The worker threads start on their first task and take 50-130 ms to load
-        // (measured); file reads need the index first, so this is the moment to have
-        // them started, with a request that carries no blobs.
-        started.openRange('', Buffer.alloc(0), []).catch(() => {});
+        // File reads need the index first, so this is the moment to have the threads started.
+        started.start();
       },
       (err: unknown) => log(`loading the repository index failed: ${(err as Error).message}`),
     );

@@ -7,7 +7,7 @@ import { decodeName, displayName, safeVirtualName } from '../mount/names.js';
 import { ReadAhead } from '../mount/readahead.js';
 import { checkTemplate, timeName } from '../mount/snapshots-dir.js';
 import { decodeTreeSliced, toEntry } from '../mount/tree-cache.js';
-import { scanTreeRecords } from '../mount/tree-index.js';
+import { decodeTreeLocations } from '../src/repo/index.js';
 import { type FileNode } from '../mount/types.js';
 import { parseSize } from '../src/cli/commands/mount.js';
 import { type BlobLocation, decodeIndex, encodeIndex } from '../src/repo/index.js';
@@ -288,7 +288,7 @@ describe('tree places from an index object', () => {
     packs.forEach((p) => (p.blobs[7]!.type = 1 as never));
     const plain = encodeIndex(packs, [crypto.randomBytes(32).toString('hex')]);
     const found = new Map<string, BlobLocation>();
-    scanTreeRecords(plain, found);
+    decodeTreeLocations(plain, found);
 
     const expected = new Map<string, BlobLocation>();
     for (const p of decodeIndex(plain).packs) {
@@ -304,7 +304,7 @@ describe('tree places from an index object', () => {
 
   it('refuses a truncated or unknown index object', () => {
     const plain = encodeIndex([{ packId: packId(0), blobs: [{ type: 1 as never, id: crypto.randomBytes(32), offset: 0, length: 10, rawLength: 10 }] }]);
-    expect(() => scanTreeRecords(plain.subarray(0, plain.length - 1), new Map())).toThrow(/truncated/);
-    expect(() => scanTreeRecords(Buffer.concat([Buffer.of(2), plain.subarray(1)]), new Map())).toThrow(/version/);
+    expect(() => decodeTreeLocations(plain.subarray(0, plain.length - 1), new Map())).toThrow(/truncated/);
+    expect(() => decodeTreeLocations(Buffer.concat([Buffer.of(2), plain.subarray(1)]), new Map())).toThrow(/version/);
   });
 });

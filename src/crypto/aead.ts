@@ -117,9 +117,12 @@ export function open(key: Buffer, ad: Uint8Array, sealed: Uint8Array): Buffer {
   decipher.setAAD(ad);
   decipher.setAuthTag(tag);
   const body = decipher.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES));
+  let rest: Buffer;
   try {
-    return body.length ? Buffer.concat([body, decipher.final()]) : decipher.final();
+    rest = decipher.final();
   } catch {
     throw new AuthenticationError();
   }
+  // GCM is a stream mode: final() returns nothing, and a concat would copy every blob once more.
+  return rest.length === 0 ? body : Buffer.concat([body, rest]);
 }

@@ -9,7 +9,7 @@ import { type GetOptions, type Storage, StorageError, collectList, isNotFound } 
 import { BlobType, DamagedBlobError, blobId, openBlob, sealBlobWithId } from './blob.js';
 import { type CompressionMode } from './compression.js';
 import { FORMAT_VERSION, type RepoConfig, newConfig, validatePackSize } from './config.js';
-import { BlobIndex, type IndexedPack, decodeIndex, encodeIndex } from './index.js';
+import { BlobIndex, type BlobLocation, type IndexedPack, decodeIndex, decodeTreeLocations, encodeIndex } from './index.js';
 import { CONFIG, INDEX, KEYS, SNAPSHOTS, idOf, packName } from './layout.js';
 import { RepoLock } from './lock.js';
 import { DamagedObjectError, openJson, openObject, sealJson, sealObject } from './objects.js';
@@ -167,15 +167,7 @@ export class Repository {
   async loadIndex(): Promise<void> {
     const names = (await collectList(this.storage, INDEX)).map((o) => o.name).filter((n) => idOf(INDEX, n));
     const fresh = names.filter((n) => !this.loadedIndexFiles.has(n));
-    const decoded = await mapLimit(fresh, 8, async (name) => {
-      try {
-        return decodeIndex(openObject(this.keys, name, await this.storage.get(name)));
-      } catch (err) {
-        if (isNotFound(err)) return undefined; // replaced by a concurrent compaction
-        if (err instanceof DamagedObjectError) throw err;
-        throw new DamagedObjectError(name, (err as Error).message);
-      }
-    });
+    const decoded = await this.readIndexObjects(fresh, decodeIndex);
     for (let i = 0; i < fresh.length; i++) {
       const d = decoded[i];
       this.loadedIndexFiles.add(fresh[i]!);
@@ -183,6 +175,27 @@ export class Repository {
       for (const p of d.packs) this.index.addPack(p);
     }
     this.indexLoaded = true;
+  }
+
+  /** Where every tree blob is, from all index objects, without loading the index (see decodeTreeLocations). */
+  async loadTreeLocations(): Promise<Map<string, BlobLocation>> {
+    const names = (await collectList(this.storage, INDEX)).map((o) => o.name).filter((n) => idOf(INDEX, n));
+    const out = new Map<string, BlobLocation>();
+    await this.readIndexObjects(names, (plain) => decodeTreeLocations(plain, out));
+    return out;
+  }
+
+  /** Read, open and decode index objects; undefined for one removed meanwhile (a concurrent compaction). */
+  private readIndexObjects<T>(names: string[], decode: (plain: Buffer) => T): Promise<Array<T | undefined>> {
+    return mapLimit(names, 8, async (name) => {
+      try {
+        return decode(openObject(this.keys, name, await this.storage.get(name)));
+      } catch (err) {
+        if (isNotFound(err)) return undefined;
+        if (err instanceof DamagedObjectError) throw err;
+        throw new DamagedObjectError(name, (err as Error).message);
+      }
+    });
   }
 
   async writeIndex(packs: IndexedPack[], superseded: string[] = []): Promise<string | undefined> {
