@@ -1,4 +1,10 @@
-import { Compressor, Decompressor } from 'zstd-napi';
+import { createRequire } from 'node:module';
+import { Decompressor } from 'zstd-napi';
+import type * as ZstdBinding from 'zstd-napi/binding.js';
+
+// The low-level binding compresses into a buffer the caller owns; the Compressor
+// class allocates a new output buffer per call, garbage a backup makes per chunk.
+const zstd = createRequire(import.meta.url)('zstd-napi/binding') as typeof ZstdBinding;
 
 /** How hard to try: `off` stores raw, `auto` is fast zstd, `max` trades speed for size. */
 export type CompressionMode = 'off' | 'auto' | 'max';
@@ -13,22 +19,35 @@ export const enum Codec {
 // ratio on this machine class (docs/DECISIONS.md); 15 is a slow but strong level.
 const LEVEL: Record<Exclude<CompressionMode, 'off'>, number> = { auto: 1, max: 15 };
 
-// One compressor per level per thread: zstd contexts are expensive to create.
-const compressors = new Map<number, Compressor>();
+// One compression context per level per thread: zstd contexts are expensive to create.
+const contexts = new Map<number, ZstdBinding.CCtx>();
 let decompressor: Decompressor | undefined;
 
-/**
- * Compress `data` if that saves at least 1/32 of it; returns the codec used and
- * the payload (which is `data` itself when stored raw).
- */
-function compressor(level: number): Compressor {
-  let c = compressors.get(level);
+function context(level: number): ZstdBinding.CCtx {
+  let c = contexts.get(level);
   if (!c) {
-    c = new Compressor();
-    c.setParameters({ compressionLevel: level });
-    compressors.set(level, c);
+    c = new zstd.CCtx();
+    c.setParameter(zstd.CParameter.compressionLevel, level);
+    contexts.set(level, c);
   }
   return c;
+}
+
+/** This thread's output buffer, reused by every call (see maybeCompress). */
+let scratch = Buffer.alloc(0);
+
+/**
+ * Compress into the scratch buffer, at most `room` bytes of output; undefined if
+ * the result would not fit (then the data does not compress well enough anyway).
+ */
+function compressInto(c: ZstdBinding.CCtx, data: Uint8Array, room: number): Buffer | undefined {
+  if (scratch.length < room) scratch = Buffer.allocUnsafe(Math.max(room, 1 << 20));
+  try {
+    return scratch.subarray(0, c.compress2(scratch.subarray(0, room), data));
+  } catch (err) {
+    if (/too small/i.test((err as Error).message)) return undefined;
+    throw err;
+  }
 }
 
 const PROBE_MIN = 256 * 1024;
@@ -40,21 +59,26 @@ const PROBE_BYTES = 16 * 1024;
  * video, archives) then costs three small probes instead of a full zstd pass.
  * The ID does not depend on compression, so a wrong guess only costs space.
  */
-function looksCompressible(data: Uint8Array, c: Compressor): boolean {
+function looksCompressible(data: Uint8Array, c: ZstdBinding.CCtx): boolean {
   const n = data.length;
+  const want = PROBE_BYTES - (PROBE_BYTES >> 4);
   for (const at of [0, (n >> 1) - (PROBE_BYTES >> 1), n - PROBE_BYTES]) {
-    const sample = data.subarray(at, at + PROBE_BYTES);
-    if (c.compress(sample).length < PROBE_BYTES - (PROBE_BYTES >> 4)) return true;
+    if (compressInto(c, data.subarray(at, at + PROBE_BYTES), want - 1) !== undefined) return true;
   }
   return false;
 }
 
+/**
+ * Compress `data` if that saves at least 1/32 of it; returns the codec used and
+ * the payload: `data` itself when stored raw, else a view into a buffer this
+ * thread reuses, valid until the next call (every caller seals it at once).
+ */
 export function maybeCompress(data: Uint8Array, mode: CompressionMode): { codec: Codec; payload: Uint8Array } {
   if (mode === 'off' || data.length < 64) return { codec: Codec.Raw, payload: data };
-  const c = compressor(LEVEL[mode]);
+  const c = context(LEVEL[mode]);
   if (mode === 'auto' && data.length >= PROBE_MIN && !looksCompressible(data, c)) return { codec: Codec.Raw, payload: data };
-  const out = c.compress(data);
-  if (out.length >= data.length - (data.length >> 5)) return { codec: Codec.Raw, payload: data };
+  const out = compressInto(c, data, data.length - (data.length >> 5) - 1);
+  if (!out) return { codec: Codec.Raw, payload: data };
   return { codec: Codec.Zstd, payload: out };
 }
 
