@@ -149,6 +149,17 @@ export const FILE_CACHE_SCHEMA = `
     entries BLOB NOT NULL,
     PRIMARY KEY (repo, dir)
   ) WITHOUT ROWID;
-  DROP TABLE IF EXISTS file_cache;
-  DROP TABLE IF EXISTS files;
 `;
+
+/**
+ * Earlier layouts kept a row per file. Dropping them leaves their pages in the
+ * file (a development database had grown to 232 MB around 70 MB of rows, and
+ * an unchanged backup read it 0.2 s slower when it was not in the page cache),
+ * so the database is compacted once, when they go.
+ */
+export function dropOldFileTables(db: Database.Database): void {
+  const old = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('files', 'file_cache')").pluck().all() as string[];
+  if (old.length === 0) return;
+  for (const name of old) db.exec(`DROP TABLE ${name}`);
+  db.exec('VACUUM');
+}

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { FILE_CACHE_SCHEMA } from './filecache.js';
+import { FILE_CACHE_SCHEMA, dropOldFileTables } from './filecache.js';
 
 /**
  * The local state database: a cache of what earlier backups saw, so unchanged
@@ -23,6 +23,7 @@ export function openStateDb(): Database.Database {
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.exec(FILE_CACHE_SCHEMA);
+  dropOldFileTables(db);
   db.exec(`
     CREATE TABLE IF NOT EXISTS jobs (
       id INTEGER PRIMARY KEY,
