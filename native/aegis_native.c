@@ -67,14 +67,20 @@ static int ns_arg(napi_env env, napi_value v, struct timespec *ts) {
   return 1;
 }
 
-static napi_value utimens(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+// Fetch exactly `n` arguments into argv; on too few, throw a TypeError showing `usage`.
+static bool get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv, const char *usage) {
+  size_t argc = n;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 4) {
-    napi_throw_type_error(env, NULL, "utimens(path, atimeNs, mtimeNs, follow)");
-    return NULL;
+  if (argc < n) {
+    napi_throw_type_error(env, NULL, usage);
+    return false;
   }
+  return true;
+}
+
+static napi_value utimens(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv, "utimens(path, atimeNs, mtimeNs, follow)")) return NULL;
   struct timespec ts[2];
   if (!ns_arg(env, argv[1], &ts[0]) || !ns_arg(env, argv[2], &ts[1])) return NULL;
   bool follow;
@@ -89,13 +95,8 @@ static napi_value utimens(napi_env env, napi_callback_info info) {
 }
 
 static napi_value do_mknod(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 3) {
-    napi_throw_type_error(env, NULL, "mknod(path, mode, dev)");
-    return NULL;
-  }
+  if (!get_args(env, info, 3, argv, "mknod(path, mode, dev)")) return NULL;
   uint32_t mode;
   int64_t dev;
   bool lossless;
@@ -116,13 +117,8 @@ static napi_value do_mknod(napi_env env, napi_callback_info info) {
 // fastcdcCut(buf, start, end, gear(Int32Array[256]), min, avg, max, maskStrict, maskLoose)
 // The same cut-point rule as src/chunker/fastcdc.ts, byte for byte (docs/FORMAT.md §12).
 static napi_value fastcdc_cut(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
   napi_value argv[9];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 9) {
-    napi_throw_type_error(env, NULL, "fastcdcCut(buf, start, end, gear, min, avg, max, maskStrict, maskLoose)");
-    return NULL;
-  }
+  if (!get_args(env, info, 9, argv, "fastcdcCut(buf, start, end, gear, min, avg, max, maskStrict, maskLoose)")) return NULL;
   void *data;
   size_t len;
   if (napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok) {

@@ -12,7 +12,7 @@ import { mapLimit } from '../util/concurrency.js';
 import { type WorkerPool } from '../workers/pool.js';
 import { makeDevice, makeFifo } from './special-files.js';
 import { nativeSyscalls } from '../native/syscalls.js';
-import { type FinishSpec, type RangeBlobWrites, applyMetadata, finishFile, writeRangeBlobs } from './restored-file.js';
+import { type FinishSpec, type RangeBlobWrites, applyMetadata, finishFile, writeRangeBlobs } from '../workers/restored-file.js';
 import { type WalkEntry, findNode, walk } from './walk.js';
 
 export type OverwritePolicy = 'always' | 'if-changed' | 'never';
@@ -63,6 +63,8 @@ interface PendingFile {
   tmp: Buffer;
   /** Blob writes still to come. */
   remaining: number;
+  /** Set for a file that is one blob: whoever writes that blob finishes the file. */
+  whole?: FinishSpec;
 }
 
 interface PlannedBlob {
@@ -256,7 +258,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
       id: Buffer.from(id, 'hex'),
       offset: b.offset - range.start,
       length: b.length,
-      writes: targets.map((t) => ({ tmp: t.file.tmp, offset: t.offset, finish: wholeFile(t.file) })),
+      writes: targets.map((t) => ({ tmp: t.file.tmp, offset: t.offset, finish: t.file.whole })),
     }));
     const results = opts.pool ? await opts.pool.writeRange(plan.packId, data, request) : writeRangeBlobs(repo.keys, plan.packId, data, request);
     results.forEach((r, i) => {
@@ -272,7 +274,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
         bytesDone += b.rawLength;
         if (--file.remaining > 0) return;
         try {
-          if (!wholeFile(file)) finishFile(file.tmp, file.dest, file.entry.node.size, file.entry.node);
+          if (!file.whole) finishFile(file.tmp, file.dest, file.entry.node.size, file.entry.node);
           filesDone++;
         } catch (err) {
           failFile(file, (err as Error).message);
@@ -342,7 +344,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
 
   /** The temporary file is created on the first write (or at the end, for empty and all-zero files). */
   function startFile(entry: WalkEntry, dest: Buffer): PendingFile {
-    return { entry, dest, tmp: temporaryName(dest), remaining: 0 };
+    return { entry, dest, tmp: temporaryName(dest), remaining: 0, whole: wholeFile(entry.node, dest) };
   }
 }
 
@@ -357,10 +359,9 @@ function temporaryName(dest: Buffer): Buffer {
 }
 
 /** A file whose content is one blob is written and finished by whoever opens that blob. */
-function wholeFile(f: PendingFile): FinishSpec | undefined {
-  const n = f.entry.node;
+function wholeFile(n: TreeNode, dest: Buffer): FinishSpec | undefined {
   if (n.content?.length !== 1) return undefined;
-  return { dest: f.dest, size: n.size, meta: { type: n.type, uid: n.uid, gid: n.gid, mode: n.mode, atimeNs: n.atimeNs, mtimeNs: n.mtimeNs } };
+  return { dest, size: n.size, meta: { type: n.type, uid: n.uid, gid: n.gid, mode: n.mode, atimeNs: n.atimeNs, mtimeNs: n.mtimeNs } };
 }
 
 type RangeBlob = [string, PlannedBlob];

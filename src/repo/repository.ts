@@ -165,8 +165,7 @@ export class Repository {
 
   /** Load every index object not loaded yet. Cheap to call again: it reads only new ones. */
   async loadIndex(): Promise<void> {
-    const names = (await collectList(this.storage, INDEX)).map((o) => o.name).filter((n) => idOf(INDEX, n));
-    const fresh = names.filter((n) => !this.loadedIndexFiles.has(n));
+    const fresh = (await this.indexNames()).filter((n) => !this.loadedIndexFiles.has(n));
     const decoded = await this.readIndexObjects(fresh, decodeIndex);
     for (let i = 0; i < fresh.length; i++) {
       const d = decoded[i];
@@ -179,10 +178,13 @@ export class Repository {
 
   /** Where every tree blob is, from all index objects, without loading the index (see decodeTreeLocations). */
   async loadTreeLocations(): Promise<Map<string, BlobLocation>> {
-    const names = (await collectList(this.storage, INDEX)).map((o) => o.name).filter((n) => idOf(INDEX, n));
     const out = new Map<string, BlobLocation>();
-    await this.readIndexObjects(names, (plain) => decodeTreeLocations(plain, out));
+    await this.readIndexObjects(await this.indexNames(), (plain) => decodeTreeLocations(plain, out));
     return out;
+  }
+
+  private async indexNames(): Promise<string[]> {
+    return (await collectList(this.storage, INDEX)).map((o) => o.name).filter((n) => idOf(INDEX, n));
   }
 
   /** Read, open and decode index objects; undefined for one removed meanwhile (a concurrent compaction). */

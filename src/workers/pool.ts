@@ -10,7 +10,7 @@ import { type BlobOpener } from '../repo/repository.js';
 import { newClaimTable } from './claims.js';
 import type { ChunkFileResult, ChunkFilesResult, OpenRangeResult, WirePack, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { transferList } from './transfer.js';
-import type { RangeBlobWrites, RangeWriteResult } from '../engine/restored-file.js';
+import type { RangeBlobWrites, RangeWriteResult } from './restored-file.js';
 
 /** A complete pack assembled by a worker thread, ready to be stored. */
 export interface FinishedPack {
@@ -153,9 +153,8 @@ export class WorkerPool {
    * batches (`sizeHint`, the file's size, decides how many fit in one).
    */
   chunkFile(path: Buffer, compression: CompressionMode, sizeHint = 0): Promise<ChunkFileResult> {
-    if (this.fatal) return Promise.reject(this.fatal);
-    if (this.closed) return Promise.reject(new Error('worker pool is closed'));
-    this.ensureWorkers();
+    const unusable = this.unusable();
+    if (unusable) return Promise.reject(unusable);
     return new Promise((resolve, reject) => {
       this.files.push({ path: new Uint8Array(path), size: sizeHint, compression, resolve, reject });
       if (!this.dispatchScheduled) {
@@ -223,10 +222,17 @@ export class WorkerPool {
     if (this.packFailure) throw this.packFailure;
   }
 
-  private submit(req: WorkerRequest, transfer: ArrayBuffer[]): Promise<unknown> {
-    if (this.fatal) return Promise.reject(this.fatal);
-    if (this.closed) return Promise.reject(new Error('worker pool is closed'));
+  /** Why no task can be taken (a thread died, or the pool is closed); otherwise starts the threads. */
+  private unusable(): Error | undefined {
+    if (this.fatal) return this.fatal;
+    if (this.closed) return new Error('worker pool is closed');
     this.ensureWorkers();
+    return undefined;
+  }
+
+  private submit(req: WorkerRequest, transfer: ArrayBuffer[]): Promise<unknown> {
+    const unusable = this.unusable();
+    if (unusable) return Promise.reject(unusable);
     return new Promise((resolve, reject) => {
       this.queue.push({ req, transfer, pending: { resolve, reject } });
       this.dispatch();

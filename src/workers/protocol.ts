@@ -2,7 +2,7 @@ import { type ChunkerParams } from '../chunker/fastcdc.js';
 import { type CompressionMode } from '../repo/compression.js';
 import { type BlobType } from '../repo/blob.js';
 import { type ClaimTable } from './claims.js';
-import type { RangeBlobWrites, RangeWriteResult } from '../engine/restored-file.js';
+import type { RangeBlobWrites, RangeWriteResult } from './restored-file.js';
 
 /** What a worker thread is started with. */
 export interface WorkerInit {

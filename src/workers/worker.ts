@@ -11,7 +11,7 @@ import { type CompressionMode } from '../repo/compression.js';
 import type { ChunkFilesRequest, ChunkFilesResult, ChunkFileResult, OpenBlobRequest, OpenRangeResult, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { type PackedBlob } from '../repo/pack.js';
 import { transferList } from './transfer.js';
-import { writeRangeBlobs } from '../engine/restored-file.js';
+import { writeRangeBlobs } from './restored-file.js';
 
 const init = workerData as WorkerInit;
 const keys: MasterKeys = {
