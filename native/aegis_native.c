@@ -3,12 +3,15 @@
 //   mknod(path, mode, dev)                            FIFOs and device nodes
 //   fastcdcCut(...)                                   the chunker's inner loop (5-10x the JS loop)
 //   mallocTrim()                                      give freed heap memory back to the system
+//   gcmSealInto(...), gcmOpenInPlace(...)             AES-256-GCM without an output buffer per call
+//                                                     (Node's Cipher allocates one per update)
 // Paths are Buffers so names that are not UTF-8 pass through untouched.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <node_api.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +186,149 @@ static napi_value malloc_trim_fn(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// ---- AES-256-GCM ----------------------------------------------------------------
+// Node's Cipher returns a new Buffer from every update(): for a backup that is one
+// allocation per blob, up to 8 MiB each, freed only when V8 next collects. These
+// use the OpenSSL that Node itself links and exports, and write into the caller's
+// memory. The nonce scheme and subkeys stay in aead.ts; these see one key and IV.
+
+static bool bytes_arg(napi_env env, napi_value v, uint8_t **data, size_t *len, const char *what) {
+  bool is_typed;
+  napi_is_typedarray(env, v, &is_typed);
+  if (!is_typed) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a Uint8Array", what);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
+  }
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t offset;
+  void *p;
+  napi_get_typedarray_info(env, v, &type, len, &p, &ab, &offset);
+  if (type != napi_uint8_array) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a Uint8Array", what);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
+  }
+  *data = p;
+  return true;
+}
+
+static bool uint_arg(napi_env env, napi_value v, size_t *out, const char *what) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || d < 0 || d != (double)(size_t)d) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a non-negative integer", what);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
+  }
+  *out = (size_t)d;
+  return true;
+}
+
+static EVP_CIPHER_CTX *gcm_start(const uint8_t *key, const uint8_t *iv, int encrypt) {
+  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+  if (!ctx) return NULL;
+  if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, encrypt) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) != 1 ||
+      EVP_CipherInit_ex(ctx, NULL, NULL, key, iv, encrypt) != 1) {
+    EVP_CIPHER_CTX_free(ctx);
+    return NULL;
+  }
+  return ctx;
+}
+
+// OpenSSL's update takes an int length: feed larger inputs in pieces.
+static int gcm_update(EVP_CIPHER_CTX *ctx, uint8_t *out, const uint8_t *in, size_t len) {
+  while (len > 0) {
+    int n = len > (1u << 30) ? (1 << 30) : (int)len;
+    int got;
+    if (EVP_CipherUpdate(ctx, out, &got, in, n) != 1 || got != n) return 0;
+    if (out) out += n;
+    in += n;
+    len -= (size_t)n;
+  }
+  return 1;
+}
+
+// gcmSealInto(key32, iv12, ad, a, b, out, offset): encrypt a‖b (b may be empty) into
+// out[offset…] followed by the 16-byte tag; returns the bytes written.
+static napi_value gcm_seal_into(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv, "gcmSealInto(key, iv, ad, a, b, out, offset)")) return NULL;
+  uint8_t *key, *iv, *ad, *a, *b, *out;
+  size_t key_len, iv_len, ad_len, a_len, b_len, out_len, offset;
+  if (!bytes_arg(env, argv[0], &key, &key_len, "key") || !bytes_arg(env, argv[1], &iv, &iv_len, "iv") ||
+      !bytes_arg(env, argv[2], &ad, &ad_len, "ad") || !bytes_arg(env, argv[3], &a, &a_len, "a") ||
+      !bytes_arg(env, argv[4], &b, &b_len, "b") || !bytes_arg(env, argv[5], &out, &out_len, "out") ||
+      !uint_arg(env, argv[6], &offset, "offset"))
+    return NULL;
+  if (key_len != 32 || iv_len != 12) {
+    napi_throw_range_error(env, NULL, "gcmSealInto: the key must be 32 bytes and the IV 12");
+    return NULL;
+  }
+  size_t total = a_len + b_len + 16;
+  if (offset > out_len || out_len - offset < total) {
+    napi_throw_range_error(env, NULL, "gcmSealInto: no room in the output buffer");
+    return NULL;
+  }
+  EVP_CIPHER_CTX *ctx = gcm_start(key, iv, 1);
+  uint8_t *dst = out + offset;
+  int ok = ctx != NULL;
+  int tail;
+  ok = ok && gcm_update(ctx, NULL, ad, ad_len);
+  ok = ok && gcm_update(ctx, dst, a, a_len);
+  ok = ok && gcm_update(ctx, dst + a_len, b, b_len);
+  ok = ok && EVP_EncryptFinal_ex(ctx, dst + a_len + b_len, &tail) == 1 && tail == 0;
+  ok = ok && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, dst + a_len + b_len) == 1;
+  if (ctx) EVP_CIPHER_CTX_free(ctx);
+  if (!ok) {
+    napi_throw_error(env, NULL, "gcmSealInto: OpenSSL failed");
+    return NULL;
+  }
+  napi_value result;
+  napi_create_double(env, (double)total, &result);
+  return result;
+}
+
+// gcmOpenInPlace(key32, iv12, ad, data, tag16): decrypt data where it lies; returns
+// false (data then holds garbage) if the tag does not authenticate it.
+static napi_value gcm_open_in_place(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv, "gcmOpenInPlace(key, iv, ad, data, tag)")) return NULL;
+  uint8_t *key, *iv, *ad, *data, *tag;
+  size_t key_len, iv_len, ad_len, data_len, tag_len;
+  if (!bytes_arg(env, argv[0], &key, &key_len, "key") || !bytes_arg(env, argv[1], &iv, &iv_len, "iv") ||
+      !bytes_arg(env, argv[2], &ad, &ad_len, "ad") || !bytes_arg(env, argv[3], &data, &data_len, "data") ||
+      !bytes_arg(env, argv[4], &tag, &tag_len, "tag"))
+    return NULL;
+  if (key_len != 32 || iv_len != 12 || tag_len != 16) {
+    napi_throw_range_error(env, NULL, "gcmOpenInPlace: the key must be 32 bytes, the IV 12 and the tag 16");
+    return NULL;
+  }
+  EVP_CIPHER_CTX *ctx = gcm_start(key, iv, 0);
+  if (!ctx) {
+    napi_throw_error(env, NULL, "gcmOpenInPlace: OpenSSL failed");
+    return NULL;
+  }
+  uint8_t tag_copy[16], none[16];
+  memcpy(tag_copy, tag, 16);
+  int tail;
+  int ok = gcm_update(ctx, NULL, ad, ad_len) && gcm_update(ctx, data, data, data_len) &&
+           EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag_copy) == 1;
+  int authentic = ok && EVP_DecryptFinal_ex(ctx, none, &tail) == 1;
+  EVP_CIPHER_CTX_free(ctx);
+  if (!ok) {
+    napi_throw_error(env, NULL, "gcmOpenInPlace: OpenSSL failed");
+    return NULL;
+  }
+  napi_value result;
+  napi_get_boolean(env, authentic != 0, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "utimens", NAPI_AUTO_LENGTH, utimens, NULL, &fn);
@@ -193,6 +339,10 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "fastcdcCut", fn);
   napi_create_function(env, "mallocTrim", NAPI_AUTO_LENGTH, malloc_trim_fn, NULL, &fn);
   napi_set_named_property(env, exports, "mallocTrim", fn);
+  napi_create_function(env, "gcmSealInto", NAPI_AUTO_LENGTH, gcm_seal_into, NULL, &fn);
+  napi_set_named_property(env, exports, "gcmSealInto", fn);
+  napi_create_function(env, "gcmOpenInPlace", NAPI_AUTO_LENGTH, gcm_open_in_place, NULL, &fn);
+  napi_set_named_property(env, exports, "gcmOpenInPlace", fn);
   return exports;
 }
 

@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import { nativeSyscalls } from '../src/native/syscalls.js';
 import { describe, expect, it } from 'vitest';
 import { AuthenticationError, NONCE_BYTES, open, seal, sealInto, SEAL_OVERHEAD } from '../src/crypto/aead.js';
 
@@ -31,6 +32,31 @@ describe('extended-nonce AES-256-GCM', () => {
     expect(open(a, ad, sa).toString()).toBe('one');
     expect(() => open(b, ad, sa)).toThrow(AuthenticationError);
     expect(() => open(a, Buffer.from('y'), sa)).toThrow(AuthenticationError);
+  });
+
+  it('the native AES-256-GCM (built by setup) gives the bytes Node gives, and refuses what was changed', () => {
+    const native = nativeSyscalls();
+    expect(native?.gcmSealInto, 'native addon with gcmSealInto').toBeTypeOf('function');
+    for (const length of [0, 1, 16, 4097, 3 * 1024 * 1024 + 1]) {
+      const key = crypto.randomBytes(32);
+      const iv = crypto.randomBytes(12);
+      const ad = crypto.randomBytes(33);
+      const a = crypto.randomBytes(Math.min(1, length));
+      const b = crypto.randomBytes(length - a.length);
+      const cipher = crypto.createCipheriv('aes-256-gcm', key, iv);
+      cipher.setAAD(ad);
+      const expected = Buffer.concat([cipher.update(a), cipher.update(b), cipher.final(), cipher.getAuthTag()]);
+      const out = Buffer.alloc(3 + length + 16);
+      expect(native!.gcmSealInto!(key, iv, ad, a, b, out, 3)).toBe(length + 16);
+      expect(out.subarray(3).equals(expected)).toBe(true);
+      const body = Buffer.from(expected.subarray(0, length));
+      expect(native!.gcmOpenInPlace!(key, iv, ad, body, expected.subarray(length))).toBe(true);
+      expect(body.equals(Buffer.concat([a, b]))).toBe(true);
+      const tag = Buffer.from(expected.subarray(length));
+      tag[5]! ^= 1;
+      expect(native!.gcmOpenInPlace!(key, iv, ad, Buffer.from(expected.subarray(0, length)), tag)).toBe(false);
+    }
+    expect(() => native!.gcmSealInto!(crypto.randomBytes(32), crypto.randomBytes(12), Buffer.alloc(0), Buffer.alloc(10), Buffer.alloc(0), Buffer.alloc(20), 0)).toThrow(/no room/);
   });
 
   it('sealInto writes the same layout as seal, at an offset, and opens', () => {

@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -229,6 +230,26 @@ describe.each(backends)('storage contract: $name', (backend) => {
     expect(back.equals(data)).toBe(true);
     const tail = await s.get(name, { offset: data.length - 100_000, length: 100_000 });
     expect(tail.equals(data.subarray(data.length - 100_000))).toBe(true);
+  });
+
+  it('putFile stores a staged file byte for byte and takes it; a failed putFile leaves the file', async () => {
+    const s = await backend.open('putfile');
+    const staging = await s.staging();
+    expect(staging.sha256).toBe(Boolean(backend.s3));
+    const data = random(3 * 1024 * 1024 + 5);
+    const file = path.join(staging.dir, hex(8));
+    fs.writeFileSync(file, data);
+    const name = `data/cd/${hex(32)}`;
+    await s.putFile(name, file, { sha256: crypto.createHash('sha256').update(data).digest('hex') });
+    expect(fs.existsSync(file)).toBe(false);
+    expect((await s.get(name)).equals(data)).toBe(true);
+    expect((await collectList(s, '')).map((o) => o.name)).toEqual([name]);
+
+    const again = path.join(staging.dir, hex(8));
+    fs.writeFileSync(again, data);
+    expect(await kindOf(s.putFile('data/../escape', again))).toBe('permanent');
+    expect(fs.readFileSync(again).equals(data)).toBe(true);
+    fs.rmSync(again);
   });
 
   it('takes 48 concurrent writers of different objects', async () => {

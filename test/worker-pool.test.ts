@@ -6,18 +6,37 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CHUNKER } from '../src/chunker/fastcdc.js';
 import { type MasterKeys } from '../src/crypto/keys.js';
 import { BlobType, openBlob } from '../src/repo/blob.js';
-import { type FinishedPack, WorkerPool } from '../src/workers/pool.js';
+import { type FinishedPack, FileReadError, WorkerPool } from '../src/workers/pool.js';
 
 describe('worker pool', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-pool-'));
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+  it('a pack that cannot be written fails the backup, and is not blamed on the file being read', async () => {
+    const keys: MasterKeys = { encryption: crypto.randomBytes(32), id: crypto.randomBytes(32), chunker: crypto.randomBytes(32) };
+    const pool = new WorkerPool({ keys, chunker: DEFAULT_CHUNKER, size: 1, staging: { dir: path.join(dir, 'no-such-dir'), sha256: false }, onPack: async () => {} });
+    try {
+      const file = path.join(dir, 'readable');
+      fs.writeFileSync(file, 'perfectly readable');
+      const err = await pool.chunkFile(Buffer.from(file), 'auto').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Error);
+      expect(err).not.toBeInstanceOf(FileReadError);
+      expect((err as Error).message).toMatch(/cannot write a new pack at .*no-such-dir.*ENOENT/);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('seals the chunks of a large file on both threads when one is idle, and every chunk reads back', async () => {
     const keys: MasterKeys = { encryption: crypto.randomBytes(32), id: crypto.randomBytes(32), chunker: crypto.randomBytes(32) };
-    const packs: FinishedPack[] = [];
-    const pool = new WorkerPool({ keys, chunker: DEFAULT_CHUNKER, size: 2, onPack: async (p) => {
-        // The buffer goes back to its thread for the next pack once this resolves: keep a copy.
-        packs.push({ ...p, data: Buffer.from(p.data) });
+    const packs: Array<FinishedPack & { data: Buffer }> = [];
+    const staging = fs.mkdtempSync(path.join(dir, 'staging-'));
+    const pool = new WorkerPool({ keys, chunker: DEFAULT_CHUNKER, size: 2, staging: { dir: staging, sha256: true }, onPack: async (p) => {
+        // The pool removes the staged file once this resolves: read it now.
+        const data = fs.readFileSync(p.file);
+        expect(data.length).toBe(p.length);
+        expect(p.sha256).toBe(crypto.createHash('sha256').update(data).digest('hex'));
+        packs.push({ ...p, data });
       },
     });
     try {
@@ -35,7 +54,7 @@ describe('worker pool', () => {
       expect(pool.handedOver).toBeGreaterThan(0);
       expect(result.size).toBe(data.length);
 
-      const where = new Map<string, { pack: FinishedPack; offset: number; length: number }>();
+      const where = new Map<string, { pack: FinishedPack & { data: Buffer }; offset: number; length: number }>();
       for (const pack of packs) for (const b of pack.blobs) where.set(b.id.toString('hex'), { pack, offset: b.offset, length: b.length });
       const parts = result.content.map((id) => {
         const loc = where.get(id);
@@ -43,6 +62,7 @@ describe('worker pool', () => {
         return openBlob(keys, BlobType.Data, Buffer.from(id, 'hex'), loc!.pack.data.subarray(loc!.offset, loc!.offset + loc!.length));
       });
       expect(Buffer.concat(parts).equals(data)).toBe(true);
+      expect(fs.readdirSync(staging)).toEqual([]);
     } finally {
       await pool.close();
     }

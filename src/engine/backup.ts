@@ -14,6 +14,7 @@ import { type BackupSummary, type Snapshot } from '../snapshot/snapshot.js';
 import { type TreeNode, compareNames } from '../snapshot/tree.js';
 import { type CachedFile, FileCache } from '../state/filecache.js';
 import { openStateDb } from '../state/statedb.js';
+import { privateStagingDir } from '../storage/staging.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../workers/pool.js';
 import { ExcludeMatcher } from './excludes.js';
 import { nodeFromStat, nodeType } from './fsmeta.js';
@@ -90,6 +91,8 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   const lock = opts.dryRun ? undefined : await repo.lock(false);
   const db = openStateDb();
   let pool: WorkerPool | undefined;
+  // A dry run writes nothing into the repository, not even staged packs.
+  let dryRunStaging: string | undefined;
   try {
     await repo.loadIndex();
     if (!opts.dryRun) await adoptUnindexedPacks(repo);
@@ -104,6 +107,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       size: opts.threads,
       knownIds: keysOf(repo),
       packSize: repo.config.packSize,
+      staging: opts.dryRun ? { dir: (dryRunStaging = await privateStagingDir()), sha256: false } : await repo.staging(),
       onPack: (pack) => run!.storeDataPack(pack),
     });
     run = new BackupRun(repo, pool, new FileCache(db, repo.config.id), opts, parent !== undefined, parentEntry?.snapshot.summary?.total_bytes_processed);
@@ -135,6 +139,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     return { snapshotId, snapshot, summary, warnings: run.warnings };
   } finally {
     await pool?.close();
+    if (dryRunStaging) await fsp.rm(dryRunStaging, { recursive: true, force: true });
     db.close();
     await lock?.release();
   }
@@ -281,7 +286,7 @@ class BackupRun {
       this.summary.data_added_packed += b.length;
     }
     if (this.opts.dryRun) return;
-    await this.repo.storePack(pack.packId, pack.data);
+    await this.repo.storePackFile(pack.packId, pack.file, pack.sha256);
     await this.onStored({ packId: pack.packId, blobs: pack.blobs });
   }
 

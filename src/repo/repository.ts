@@ -5,7 +5,7 @@ import { hexToId } from '../crypto/ids.js';
 import { RepositoryMissingError, UserError } from '../errors.js';
 import { type Tree, decodeTree, encodeTree } from '../snapshot/tree.js';
 import { type Snapshot, type SnapshotEntry, sortByTime } from '../snapshot/snapshot.js';
-import { type GetOptions, type Storage, StorageError, collectList, isNotFound } from '../storage/storage.js';
+import { type GetOptions, type Staging, type Storage, StorageError, collectList, isNotFound } from '../storage/storage.js';
 import { BlobType, DamagedBlobError, blobId, openBlob, sealBlobWithId } from './blob.js';
 import { type CompressionMode } from './compression.js';
 import { FORMAT_VERSION, type RepoConfig, newConfig, validatePackSize } from './config.js';
@@ -241,9 +241,14 @@ export class Repository {
     }
   }
 
-  /** Store a finished pack (see pack.ts). The caller indexes it once this resolves. */
-  storePack(packId: string, data: Uint8Array): Promise<void> {
-    return this.storage.put(packName(packId), data);
+  /** Store a finished pack a worker wrote into a staged file (see pack.ts). The caller indexes it once this resolves. */
+  storePackFile(packId: string, file: string, sha256?: string): Promise<void> {
+    return this.storage.putFile(packName(packId), file, { sha256 });
+  }
+
+  /** Where packs are assembled before storePackFile (Storage.staging). */
+  staging(): Promise<Staging> {
+    return this.storage.staging();
   }
 
   /** Bytes [offset, offset + length) of a pack: several neighbouring blobs in one read. */

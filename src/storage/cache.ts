@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { type ByteRange, type GetOptions, type ObjectInfo, type PutOptions, type Storage, StorageError, isNotFound, sliceRange } from './storage.js';
+import { type ByteRange, type GetOptions, type ObjectInfo, type PutFileOptions, type PutOptions, type Staging, type Storage, StorageError, isNotFound, sliceRange } from './storage.js';
 import { WholePackMemo } from './tree-memo.js';
 
 /**
@@ -150,6 +150,21 @@ export class CachedStorage implements Storage {
       await this.storeObject(name, data);
       await this.editListing(name, data.byteLength);
     }
+  }
+
+  async putFile(name: string, file: string, options?: PutFileOptions): Promise<void> {
+    // Objects this cache keeps whole are small; read before the backend takes the file.
+    const copy = WHOLE.test(name) ? await fsp.readFile(file) : undefined;
+    await this.inner.putFile(name, file, options);
+    if (name.startsWith('locks/')) await this.dropListings();
+    if (copy) {
+      await this.storeObject(name, copy);
+      await this.editListing(name, copy.byteLength);
+    }
+  }
+
+  staging(): Promise<Staging> {
+    return this.inner.staging();
   }
 
   async get(name: string, range?: ByteRange, options: GetOptions = {}): Promise<Buffer> {

@@ -1,5 +1,5 @@
-import { writeFileSync } from 'node:fs';
-import { type ByteRange, type GetOptions, type ObjectInfo, type PutOptions, type Storage } from './storage.js';
+import { promises as fsp, writeFileSync } from 'node:fs';
+import { type ByteRange, type GetOptions, type ObjectInfo, type PutFileOptions, type PutOptions, type Staging, type Storage } from './storage.js';
 
 /**
  * Counts the calls that reach the storage below it. openStorage() puts it right on
@@ -76,6 +76,16 @@ export class CountingStorage implements Storage {
     this.counter.add('put');
     this.counter.addBytes(0, data.byteLength);
     await this.inner.put(name, data, options);
+  }
+
+  async putFile(name: string, file: string, options?: PutFileOptions): Promise<void> {
+    this.counter.add('put');
+    this.counter.addBytes(0, (await fsp.stat(file).catch(() => ({ size: 0 }))).size);
+    await this.inner.putFile(name, file, options);
+  }
+
+  staging(): Promise<Staging> {
+    return this.inner.staging();
   }
 
   async get(name: string, range?: ByteRange, options?: GetOptions): Promise<Buffer> {

@@ -1,5 +1,5 @@
 import { UserError } from '../errors.js';
-import { type ByteRange, type GetOptions, type ObjectInfo, type PutOptions, type Storage, StorageError, type StorageErrorKind } from './storage.js';
+import { type ByteRange, type GetOptions, type ObjectInfo, type PutFileOptions, type PutOptions, type Staging, type Storage, StorageError, type StorageErrorKind } from './storage.js';
 
 /**
  * A test and diagnostic wrapper that makes storage misbehave on purpose, by rule.
@@ -270,6 +270,15 @@ export class FaultInjectingStorage implements Storage {
   async put(name: string, data: Uint8Array, options?: PutOptions): Promise<void> {
     await this.before('put', name);
     await this.inner.put(name, data, options);
+  }
+
+  async putFile(name: string, file: string, options?: PutFileOptions): Promise<void> {
+    await this.before('put', name);
+    await this.inner.putFile(name, file, options);
+  }
+
+  staging(): Promise<Staging> {
+    return this.inner.staging();
   }
 
   async get(name: string, range?: ByteRange, options?: GetOptions): Promise<Buffer> {

@@ -1,17 +1,20 @@
 import { promises as fsp, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { type ByteRange, type ObjectInfo, type PutOptions, type Storage, StorageError } from './storage.js';
+import { type ByteRange, type ObjectInfo, type PutOptions, type Staging, type Storage, StorageError } from './storage.js';
+import { removeStaleFiles } from './staging.js';
 
 /**
  * A repository in a local directory. Every put writes a temporary file, fsyncs
  * it, renames it into place and fsyncs the directory, so a crash leaves either
  * the old object or the complete new one. Temporary files start with `.tmp-` and
- * are never listed.
+ * are never listed. Data packs are assembled in `.tmp-staging/` inside the
+ * repository and renamed into place, so they are written once.
  */
 export class LocalStorage implements Storage {
   readonly location: string;
   private readonly madeDirs = new Set<string>();
+  private stagingArea: Promise<Staging> | undefined;
 
   constructor(readonly root: string) {
     this.location = path.resolve(root);
@@ -66,6 +69,42 @@ export class LocalStorage implements Storage {
       throw wrapFsError(err, name);
     }
     await syncDir(dir);
+  }
+
+  async putFile(name: string, file: string): Promise<void> {
+    const target = this.resolve(name);
+    const dir = path.dirname(target);
+    await this.ensureDir(dir);
+    try {
+      const fh = await fsp.open(file, 'r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      try {
+        await fsp.rename(file, target);
+      } catch (err) {
+        // Staging on another filesystem (a mount point inside the repository): copy instead.
+        if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+        await this.put(name, await fsp.readFile(file));
+        await fsp.rm(file, { force: true });
+        return;
+      }
+    } catch (err) {
+      throw wrapFsError(err, name);
+    }
+    await syncDir(dir);
+  }
+
+  staging(): Promise<Staging> {
+    this.stagingArea ??= (async () => {
+      const dir = path.join(this.location, '.tmp-staging');
+      await fsp.mkdir(dir, { recursive: true });
+      await removeStaleFiles(dir);
+      return { dir, sha256: false };
+    })();
+    return this.stagingArea;
   }
 
   async get(name: string, range?: ByteRange): Promise<Buffer> {

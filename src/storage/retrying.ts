@@ -1,4 +1,4 @@
-import { type ByteRange, type GetOptions, type ObjectInfo, type PutOptions, type Storage, StorageError } from './storage.js';
+import { type ByteRange, type GetOptions, type ObjectInfo, type PutFileOptions, type PutOptions, type Staging, type Storage, StorageError } from './storage.js';
 
 /**
  * Retries what may succeed later. A call that fails with StorageError('transient')
@@ -115,6 +115,15 @@ export class RetryingStorage implements Storage {
         throw err;
       }
     });
+  }
+
+  /** The file stays in place until a put succeeds, so every attempt sends it whole. */
+  async putFile(name: string, file: string, options?: PutFileOptions): Promise<void> {
+    await this.run('write', name, () => this.inner.putFile(name, file, options));
+  }
+
+  staging(): Promise<Staging> {
+    return this.inner.staging();
   }
 
   private async holds(name: string, data: Uint8Array): Promise<boolean> {

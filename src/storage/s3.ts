@@ -1,3 +1,4 @@
+import fs, { promises as fsp } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import {
@@ -17,7 +18,8 @@ import {
   type StorageClass,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
-import { type ByteRange, type ObjectInfo, type PutOptions, type Storage, StorageError } from './storage.js';
+import { type ByteRange, type ObjectInfo, type PutFileOptions, type PutOptions, type Staging, type Storage, StorageError } from './storage.js';
+import { privateStagingDir } from './staging.js';
 import { type S3Location } from './s3-location.js';
 
 /**
@@ -100,12 +102,33 @@ export const S3_DEFAULTS = {
 
 const MIN_PART = 5 * 1024 * 1024;
 
+/** What an upload sends: a buffer, or a staged file read as a stream or part by part. */
+interface BodySource {
+  size: number;
+  whole(): Buffer | fs.ReadStream;
+  part(offset: number, length: number): Promise<Buffer>;
+  sha256?: string;
+}
+
+async function readPart(file: string, offset: number, length: number): Promise<Buffer> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(length);
+    const { bytesRead } = await fh.read(buf, 0, length, offset);
+    if (bytesRead !== length) throw new Error(`staged file ${file} is shorter than expected`);
+    return buf;
+  } finally {
+    await fh.close();
+  }
+}
+
 export class S3Storage implements Storage {
   readonly location: string;
   private readonly client: S3Client;
   private readonly bucket: string;
   private readonly prefix: string;
   private bucketReady: Promise<void> | undefined;
+  private stagingArea: Promise<string> | undefined;
   /** Set once this client created the bucket. */
   createdBucket = false;
 
@@ -161,15 +184,45 @@ export class S3Storage implements Storage {
   // ---- put --------------------------------------------------------------------
 
   async put(name: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
-    const key = this.key(name);
     const body = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    await this.withBucket(name, () => this.putOnce(name, { size: body.length, whole: () => body, part: async (o, n) => body.subarray(o, o + n) }, options));
+  }
+
+  /**
+   * A file's bytes go up as a stream (no copy in memory); its SHA-256, when the
+   * caller has it, signs the payload as the SDK would have for a buffer.
+   */
+  async putFile(name: string, file: string, options: PutFileOptions = {}): Promise<void> {
+    let size: number;
     try {
-      await this.putOnce(name, key, body, options);
+      size = (await fsp.stat(file)).size;
+    } catch (err) {
+      throw new StorageError('permanent', name, `${name}: cannot read the staged file: ${(err as Error).message}`, { cause: err });
+    }
+    const source: BodySource = {
+      size,
+      whole: () => fs.createReadStream(file, { highWaterMark: 1024 * 1024 }),
+      part: (offset, length) => readPart(file, offset, length),
+      sha256: options.sha256,
+    };
+    await this.withBucket(name, () => this.putOnce(name, source, {}));
+    await fsp.rm(file, { force: true });
+  }
+
+  async staging(): Promise<Staging> {
+    this.stagingArea ??= privateStagingDir();
+    return { dir: await this.stagingArea, sha256: true };
+  }
+
+  /** Run a write; if the bucket is missing and we may create it, create it and write again. */
+  private async withBucket(name: string, write: () => Promise<void>): Promise<void> {
+    try {
+      await write();
     } catch (err) {
       if (!(isNoSuchBucket(err) && this.config.createBucket)) throw this.mapError(err, 'write', name);
       await this.ensureBucket(name);
       try {
-        await this.putOnce(name, key, body, options);
+        await write();
       } catch (err2) {
         throw this.mapError(err2, 'write', name);
       }
@@ -184,26 +237,38 @@ export class S3Storage implements Storage {
     return p;
   }
 
-  private async putOnce(name: string, key: string, body: Buffer, options: PutOptions): Promise<void> {
-    if (body.length >= this.config.multipartThreshold) {
+  private async putOnce(name: string, body: BodySource, options: PutOptions): Promise<void> {
+    const key = this.key(name);
+    if (body.size >= this.config.multipartThreshold) {
       await this.putMultipart(name, key, body, options);
       return;
     }
-    await this.client.send(
-      new PutObjectCommand({
-        Bucket: this.bucket,
-        Key: key,
-        Body: body,
-        ContentLength: body.length,
-        ContentType: 'application/octet-stream',
-        IfNoneMatch: options.ifNotExists ? '*' : undefined,
-        ...this.writeParams(name),
-      }),
-    );
+    const command = new PutObjectCommand({
+      Bucket: this.bucket,
+      Key: key,
+      Body: body.whole(),
+      ContentLength: body.size,
+      ContentType: 'application/octet-stream',
+      IfNoneMatch: options.ifNotExists ? '*' : undefined,
+      ...this.writeParams(name),
+    });
+    const sha256 = body.sha256;
+    if (sha256) {
+      // The signer takes a payload hash already in the headers instead of hashing the body.
+      command.middlewareStack.add(
+        (next) => async (args) => {
+          const request = args.request as { headers?: Record<string, string> };
+          if (request.headers) request.headers['x-amz-content-sha256'] = sha256;
+          return next(args);
+        },
+        { step: 'build', name: 'aegisPayloadHash' },
+      );
+    }
+    await this.client.send(command);
   }
 
-  /** Upload in parts straight from the buffer (no temporary files); abort the upload on any failure. */
-  private async putMultipart(name: string, key: string, body: Buffer, options: PutOptions): Promise<void> {
+  /** Upload in parts, each read when its turn comes; abort the upload on any failure. */
+  private async putMultipart(name: string, key: string, body: BodySource, options: PutOptions): Promise<void> {
     const created = await this.client.send(
       new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: 'application/octet-stream', ...this.writeParams(name) }),
     );
@@ -211,13 +276,13 @@ export class S3Storage implements Storage {
     if (!uploadId) throw new StorageError('transient', name, `S3 returned no upload ID for ${name} in ${this.where()}`);
     try {
       const partSize = this.config.partSize;
-      const count = Math.ceil(body.length / partSize);
+      const count = Math.ceil(body.size / partSize);
       const parts: CompletedPart[] = new Array(count);
       let next = 0;
       const worker = async (): Promise<void> => {
         while (next < count) {
           const i = next++;
-          const chunk = body.subarray(i * partSize, Math.min(body.length, (i + 1) * partSize));
+          const chunk = await body.part(i * partSize, Math.min(body.size, (i + 1) * partSize) - i * partSize);
           const res = await this.client.send(
             new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: i + 1, Body: chunk, ContentLength: chunk.length }),
           );
@@ -363,6 +428,7 @@ export class S3Storage implements Storage {
 
   async close(): Promise<void> {
     this.client.destroy();
+    if (this.stagingArea) await fsp.rm(await this.stagingArea, { recursive: true, force: true }).catch(() => {});
   }
 
   // ---- errors -------------------------------------------------------------------

@@ -45,11 +45,40 @@ export interface GetOptions {
   keep?: boolean;
 }
 
+export interface PutFileOptions {
+  /**
+   * Hex SHA-256 of the file, when the caller computed it while writing: a backend
+   * that signs payloads (S3) sends it instead of reading the file twice.
+   */
+  sha256?: string;
+}
+
+export interface Staging {
+  /**
+   * A directory where the caller may create files for putFile. The local backend
+   * answers inside the repository, on the same filesystem, so that putFile is a
+   * rename; remote backends answer in a private temporary directory. Files left
+   * there by a killed process are removed by a later run once a day old.
+   */
+  dir: string;
+  /** putFile wants PutFileOptions.sha256 (the backend signs payloads). */
+  sha256: boolean;
+}
+
 export interface Storage {
   /** A human-readable location (never contains credentials). */
   readonly location: string;
   /** Atomically create or replace an object: readers see the old or the new bytes, never a prefix. */
   put(name: string, data: Uint8Array, options?: PutOptions): Promise<void>;
+  /**
+   * Store a local file's bytes as object `name`, as atomically as put, and take
+   * the file: on success it is gone (moved into place, or uploaded and removed);
+   * on failure it is still there, for the caller to retry or remove. Large
+   * objects (data packs) are assembled in files so they never sit in memory.
+   */
+  putFile(name: string, file: string, options?: PutFileOptions): Promise<void>;
+  /** Where and how to prepare files for putFile. */
+  staging(): Promise<Staging>;
   /**
    * Whole object, or a byte range of it. Throws StorageError('not-found'). A range
    * that reaches past the end of the object throws StorageError('permanent') whose

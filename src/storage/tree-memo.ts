@@ -1,4 +1,4 @@
-import { type ByteRange, type GetOptions, type ObjectInfo, type PutOptions, type Storage, sliceRange } from './storage.js';
+import { type ByteRange, type GetOptions, type ObjectInfo, type PutFileOptions, type PutOptions, type Staging, type Storage, sliceRange } from './storage.js';
 
 /** Whole tree packs kept in memory by one process. */
 const MEMO_BYTES = 64 * 1024 * 1024;
@@ -76,6 +76,14 @@ export class TreePackMemo implements Storage {
 
   put(name: string, data: Uint8Array, options?: PutOptions): Promise<void> {
     return this.inner.put(name, data, options);
+  }
+
+  putFile(name: string, file: string, options?: PutFileOptions): Promise<void> {
+    return this.inner.putFile(name, file, options);
+  }
+
+  staging(): Promise<Staging> {
+    return this.inner.staging();
   }
 
   stat(name: string): Promise<ObjectInfo> {

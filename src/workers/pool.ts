@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -6,16 +7,23 @@ import { type MasterKeys } from '../crypto/keys.js';
 import { type BlobType, DamagedBlobError } from '../repo/blob.js';
 import { type CompressionMode } from '../repo/compression.js';
 import { type PackedBlob } from '../repo/pack.js';
+import { type Staging } from '../storage/storage.js';
 import { type BlobOpener } from '../repo/repository.js';
 import { newClaimTable } from './claims.js';
 import type { ChunkFileResult, ChunkFilesResult, OpenRangeResult, WirePack, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { transferList } from './transfer.js';
 import type { RangeBlobWrites, RangeWriteResult } from './restored-file.js';
 
-/** A complete pack assembled by a worker thread, ready to be stored. */
+/**
+ * A complete pack a worker thread wrote into a staged file, ready to be stored
+ * with Storage.putFile. The pool removes the file if it is still there once
+ * onPack settles (a failed store, a dry run).
+ */
 export interface FinishedPack {
   packId: string;
-  data: Buffer;
+  file: string;
+  length: number;
+  sha256?: string;
   blobs: PackedBlob[];
 }
 
@@ -64,7 +72,9 @@ export interface PoolOptions {
   tasksPerWorker?: number;
   /** Target size of the packs workers assemble (backup). */
   packSize?: number;
-  /** Stores a finished pack; the worker reuses the buffer once this resolves. */
+  /** Where workers write the packs they assemble (Storage.staging); needed with onPack. */
+  staging?: Staging;
+  /** Stores a finished pack. */
   onPack?: (pack: FinishedPack) => Promise<void>;
   /** Capacity of the shared table of new chunk IDs (see claims.ts). */
   claimSlots?: number;
@@ -103,7 +113,7 @@ export class WorkerPool {
 
   /** Built when the threads start: sorting every known ID is wasted on a backup that reads nothing. */
   private workerInit(): Omit<WorkerInit, 'index'> {
-    const { keys, chunker, knownIds, claimSlots, packSize } = this.opts;
+    const { keys, chunker, knownIds, claimSlots, packSize, staging } = this.opts;
     const { buffer, count } = packKnownIds(knownIds);
     return {
       encryptionKey: keys.encryption,
@@ -114,6 +124,8 @@ export class WorkerPool {
       knownCount: count,
       claims: newClaimTable(claimSlots ?? 256 * 1024),
       packSize: packSize ?? 16 * 1024 * 1024,
+      staging: staging?.dir ?? null,
+      packSha256: staging?.sha256 ?? false,
       peers: new SharedArrayBuffer(2 * this.threads * Int32Array.BYTES_PER_ELEMENT),
     };
   }
@@ -323,10 +335,11 @@ export class WorkerPool {
   }
 
   private receivePack(slot: Slot, wire: WirePack): void {
-    const data = Buffer.from(wire.data.buffer, wire.data.byteOffset, wire.data.byteLength);
     const pack: FinishedPack = {
       packId: wire.packId,
-      data,
+      file: wire.file,
+      length: wire.length,
+      sha256: wire.sha256,
       blobs: wire.blobs.map((b) => ({ ...b, id: Buffer.from(b.id.buffer, b.id.byteOffset, b.id.byteLength) })),
     };
     slot.worker.ref();
@@ -335,10 +348,10 @@ export class WorkerPool {
       .catch((err) => {
         this.packFailure ??= err;
       })
+      .then(() => fs.promises.rm(wire.file, { force: true }).catch(() => {}))
       .then(() => {
-        // Hand the buffer back even after a failure: the thread must not wait forever.
-        const buffer = wire.data.buffer as ArrayBuffer;
-        if (!this.closed) slot.worker.postMessage({ op: 'pack-stored', buffer } satisfies WorkerRequest, [buffer]);
+        // Tell the thread even after a failure: it must not wait forever.
+        if (!this.closed) slot.worker.postMessage({ op: 'pack-stored' } satisfies WorkerRequest);
         this.packJobs.delete(job);
         if (!this.closed && slot.active === 0 && this.packJobs.size === 0) slot.worker.unref();
       });

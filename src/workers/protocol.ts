@@ -17,6 +17,10 @@ export interface WorkerInit {
   claims: ClaimTable;
   /** Target pack size in bytes for packs this thread assembles. */
   packSize: number;
+  /** Directory where this thread writes the packs it assembles (Storage.staging), or null: no backup. */
+  staging: string | null;
+  /** Compute each pack's SHA-256 while writing it (for backends that sign payloads). */
+  packSha256: boolean;
   /** This thread's number, 0 … threads − 1. */
   index: number;
   /**
@@ -82,10 +86,9 @@ export interface SealRequest {
   from: number;
 }
 
-/** The main thread stored a pack: here is its buffer back, for the next one. */
+/** The main thread is done with a pack this thread wrote (stored, or failed and removed). */
 export interface PackStoredMessage {
   op: 'pack-stored';
-  buffer: ArrayBuffer;
 }
 
 /** Finish the partial pack now (end of backup, or interruption). */
@@ -126,10 +129,12 @@ export interface WirePackedBlob {
   rawLength: number;
 }
 
-/** A complete pack (blobs, sealed header, trailer) ready to store. */
+/** A complete pack (blobs, sealed header, trailer) in a staged file, ready to store. */
 export interface WirePack {
   packId: string;
-  data: Uint8Array;
+  file: string;
+  length: number;
+  sha256?: string;
   blobs: WirePackedBlob[];
 }
 

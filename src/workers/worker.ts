@@ -1,5 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
+import crypto from 'node:crypto';
 import fs, { constants as fsc } from 'node:fs';
+import path from 'node:path';
 import { Chunker } from '../chunker/fastcdc.js';
 import { gearTable } from '../chunker/gear.js';
 import { keyedId } from '../crypto/ids.js';
@@ -80,62 +82,111 @@ function isKnown(id: Buffer): boolean {
 }
 
 /**
- * This thread's pack under construction. Sealed blobs are written straight into
- * it; a full pack (with its sealed header) is moved to the main thread in one
- * transfer, which stores it and sends the buffer back for reuse. At most one
- * finished pack per thread waits for storage, which bounds memory.
+ * This thread's pack under construction lives in a file in the staging
+ * directory (Storage.staging), not in memory: sealed blobs gather in a small
+ * write buffer and are appended to it. A finished pack goes to the main thread
+ * by name; the local backend renames it into the repository, so pack bytes are
+ * written once and never held whole in memory. At most MAX_PACKS_OUT finished
+ * packs per thread wait for storage, which bounds the staging directory.
  */
-const HEADER_ROOM = 64 * 1024;
-let packBuf: Buffer | undefined;
-let packBytes = 0;
-let packBlobs: PackedBlob[] = [];
-let returned: ArrayBuffer[] = [];
-let packsOut = 0;
-let packWaiters: Array<() => void> = [];
+const MAX_PACKS_OUT = 2;
+const WRITE_BUFFER = 1024 * 1024;
 
-function packBuffer(need: number): Buffer {
-  if (packBuf && packBuf.length >= need) return packBuf;
-  const size = Math.max(need, init.packSize + HEADER_ROOM);
-  let next: Buffer | undefined;
-  while (returned.length) {
-    const b = returned.pop()!;
-    if (b.byteLength >= size) {
-      next = Buffer.from(b);
-      break;
-    }
-  }
-  next ??= Buffer.allocUnsafe(size);
-  if (packBuf) packBuf.copy(next, 0, 0, packBytes);
-  packBuf = next;
-  return next;
+interface OpenPack {
+  packId: string;
+  file: string;
+  fd: number;
+  /** Bytes of the pack so far, including those still in the write buffer. */
+  bytes: number;
+  blobs: PackedBlob[];
+  hash: crypto.Hash | undefined;
 }
 
-/** Compress and seal a new data blob directly into this thread's pack. */
+let pack: OpenPack | undefined;
+/** Sealed blobs not yet written; grows to the largest sealed blob (at most a maximum chunk plus overhead). */
+let writeBuf = Buffer.allocUnsafe(0);
+let buffered = 0;
+let packsOut = 0;
+/** Sealing a chunk another thread handed over failed (see 'seal' below). */
+let sealFailure: unknown;
+let packWaiters: Array<() => void> = [];
+
+/**
+ * Writing a pack failed: a repository problem (a full disk, a removed staging
+ * directory), never the source file's. It fails the whole batch, and so the
+ * backup, instead of being reported as one unreadable file.
+ */
+class PackWriteError extends Error {
+  constructor(file: string, cause: unknown) {
+    super(`cannot write a new pack at ${file}: ${(cause as Error).message}`, { cause });
+    this.name = 'PackWriteError';
+  }
+}
+
+function packIo<T>(file: string, io: () => T): T {
+  try {
+    return io();
+  } catch (err) {
+    throw new PackWriteError(file, err);
+  }
+}
+
+function openPack(): OpenPack {
+  if (!init.staging) throw new Error('internal error: this worker pool has no staging directory for packs');
+  const packId = newPackId();
+  const file = path.join(init.staging, packId);
+  const fd = packIo(file, () => fs.openSync(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600));
+  return { packId, file, fd, bytes: 0, blobs: [], hash: init.packSha256 ? crypto.createHash('sha256') : undefined };
+}
+
+function writeOut(p: OpenPack, data: Uint8Array): void {
+  let done = 0;
+  while (done < data.length) done += packIo(p.file, () => fs.writeSync(p.fd, data, done, data.length - done));
+  p.hash?.update(data);
+}
+
+function flushWrites(p: OpenPack): void {
+  if (buffered === 0) return;
+  writeOut(p, writeBuf.subarray(0, buffered));
+  buffered = 0;
+}
+
+/** Compress and seal a new data blob and append it to this thread's pack. */
 async function addToPack(type: BlobType, id: Buffer, plaintext: Uint8Array, compression: CompressionMode): Promise<void> {
   const { codec, payload, sealedLength } = blobPayload(plaintext, compression);
-  // A blob that would overflow the pack's buffer closes the pack first, so buffers stay at the target size.
-  if (packBuf && packBytes > 0 && packBytes + sealedLength + HEADER_ROOM + packBlobs.length * 64 > packBuf.length) await emitPack();
-  const buf = packBuffer(packBytes + sealedLength + HEADER_ROOM + packBlobs.length * 64);
-  const length = sealBlobInto(buf, packBytes, keys, type, id, codec, payload);
-  packBlobs.push({ type, id, offset: packBytes, length, rawLength: plaintext.length });
-  packBytes += length;
-  if (packBytes >= init.packSize) await emitPack();
+  const p = (pack ??= openPack());
+  if (buffered + sealedLength > writeBuf.length) {
+    flushWrites(p);
+    if (sealedLength > writeBuf.length) writeBuf = Buffer.allocUnsafe(Math.max(WRITE_BUFFER, sealedLength));
+  }
+  const length = sealBlobInto(writeBuf, buffered, keys, type, id, codec, payload);
+  buffered += length;
+  p.blobs.push({ type, id, offset: p.bytes, length, rawLength: plaintext.length });
+  p.bytes += length;
+  if (p.bytes >= init.packSize) await emitPack();
 }
 
 async function emitPack(): Promise<void> {
-  if (packBlobs.length === 0) return;
-  const packId = newPackId();
-  const trailer = packTrailer(keys, packId, packBlobs);
-  const buf = packBuffer(packBytes + trailer.length);
-  trailer.copy(buf, packBytes);
-  const data = new Uint8Array(buf.buffer, buf.byteOffset, packBytes + trailer.length);
-  const blobs = packBlobs;
-  packBuf = undefined;
-  packBytes = 0;
-  packBlobs = [];
+  if (sealFailure) throw sealFailure;
+  const p = pack;
+  if (!p) return;
+  pack = undefined;
+  let length: number;
+  try {
+    flushWrites(p);
+    const trailer = packTrailer(keys, p.packId, p.blobs);
+    writeOut(p, trailer);
+    length = p.bytes + trailer.length;
+  } catch (err) {
+    fs.rmSync(p.file, { force: true });
+    throw err;
+  } finally {
+    buffered = 0;
+    fs.closeSync(p.fd);
+  }
   packsOut++;
-  post({ task: 0, kind: 'pack', pack: { packId, data, blobs } }, transferList(buf));
-  while (packsOut > 1) await new Promise<void>((r) => packWaiters.push(r));
+  post({ task: 0, kind: 'pack', pack: { packId: p.packId, file: p.file, length, sha256: p.hash?.digest('hex'), blobs: p.blobs } });
+  while (packsOut >= MAX_PACKS_OUT) await new Promise<void>((r) => packWaiters.push(r));
 }
 
 function openForBackup(path: Buffer): number {
@@ -163,11 +214,13 @@ let window: Buffer | undefined;
  */
 /** The files of one batch, in order; one file's failure is its own result, not the batch's. */
 async function chunkFiles(req: ChunkFilesRequest): Promise<ChunkFilesResult> {
+  if (sealFailure) throw sealFailure;
   const out: ChunkFilesResult = [];
   for (const path of req.paths) {
     try {
       out.push({ ok: await chunkFile(path, req.compression) });
     } catch (err) {
+      if (err instanceof PackWriteError) throw err;
       out.push({ error: describe(err) });
     }
   }
@@ -232,7 +285,6 @@ parentPort!.on('message', (msg: WorkerRequest) => {
       return;
     case 'pack-stored': {
       packsOut--;
-      returned.push(msg.buffer);
       const w = packWaiters;
       packWaiters = [];
       for (const r of w) r();
@@ -295,8 +347,10 @@ parentPort!.on('message', (msg: WorkerRequest) => {
       busy();
       queue = queue.then(() =>
         addToPack(BlobType.Data, Buffer.from(msg.id.buffer, msg.id.byteOffset, msg.id.byteLength), msg.data, msg.compression)
-          // A failure here is a failure to store a pack, which the main thread reports.
-          .catch(() => {})
+          // Nobody waits on a handed-over chunk: the failure fails this thread's next task instead.
+          .catch((err) => {
+            sealFailure ??= err;
+          })
           .finally(() => {
             Atomics.sub(peers, threads + msg.from, 1);
             done();
@@ -307,6 +361,8 @@ parentPort!.on('message', (msg: WorkerRequest) => {
 
 function describe(err: unknown): WorkerError {
   if (err instanceof DamagedBlobError) return { message: err.message, damaged: { blobId: err.blobId, detail: err.detail, packId: err.packId } };
+  // Without its cause's code, so the main thread never takes it for a source file's error.
+  if (err instanceof PackWriteError) return { message: err.message, name: err.name };
   const e = err as NodeJS.ErrnoException;
   return { message: e?.message ?? String(err), code: e?.code, name: e?.name };
 }
