@@ -1,7 +1,7 @@
-import { open, seal, sealInto, SEAL_OVERHEAD } from '../crypto/aead.js';
+import { open, openInPlace, seal, sealInto, SEAL_OVERHEAD } from '../crypto/aead.js';
 import { deriveSubkey, keyedId, idToHex } from '../crypto/ids.js';
 import { type MasterKeys } from '../crypto/keys.js';
-import { type CompressionMode, Codec, decompress, maybeCompress } from './compression.js';
+import { type CompressionMode, Codec, decompress, decompressScratch, maybeCompress } from './compression.js';
 
 /**
  * Blobs are the units of deduplication: file chunks (data) and directory listings
@@ -86,6 +86,29 @@ export function openBlob(keys: MasterKeys, type: BlobType, id: Buffer, sealed: B
   let plain: Buffer;
   try {
     plain = decompress(inner[0]!, inner.subarray(1));
+  } catch (err) {
+    throw new DamagedBlobError(idToHex(id), (err as Error).message, packId);
+  }
+  if (!blobId(keys, type, plain).equals(id)) throw new DamagedBlobError(idToHex(id), 'content does not match its ID', packId);
+  return plain;
+}
+
+/**
+ * `openBlob` for a caller that owns `sealed` and uses the plaintext at once (a
+ * restore writing it to a file): decrypted in place and decompressed into a
+ * buffer this thread reuses, so a blob costs no allocation. The result is valid
+ * until the next call on this thread.
+ */
+export function openBlobTransient(keys: MasterKeys, type: BlobType, id: Buffer, sealed: Buffer, packId?: string): Buffer {
+  let inner: Buffer;
+  try {
+    inner = openInPlace(keys.encryption, blobAssociatedData(type, id), sealed);
+  } catch {
+    throw new DamagedBlobError(idToHex(id), 'authentication failed', packId);
+  }
+  let plain: Buffer;
+  try {
+    plain = decompressScratch(inner[0]!, inner.subarray(1));
   } catch (err) {
     throw new DamagedBlobError(idToHex(id), (err as Error).message, packId);
   }

@@ -82,6 +82,26 @@ export function maybeCompress(data: Uint8Array, mode: CompressionMode): { codec:
   return { codec: Codec.Zstd, payload: out };
 }
 
+/** This thread's decompression output buffer, for decompressScratch. */
+let plainScratch = Buffer.alloc(0);
+let dctx: ZstdBinding.DCtx | undefined;
+
+/**
+ * `decompress` into a buffer this thread reuses: the result is valid until the
+ * next call on this thread (a restore writes it out at once).
+ */
+export function decompressScratch(codec: number, payload: Buffer): Buffer {
+  if (codec !== Codec.Zstd) return decompress(codec, payload);
+  const size = zstd.getFrameContentSize(payload);
+  // Every blob Aegis writes records its size in the frame; anything else takes the general path.
+  if (size === null || size > 64 * 1024 * 1024) return decompress(codec, payload);
+  if (plainScratch.length < size) plainScratch = Buffer.allocUnsafe(Math.max(size, 1 << 20));
+  dctx ??= new zstd.DCtx();
+  const n = dctx.decompress(plainScratch, payload);
+  if (n !== size) throw new Error(`decompressed to ${n} bytes, the frame says ${size}`);
+  return plainScratch.subarray(0, n);
+}
+
 export function decompress(codec: number, payload: Buffer, expectedLength?: number): Buffer {
   if (codec === Codec.Raw) return payload;
   if (codec !== Codec.Zstd) throw new Error(`unknown compression codec ${codec}`);

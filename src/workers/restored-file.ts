@@ -1,6 +1,6 @@
 import fs, { constants as fsc } from 'node:fs';
 import { type MasterKeys } from '../crypto/keys.js';
-import { BlobType, DamagedBlobError, openBlob } from '../repo/blob.js';
+import { BlobType, DamagedBlobError, openBlob, openBlobTransient } from '../repo/blob.js';
 import { nativeSyscalls } from '../native/syscalls.js';
 import { type NodeType } from '../snapshot/tree.js';
 
@@ -58,13 +58,18 @@ function bytes(u: Uint8Array): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 }
 
-/** Decrypt and verify every blob of one ranged pack read, and write each where it goes. */
-export function writeRangeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: RangeBlobWrites[]): RangeWriteResult {
+/**
+ * Decrypt and verify every blob of one ranged pack read, and write each where it
+ * goes. `owned`: `data` is this call's alone (moved to a worker thread), so the
+ * blobs are decrypted in place instead of into new buffers.
+ */
+export function writeRangeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: RangeBlobWrites[], owned = false): RangeWriteResult {
+  const openOne = owned ? openBlobTransient : openBlob;
   const out: RangeWriteResult = [];
   for (const b of blobs) {
     let plain: Buffer;
     try {
-      plain = openBlob(keys, BlobType.Data, bytes(b.id), data.subarray(b.offset, b.offset + b.length), packId);
+      plain = openOne(keys, BlobType.Data, bytes(b.id), data.subarray(b.offset, b.offset + b.length), packId);
     } catch (err) {
       out.push({ damaged: err instanceof DamagedBlobError ? err.detail : (err as Error).message });
       continue;

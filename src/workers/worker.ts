@@ -318,7 +318,7 @@ parentPort!.on('message', (msg: WorkerRequest) => {
     case 'write-range': {
       const data = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
       try {
-        post({ task: msg.task, kind: 'done', result: writeRangeBlobs(keys, msg.packId, data, msg.blobs) });
+        post({ task: msg.task, kind: 'done', result: writeRangeBlobs(keys, msg.packId, data, msg.blobs, true) });
       } catch (err) {
         post({ task: msg.task, kind: 'error', error: describe(err) });
       }
