@@ -3,6 +3,7 @@
 //   mknod(path, mode, dev)                            FIFOs and device nodes
 //   fastcdcCut(...)                                   the chunker's inner loop (5-10x the JS loop)
 //   mallocTrim()                                      give freed heap memory back to the system
+//   setMmapThreshold(bytes)                           large blocks in their own mappings (mallopt)
 //   gcmSealInto(...), gcmOpenInPlace(...)             AES-256-GCM without an output buffer per call
 //                                                     (Node's Cipher allocates one per update)
 // Paths are Buffers so names that are not UTF-8 pass through untouched.
@@ -69,6 +70,8 @@ static int ns_arg(napi_env env, napi_value v, struct timespec *ts) {
   ts->tv_nsec = (long)rem;
   return 1;
 }
+
+static bool uint_arg(napi_env env, napi_value v, size_t *out, const char *what);
 
 // Fetch exactly `n` arguments into argv; on too few, throw a TypeError showing `usage`.
 static bool get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv, const char *usage) {
@@ -183,6 +186,20 @@ static napi_value malloc_trim_fn(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out;
   napi_get_boolean(env, malloc_trim(0) != 0, &out);
+  return out;
+}
+
+// setMmapThreshold(bytes): glibc serves allocations of at least `bytes` with their
+// own mappings, returned to the system the moment they are freed. By default the
+// threshold rises to the largest block freed so far (up to 32 MiB), after which
+// every blob-sized buffer lands in the fragmented heaps and stays resident.
+static napi_value set_mmap_threshold(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv, "setMmapThreshold(bytes)")) return NULL;
+  size_t bytes;
+  if (!uint_arg(env, argv[0], &bytes, "bytes")) return NULL;
+  napi_value out;
+  napi_get_boolean(env, bytes <= 0x7fffffff && mallopt(M_MMAP_THRESHOLD, (int)bytes) == 1, &out);
   return out;
 }
 
@@ -339,6 +356,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "fastcdcCut", fn);
   napi_create_function(env, "mallocTrim", NAPI_AUTO_LENGTH, malloc_trim_fn, NULL, &fn);
   napi_set_named_property(env, exports, "mallocTrim", fn);
+  napi_create_function(env, "setMmapThreshold", NAPI_AUTO_LENGTH, set_mmap_threshold, NULL, &fn);
+  napi_set_named_property(env, exports, "setMmapThreshold", fn);
   napi_create_function(env, "gcmSealInto", NAPI_AUTO_LENGTH, gcm_seal_into, NULL, &fn);
   napi_set_named_property(env, exports, "gcmSealInto", fn);
   napi_create_function(env, "gcmOpenInPlace", NAPI_AUTO_LENGTH, gcm_open_in_place, NULL, &fn);

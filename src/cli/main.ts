@@ -8,6 +8,13 @@ import { DamagedPackError } from '../repo/pack.js';
 import { StorageError } from '../storage/storage.js';
 import { VERSION } from '../version.js';
 import { commands } from './commands/index.js';
+import { nativeSyscalls } from '../native/syscalls.js';
+
+// Blob-sized buffers (256 KiB to 8 MiB) are allocated and freed all the time by
+// every command; in their own mappings they leave RSS when freed, instead of
+// raising glibc's threshold and settling in heaps that never shrink. Measured on
+// the bench tree (docs/DECISIONS.md, "Memory").
+nativeSyscalls()?.setMmapThreshold?.(256 * 1024);
 
 function globalOptions(y: Argv): Argv {
   return y

@@ -14,6 +14,8 @@ interface NativeSyscalls {
   fastcdcCut(buf: Uint8Array, start: number, end: number, gear: Int32Array, min: number, avg: number, max: number, maskStrict: number, maskLoose: number): number;
   /** Absent in an addon built before it was added. */
   mallocTrim?(): boolean;
+  /** mallopt(M_MMAP_THRESHOLD): blocks of at least `bytes` get their own mappings, unmapped when freed. */
+  setMmapThreshold?(bytes: number): boolean;
   /** AES-256-GCM of a‖b into out[offset…] plus the 16-byte tag; returns the bytes written. */
   gcmSealInto?(key: Uint8Array, iv: Uint8Array, ad: Uint8Array, a: Uint8Array, b: Uint8Array, out: Uint8Array, offset: number): number;
   /** Decrypt `data` where it lies; false if `tag` does not authenticate it (data is then garbage). */
