@@ -1,7 +1,7 @@
 import fsp from 'node:fs/promises';
 import Fuse, { type FuseOperations, type FuseOptions, type FuseStat } from 'fuse-native';
 import { mountAt } from './mounts.js';
-import { TRACE } from './trace.js';
+import { TRACE, traceMemory } from './trace.js';
 import { type Attr, EIO, EROFS, FsError, type Listing } from './types.js';
 
 /**
@@ -129,6 +129,7 @@ export const opCounts: Record<string, number> = {};
 
 function traceLine(): string {
   const mem = Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 1048576)]));
+  for (const [k, f] of Object.entries(traceMemory)) mem[k] = Math.round(f() / 1048576);
   return `aegis mount trace: requests ${JSON.stringify(opCounts)} memory ${JSON.stringify(mem)}\n`;
 }
 

@@ -11,7 +11,7 @@ import { autoUnmountHelpers, mountAt, recoverStaleMount, waitForHelpers } from '
 import { Resolver } from './root.js';
 import { type SnapshotFilter, SnapshotSet } from './snapshots-dir.js';
 import { TreeCache } from './tree-cache.js';
-import { tracePhase } from './trace.js';
+import { TRACE, traceMemory, tracePhase } from './trace.js';
 import { type Attr, EINVAL, EISDIR, ENOENT, ENOTDIR, EIO, EROFS, FsError, type Listing, type MountNode, S_IFDIR } from './types.js';
 
 /**
@@ -253,6 +253,10 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
       return pool.openRange(packId, data, list);
     },
   });
+  if (TRACE) {
+    traceMemory.chunkCache = () => blobs.size;
+    traceMemory.treeCache = () => ctx.trees.size;
+  }
   const set = new SnapshotSet(ctx, { filter: options.filter, templates: options.templates });
   const resolver = new Resolver(set);
   let fsImpl: MountFs | undefined;

@@ -10,3 +10,6 @@ export const TRACE = process.env.AEGIS_MOUNT_TRACE === '1';
 export function tracePhase(what: string): void {
   if (TRACE) process.stderr.write(`aegis mount trace: ${performance.now().toFixed(1)} ms ${what}\n`);
 }
+
+/** Extra figures for the trace's memory line (MiB), e.g. the chunk cache's byte count. */
+export const traceMemory: Record<string, () => number> = {};

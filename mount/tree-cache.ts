@@ -265,6 +265,11 @@ export class TreeCache {
     this.lru = new LRUCache<string, LoadedTree>({ maxSize, sizeCalculation: (t) => Math.max(1, t.bytes) });
   }
 
+  /** Estimated bytes held by the cache (without the few recent trees kept beyond it). */
+  get size(): number {
+    return this.lru.calculatedSize;
+  }
+
   /** A tree if it is in memory now, without waiting. */
   peek(id: string): LoadedTree | undefined {
     if (id === '') return EMPTY;

@@ -258,6 +258,17 @@ describe('chunk cache and file reads', () => {
     expect(await f.read(buf, 100, whole.length - 7)).toBe(7);
   });
 
+  it('keeps each small blob in memory of its own, not in a slice of the shared Buffer pool', async () => {
+    const blobs = Array.from({ length: 8 }, (_, i) => ({ id: hexId(100 + i), data: crypto.randomBytes(300 + i), pack: packId(9), offset: i * 1000 }));
+    const { repo } = fakeRepo(blobs); // its opener returns Buffer.from(sealed): a pool slice below 4 KiB
+    const cache = new BlobCache(repo, {});
+    for (const b of blobs) {
+      const got = await cache.get(b.id);
+      expect(got.equals(b.data)).toBe(true);
+      expect(got.buffer.byteLength).toBe(got.length);
+    }
+  });
+
   it('does not cache a failed fetch, and names the blob', async () => {
     const { repo, node } = fixture();
     let fail = true;
