@@ -12,10 +12,11 @@ import { type Packer } from '../repo/packer.js';
 import { type Repository } from '../repo/repository.js';
 import { type BackupSummary, type Snapshot } from '../snapshot/snapshot.js';
 import { type TreeNode, compareNames } from '../snapshot/tree.js';
-import { type CachedFile, FileCache } from '../state/filecache.js';
+import { type CachedDir, type CachedFile, FileCache } from '../state/filecache.js';
 import { openStateDb } from '../state/statedb.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../workers/pool.js';
 import { ExcludeMatcher } from './excludes.js';
+import { DevStrings, REC, nativeScanDir, nodeFromRecord, recordType } from './dirscan.js';
 import { nodeFromStat, nodeType } from './fsmeta.js';
 import { adoptUnindexedPacks } from './orphans.js';
 import { findParent, resolveSnapshot } from './snapshots.js';
@@ -70,6 +71,7 @@ export interface BackupResult {
 }
 
 const CHECKPOINT_PACKS = 32;
+const SLASH = Buffer.from('/');
 
 /** How often progress is reported: AEGIS_PROGRESS_INTERVAL_MS, default 250 ms. */
 function progressIntervalMs(): number {
@@ -311,7 +313,8 @@ class BackupRun {
     }
     if (trie.whole) {
       // Backing up "/" itself.
-      const rootNode = await this.saveDir(Buffer.from('/'), fs.lstatSync('/', { bigint: true }));
+      const st = fs.lstatSync('/', { bigint: true });
+      const rootNode = await this.saveDir(Buffer.from('/'), nodeFromStat(Buffer.from('/'), st, 'dir'), st.dev);
       return rootNode?.subtree ?? this.saveTree([]);
     }
     return this.saveTrie(Buffer.alloc(0), trie);
@@ -355,17 +358,13 @@ class BackupRun {
     this.checkAbort();
     const type = nodeType(st);
     if (!type) return undefined;
-    if (type === 'dir') return this.saveDir(p, st, name, rootDev);
+    if (type === 'dir') return this.saveDir(p, nodeFromStat(name, st, 'dir'), rootDev ?? st.dev);
     const node = nodeFromStat(name, st, type);
     if (type === 'symlink') {
-      try {
-        node.linkTarget = fs.readlinkSync(p, { encoding: 'buffer' });
-      } catch (err) {
-        this.fileError(p, err);
-        return undefined;
-      }
+      if (!this.readLink(p, node)) return undefined;
     } else if (type === 'file') {
-      const got = await this.saveFileContent(p, st);
+      const linkKey = st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
+      const got = await this.saveFileContent(p, Number(st.size), linkKey, () => this.cache.lookup(p, st, this.isStored), () => this.cache.knows(p));
       if (!got) return undefined;
       node.content = got.content;
       node.size = got.size;
@@ -374,37 +373,57 @@ class BackupRun {
     return node;
   }
 
+  private readLink(p: Buffer, node: TreeNode): boolean {
+    try {
+      node.linkTarget = fs.readlinkSync(p, { encoding: 'buffer' });
+      return true;
+    } catch (err) {
+      this.fileError(p, err);
+      return false;
+    }
+  }
+
   private fileError(p: Buffer, err: unknown): void {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') this.warn(p, 'vanished', 'vanished during backup');
     else this.warn(p, 'unreadable', describeFsError(err));
   }
 
-  private async saveFileContent(p: Buffer, st: BigIntStats): Promise<{ content: string[]; size: number } | undefined> {
-    const linkKey = st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
+  /**
+   * A file's content: the cached list when the file is unchanged, else read.
+   * Every name of a hardlinked file gets what the first one got.
+   */
+  private async saveFileContent(
+    p: Buffer,
+    size: number,
+    linkKey: string | undefined,
+    cached: () => string[] | undefined,
+    known: () => boolean,
+  ): Promise<{ content: string[]; size: number } | undefined> {
     if (linkKey) {
       const earlier = this.hardlinks.get(linkKey);
       if (earlier) return earlier;
     }
-    const work = this.readFileContent(p, st);
+    const content = cached();
+    const work = content ? Promise.resolve(this.unmodified(content, size)) : this.readFile(p, size, known);
     if (linkKey) this.hardlinks.set(linkKey, work);
     return work;
   }
 
-  private async readFileContent(p: Buffer, st: BigIntStats): Promise<{ content: string[]; size: number } | undefined> {
-    const cached = this.cache.lookup(p, st, this.isStored);
-    if (cached) {
-      this.summary.files_unmodified++;
-      this.summary.total_bytes_processed += Number(st.size);
-      return { content: cached, size: Number(st.size) };
-    }
+  private unmodified(content: string[], size: number): { content: string[]; size: number } {
+    this.summary.files_unmodified++;
+    this.summary.total_bytes_processed += size;
+    return { content, size };
+  }
+
+  private async readFile(p: Buffer, size: number, known: () => boolean): Promise<{ content: string[]; size: number } | undefined> {
     let result;
     try {
       result = await this.reads.with(() => {
         this.checkAbort();
         this.current = p.toString();
         if (this.pool.packFailure) throw this.pool.packFailure;
-        return this.pool.chunkFile(p, this.compression, Number(st.size));
+        return this.pool.chunkFile(p, this.compression, size);
       });
     } catch (err) {
       if (err instanceof FileReadError) {
@@ -414,7 +433,7 @@ class BackupRun {
       throw err;
     }
     this.checkAbort();
-    if (this.cache.knows(p)) this.summary.files_changed++;
+    if (known()) this.summary.files_changed++;
     else this.summary.files_new++;
     this.summary.files_read++;
     this.summary.bytes_read += result.size;
@@ -427,9 +446,102 @@ class BackupRun {
     return { content: result.content, size: result.size };
   }
 
-  private async saveDir(p: Buffer, st: BigIntStats, name: Buffer = Buffer.from('/'), rootDev?: bigint): Promise<TreeNode | undefined> {
-    const node = nodeFromStat(name, st, 'dir');
-    const dev = rootDev ?? st.dev;
+  /** A directory: `node` is its own entry (from its parent's scan); `dev` the device of the backed-up path. */
+  private async saveDir(p: Buffer, node: TreeNode, dev: bigint): Promise<TreeNode | undefined> {
+    const scan = nativeScanDir();
+    const scanned = scan ? scan(p) : undefined;
+    // No addon, or the directory could not be read: Node's calls, which also word the error.
+    if (!(scanned instanceof Buffer)) return this.saveDirWithNode(p, node, dev);
+    this.checkAbort();
+    const prefix = p.length === 1 && p[0] === 0x2f ? p : Buffer.concat([p, SLASH]);
+    const cached = this.cache.dir(p);
+    const nodes: TreeNode[] = [];
+    // Entries that wait for something (a subdirectory, a file to read): run after the others.
+    const later: Array<() => Promise<TreeNode | undefined>> = [];
+    const devs = new DevStrings();
+    for (let o = 0; o < scanned.length; ) {
+      const nameLength = scanned.readUInt16LE(o);
+      const r = o + 2 + nameLength;
+      const name = scanned.subarray(o + 2, r);
+      o = r + REC.LENGTH;
+      let childPath: Buffer | undefined;
+      const pathOf = () => (childPath ??= Buffer.concat([prefix, name]));
+      if (!this.excludes.empty && this.excludes.excluded(pathOf().toString('utf8'), name.toString('utf8'))) continue;
+      if (scanned.readUInt32LE(r + REC.ERRNO) !== 0) {
+        // lstat failed (the entry vanished since it was listed, say): once more with Node's lstat, for its error.
+        later.push(() => this.saveChild(pathOf(), name, dev));
+        continue;
+      }
+      const type = recordType(scanned, r);
+      if (!type) continue;
+      const child = nodeFromRecord(name, scanned, r, type, devs.of(scanned, r));
+      if (type === 'dir') {
+        if (this.opts.oneFileSystem && scanned.readBigUInt64LE(r + REC.DEV) !== dev) {
+          // A mount point: record the directory itself, not what is mounted on it.
+          later.push(async () => {
+            child.subtree = await this.saveTree([]);
+            return child;
+          });
+        } else later.push(() => this.saveDir(pathOf(), child, dev));
+        continue;
+      }
+      if (type === 'symlink') {
+        if (!this.readLink(pathOf(), child)) continue;
+      } else if (type === 'file') {
+        const key = name.toString('latin1');
+        const lookup = () => cached.lookup(key, scanned, r + REC.CACHE_STAT, this.isStored);
+        const links = child.links;
+        const content = links === 1 ? lookup() : undefined;
+        if (content) {
+          child.content = this.unmodified(content, child.size).content;
+        } else {
+          const linkKey = links > 1 ? `${child.dev}:${child.inode}` : undefined;
+          later.push(async () => {
+            const got = await this.saveFileContent(pathOf(), child.size, linkKey, lookup, () => cached.knows(key));
+            if (!got) return undefined;
+            child.content = got.content;
+            child.size = got.size;
+            this.summary.total_files_processed++;
+            return child;
+          });
+          continue;
+        }
+      }
+      this.summary.total_files_processed++;
+      nodes.push(child);
+    }
+    if (later.length > 0) {
+      for (const n of await mapLimit(later, DIR_CONCURRENCY, (f) => f())) if (n) nodes.push(n);
+    }
+    this.rememberFiles(p, nodes, cached);
+    node.subtree = await this.saveTree(nodes);
+    return node;
+  }
+
+  /** An entry whose lstat the scan could not take: Node's lstat, and the usual path from there. */
+  private saveChild(childPath: Buffer, childName: Buffer, dev: bigint): Promise<TreeNode | undefined> {
+    let cst: BigIntStats;
+    try {
+      cst = fs.lstatSync(childPath, { bigint: true });
+    } catch (err) {
+      this.fileError(childPath, err);
+      return Promise.resolve(undefined);
+    }
+    return this.saveStatted(childPath, childName, cst, dev);
+  }
+
+  private async saveStatted(childPath: Buffer, childName: Buffer, cst: BigIntStats, dev: bigint): Promise<TreeNode | undefined> {
+    if (this.opts.oneFileSystem && cst.isDirectory() && cst.dev !== dev) {
+      // A mount point: record the directory itself, not what is mounted on it.
+      const mp = nodeFromStat(childName, cst, 'dir');
+      mp.subtree = await this.saveTree([]);
+      return mp;
+    }
+    return this.saveEntry(childPath, childName, cst, dev);
+  }
+
+  /** saveDir with Node's readdir and lstat: without the native addon, and to report a directory's error. */
+  private async saveDirWithNode(p: Buffer, node: TreeNode, dev: bigint): Promise<TreeNode | undefined> {
     let names: Buffer[];
     try {
       names = fs.readdirSync(p, { encoding: 'buffer' });
@@ -439,24 +551,11 @@ class BackupRun {
       node.subtree = await this.saveTree([]);
       return node;
     }
-    const prefix = p.length === 1 && p[0] === 0x2f ? p : Buffer.concat([p, Buffer.from('/')]);
+    const prefix = p.length === 1 && p[0] === 0x2f ? p : Buffer.concat([p, SLASH]);
     const entries = await mapLimit(names, DIR_CONCURRENCY, async (childName): Promise<TreeNode | undefined> => {
-        const childPath = Buffer.concat([prefix, childName]);
-        if (!this.excludes.empty && this.excludes.excluded(childPath.toString('utf8'), childName.toString('utf8'))) return undefined;
-        let cst: BigIntStats;
-        try {
-          cst = fs.lstatSync(childPath, { bigint: true });
-        } catch (err) {
-          this.fileError(childPath, err);
-          return undefined;
-        }
-        if (this.opts.oneFileSystem && cst.isDirectory() && cst.dev !== dev) {
-          // A mount point: record the directory itself, not what is mounted on it.
-          const mp = nodeFromStat(childName, cst, 'dir');
-          mp.subtree = await this.saveTree([]);
-          return mp;
-        }
-        return this.saveEntry(childPath, childName, cst, dev);
+      const childPath = Buffer.concat([prefix, childName]);
+      if (!this.excludes.empty && this.excludes.excluded(childPath.toString('utf8'), childName.toString('utf8'))) return undefined;
+      return this.saveChild(childPath, childName, dev);
     });
     const saved = entries.filter((e): e is TreeNode => e !== undefined);
     this.rememberFiles(p, saved);
@@ -465,14 +564,18 @@ class BackupRun {
   }
 
   /** Tell the file cache what this directory's files were, so the next backup can skip them. */
-  private rememberFiles(dir: Buffer, nodes: TreeNode[]): void {
+  private rememberFiles(dir: Buffer, nodes: TreeNode[], handle?: CachedDir): void {
     if (this.opts.dryRun) return;
+    const remembered = (n: TreeNode) => n.type === 'file' && n.content !== undefined && !this.readWhileChanging.has(n.content);
+    let count = 0;
+    for (const n of nodes) if (remembered(n)) count++;
+    if (this.cache.unchanged(dir, count, handle)) return;
     const files: CachedFile[] = [];
     for (const n of nodes) {
-      if (n.type !== 'file' || !n.content || this.readWhileChanging.has(n.content)) continue;
-      files.push({ name: n.name, size: n.size, mtimeNs: n.mtimeNs, ctimeNs: n.ctimeNs, inode: BigInt(n.inode), content: n.content });
+      if (!remembered(n)) continue;
+      files.push({ name: n.name, size: n.size, mtimeNs: n.mtimeNs, ctimeNs: n.ctimeNs, inode: BigInt(n.inode), content: n.content! });
     }
-    this.cache.recordDir(dir, files);
+    this.cache.recordDir(dir, files, handle);
   }
 
   /**
