@@ -192,7 +192,9 @@ static napi_value malloc_trim_fn(napi_env env, napi_callback_info info) {
 // Reads a directory and lstat's every entry relative to its descriptor
 // (fstatat, AT_SYMLINK_NOFOLLOW): one call instead of a readdir and a
 // BigIntStats object per entry. On success a Buffer of records, one per entry
-// except "." and "..", in the order the directory lists them:
+// except "." and "..", sorted by the bytes of the names (as Buffer.compare
+// orders them, which is the order of a tree), so an unchanged directory gives
+// the same bytes every time:
 //   u16 name length | name bytes | u32 errno (0: the stat fields are valid) |
 //   u32 mode | u32 uid | u32 gid | u64 nlink | u64 dev | u64 rdev |
 //   u64 size | i64 mtime ns | i64 ctime ns | u64 inode | i64 atime ns
@@ -216,6 +218,14 @@ static void put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t
 static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
 static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
 static int64_t ts_ns(struct timespec t) { return (int64_t)t.tv_sec * 1000000000 + (int64_t)t.tv_nsec; }
+
+static int entry_cmp(const void *a, const void *b, void *base) {
+  const uint8_t *x = (const uint8_t *)base + *(const size_t *)a, *y = (const uint8_t *)base + *(const size_t *)b;
+  size_t lx = (size_t)x[0] | ((size_t)x[1] << 8), ly = (size_t)y[0] | ((size_t)y[1] << 8);
+  int c = memcmp(x + 2, y + 2, lx < ly ? lx : ly);
+  if (c != 0) return c;
+  return lx < ly ? -1 : lx > ly ? 1 : 0;
+}
 
 static napi_value scan_dir(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -282,7 +292,32 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
     napi_create_int32(env, -err, &result);
     return result;
   }
-  napi_status s = napi_create_buffer_copy(env, o.len, o.len ? (void *)o.p : (void *)"", NULL, &result);
+  // Sort: record offsets, then copy the records in order into the result.
+  size_t count = 0;
+  for (size_t at = 0; at < o.len; count++) at += 2 + ((size_t)o.p[at] | ((size_t)o.p[at + 1] << 8)) + SCAN_RECORD;
+  size_t *offsets = malloc((count ? count : 1) * sizeof *offsets);
+  if (!offsets) {
+    free(o.p);
+    napi_create_int32(env, -ENOMEM, &result);
+    return result;
+  }
+  for (size_t i = 0, at = 0; i < count; i++) {
+    offsets[i] = at;
+    at += 2 + ((size_t)o.p[at] | ((size_t)o.p[at + 1] << 8)) + SCAN_RECORD;
+  }
+  qsort_r(offsets, count, sizeof *offsets, entry_cmp, o.p);
+  uint8_t *data;
+  napi_status s = napi_create_buffer(env, o.len, (void **)&data, &result);
+  if (s == napi_ok) {
+    size_t w = 0;
+    for (size_t i = 0; i < count; i++) {
+      const uint8_t *e = o.p + offsets[i];
+      size_t n = 2 + ((size_t)e[0] | ((size_t)e[1] << 8)) + SCAN_RECORD;
+      memcpy(data + w, e, n);
+      w += n;
+    }
+  }
+  free(offsets);
   free(o.p);
   if (s != napi_ok) {
     napi_throw_error(env, NULL, "scanDir: cannot allocate the result");

@@ -1,13 +1,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type BackupResult, backup } from '../src/engine/backup.js';
 import { DevStrings, REC, nativeScanDir, nodeFromRecord, recordType, setNativeScanDir } from '../src/engine/dirscan.js';
 import { nodeFromStat, nodeType } from '../src/engine/fsmeta.js';
 import { Repository } from '../src/repo/repository.js';
 import { LocalStorage } from '../src/storage/local.js';
 import { nativeSyscalls } from '../src/native/syscalls.js';
+import { openStateDb } from '../src/state/statedb.js';
+import { WorkerPool } from '../src/workers/pool.js';
+import { MEMO_HEADER, TreeMemo } from '../src/state/treememo.js';
 import { NON_UTF8, makeGnarlyTree } from './helpers/tree.js';
 
 interface Entry {
@@ -205,3 +208,149 @@ async function findDir(repo: Repository, root: string, p: string) {
   }
   return node!;
 }
+
+describe('reusing the trees of unchanged directories', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-treememo-'));
+  const src = path.join(dir, 'src');
+  const savedState = process.env.AEGIS_STATE_DIR;
+  const state = path.join(dir, 'state');
+  let repo: Repository;
+  let fresh = 0;
+
+  beforeAll(async () => {
+    process.env.AEGIS_STATE_DIR = state;
+    const w = (p: string, s: string) => {
+      fs.mkdirSync(path.dirname(path.join(src, p)), { recursive: true });
+      fs.writeFileSync(path.join(src, p), s);
+    };
+    for (let i = 0; i < 5; i++) w(`a/a${i}.txt`, `a ${i}\n`.repeat(30));
+    for (let i = 0; i < 5; i++) w(`a/deep/er/x${i}.txt`, `x ${i}\n`.repeat(30));
+    for (let i = 0; i < 5; i++) w(`b/b${i}.txt`, `b ${i}\n`.repeat(30));
+    w('b/z.skip', 'skip me\n');
+    w('top.txt', 'top\n');
+    fs.symlinkSync('a/a1.txt', path.join(src, 'link'));
+    fs.mkdirSync(path.join(src, 'empty'));
+    repo = await Repository.init(new LocalStorage(path.join(dir, 'repo')), 'pw');
+  });
+  afterEach(() => {
+    setNativeScanDir(undefined);
+    vi.restoreAllMocks();
+  });
+  afterAll(async () => {
+    await repo.close();
+    if (savedState === undefined) delete process.env.AEGIS_STATE_DIR;
+    else process.env.AEGIS_STATE_DIR = savedState;
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The tree of `src` in a snapshot. */
+  const srcTree = async (r: BackupResult) => (await findDir(repo, r.snapshot.tree, src)).subtree!;
+  const run = (excludes?: string[]) => backup(repo, { paths: [src], threads: 1, excludes });
+  /** Twice: the first run's reads and listings may move atimes, which trees record. */
+  const settled = async (excludes?: string[]) => {
+    await run(excludes);
+    return run(excludes);
+  };
+  /** The same backup without any state (every file read) and with Node's readdir and lstat. */
+  const fromScratch = async (excludes?: string[]) => {
+    process.env.AEGIS_STATE_DIR = path.join(dir, `fresh-${fresh++}`);
+    setNativeScanDir(null);
+    try {
+      return await backup(repo, { paths: [src], threads: 1, excludes });
+    } finally {
+      setNativeScanDir(undefined);
+      process.env.AEGIS_STATE_DIR = state;
+    }
+  };
+
+  it('an unchanged backup reuses every directory tree and gets the tree a backup without state computes', async () => {
+    const before = await settled();
+    const matches = vi.spyOn(TreeMemo.prototype, 'matches');
+    const encode = vi.spyOn(repo, 'encodeTree');
+    const again = await run();
+    // src, a, a/deep, a/deep/er, b, empty: all reused, none encoded (the directories above src have no memo).
+    expect(matches.mock.results.filter((x) => x.value === true)).toHaveLength(6);
+    expect(encode.mock.calls.every(([t]) => t.nodes.every((n) => n.name.toString() !== 'top.txt'))).toBe(true);
+    expect(again.summary.files_unmodified).toBe(17);
+    expect(again.summary.files_read).toBe(0);
+    expect(again.summary.total_files_processed).toBe(before.summary.total_files_processed);
+    expect(again.summary.total_bytes_processed).toBe(before.summary.total_bytes_processed);
+    // The 6 directories of src and the 3 above it.
+    expect([again.summary.dirs_unmodified, again.summary.dirs_changed, again.summary.dirs_new, again.summary.tree_blobs]).toEqual([9, 0, 0, 0]);
+    expect(await srcTree(again)).toBe(await srcTree(before));
+    vi.restoreAllMocks();
+    expect(await srcTree(await fromScratch())).toBe(await srcTree(again));
+  });
+
+  const changes: Array<[string, () => void]> = [
+    [
+      'a file deep down changed (same size and mtime)',
+      () => {
+        const p = path.join(src, 'a/deep/er/x2.txt');
+        const st = fs.statSync(p, { bigint: true });
+        fs.writeFileSync(p, 'X 2\n'.repeat(30));
+        nativeSyscalls()!.utimens(Buffer.from(p), st.atimeNs, st.mtimeNs, true);
+      },
+    ],
+    ['a file added and one removed', () => (fs.writeFileSync(path.join(src, 'b/new.txt'), 'new\n'), fs.rmSync(path.join(src, 'a/a3.txt')))],
+    ['a symlink pointing elsewhere', () => (fs.rmSync(path.join(src, 'link')), fs.symlinkSync('b/b1.txt', path.join(src, 'link')))],
+    ['a directory chmod-ed', () => fs.chmodSync(path.join(src, 'a/deep'), 0o700)],
+    ['an empty directory gained a file', () => fs.writeFileSync(path.join(src, 'empty/now-not'), '')],
+  ];
+  for (const [what, change] of changes) {
+    it(`${what}: the tree is the one a backup without state computes`, async () => {
+      const before = await settled();
+      await new Promise((r) => setTimeout(r, 20));
+      change();
+      const after = await settled();
+      expect(await srcTree(after)).not.toBe(await srcTree(before));
+      expect(await srcTree(await fromScratch())).toBe(await srcTree(after));
+    });
+  }
+
+  it('a file excluded now is left out, although its directory is unchanged', async () => {
+    const before = await settled();
+    const names = async (r: BackupResult) => (await repo.loadTree((await findDir(repo, r.snapshot.tree, path.join(src, 'b'))).subtree!)).nodes.map((n) => n.name.toString());
+    expect(await names(before)).toContain('z.skip');
+    const excluded = await run(['*.skip']);
+    expect(await names(excluded)).not.toContain('z.skip');
+    expect(await srcTree(await fromScratch(['*.skip']))).toBe(await srcTree(excluded));
+    // And back: the entry is there again.
+    expect(await names(await run())).toContain('z.skip');
+  });
+
+  it('a file whose content is no longer in the repository is read again, though its directory is unchanged', async () => {
+    const before = await settled();
+    const a = await repo.loadTree((await findDir(repo, before.snapshot.tree, path.join(src, 'a'))).subtree!);
+    const gone = new Set(a.nodes.find((n) => n.name.toString() === 'a1.txt')!.content!);
+    const has = repo.index.has.bind(repo.index);
+    // As if a prune had removed the blob (and something had let the directory's tree
+    // survive), until the file is read: then it is stored again.
+    const missing = vi.spyOn(repo.index, 'has').mockImplementation((id) => !gone.has(id) && has(id));
+    const chunkFile = WorkerPool.prototype.chunkFile;
+    vi.spyOn(WorkerPool.prototype, 'chunkFile').mockImplementation(function (this: WorkerPool, ...args) {
+      missing.mockRestore();
+      return chunkFile.apply(this, args);
+    });
+    const r = await run();
+    expect(r.summary.files_read).toBe(1);
+    expect(r.summary.files_unmodified).toBe(before.summary.files_unmodified + before.summary.files_read - 1);
+  });
+
+  it('a row made under other account names, or from other entries, does not match', () => {
+    const db = openStateDb();
+    try {
+      const memo = new TreeMemo(db, repo.config.id);
+      const row = memo.get(Buffer.from(path.join(src, 'b')))!;
+      const records = row.subarray(MEMO_HEADER, MEMO_HEADER + row.readUInt32LE(65));
+      expect(memo.matches(row, records)).toBe(true);
+      expect(new TreeMemo(db, repo.config.id, Buffer.alloc(32, 7)).matches(row, records)).toBe(false);
+      const other = Buffer.from(records);
+      other[other.length - 1]! ^= 1;
+      expect(memo.matches(row, other)).toBe(false);
+      expect(memo.matches(row, records.subarray(0, records.length - 1))).toBe(false);
+    } finally {
+      db.close();
+    }
+  });
+});

@@ -14,9 +14,10 @@ import { type BackupSummary, type Snapshot } from '../snapshot/snapshot.js';
 import { type TreeNode, compareNames } from '../snapshot/tree.js';
 import { type CachedDir, type CachedFile, FileCache } from '../state/filecache.js';
 import { openStateDb } from '../state/statedb.js';
+import { MEMO_HEADER, MEMO_VERSION, TreeMemo } from '../state/treememo.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../workers/pool.js';
 import { ExcludeMatcher } from './excludes.js';
-import { DevStrings, REC, nativeScanDir, nodeFromRecord, recordType } from './dirscan.js';
+import { DevStrings, REC, nativeScanDir, nodeFromRecord, recordType, u64 } from './dirscan.js';
 import { nodeFromStat, nodeType } from './fsmeta.js';
 import { adoptUnindexedPacks } from './orphans.js';
 import { findParent, resolveSnapshot } from './snapshots.js';
@@ -108,7 +109,9 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       packSize: repo.config.packSize,
       onPack: (pack) => run!.storeDataPack(pack),
     });
-    run = new BackupRun(repo, pool, new FileCache(db, repo.config.id), opts, parent !== undefined, parentEntry?.snapshot.summary?.total_bytes_processed);
+    // TreeMemo digests /etc/passwd and /etc/group before the first node reads
+    // account names from them: a change between the two then only costs a miss.
+    run = new BackupRun(repo, pool, new FileCache(db, repo.config.id), new TreeMemo(db, repo.config.id), opts, parent !== undefined, parentEntry?.snapshot.summary?.total_bytes_processed);
     let root: string;
     try {
       root = await run.buildRoot(absPaths);
@@ -225,6 +228,7 @@ class BackupRun {
     private readonly repo: Repository,
     private readonly pool: WorkerPool,
     private readonly cache: FileCache,
+    private readonly memos: TreeMemo,
     private readonly opts: BackupOptions,
     private readonly hasParent: boolean,
     /** The parent snapshot's size: the best cheap guess of this one's, for an ETA. */
@@ -446,43 +450,70 @@ class BackupRun {
     return { content: result.content, size: result.size };
   }
 
-  /** A directory: `node` is its own entry (from its parent's scan); `dev` the device of the backed-up path. */
+  /** A directory: `node` is its own entry; `dev` the device of the backed-up path. Undefined if it vanished. */
   private async saveDir(p: Buffer, node: TreeNode, dev: bigint): Promise<TreeNode | undefined> {
+    const subtree = await this.dirTree(p, dev);
+    if (subtree === undefined) return undefined;
+    node.subtree = subtree;
+    return node;
+  }
+
+  /** The tree ID of directory `p`; undefined if it vanished. */
+  private async dirTree(p: Buffer, dev: bigint): Promise<string | undefined> {
     const scan = nativeScanDir();
     const scanned = scan ? scan(p) : undefined;
     // No addon, or the directory could not be read: Node's calls, which also word the error.
-    if (!(scanned instanceof Buffer)) return this.saveDirWithNode(p, node, dev);
+    if (!(scanned instanceof Buffer)) return this.dirTreeWithNode(p, dev);
     this.checkAbort();
     const prefix = p.length === 1 && p[0] === 0x2f ? p : Buffer.concat([p, SLASH]);
+    const memo = this.memos.get(p);
+    let subtrees: Map<number, string | undefined> | undefined;
+    if (memo && this.memos.matches(memo, scanned)) {
+      const reused = await this.reuseTree(prefix, scanned, memo, dev);
+      if (typeof reused === 'string') return reused;
+      subtrees = reused;
+    }
     const cached = this.cache.dir(p);
     const nodes: TreeNode[] = [];
+    // What each entry of the scan became, in the scan's order; undefined if left out.
+    const slots: Array<TreeNode | undefined> = [];
     // Entries that wait for something (a subdirectory, a file to read): run after the others.
-    const later: Array<() => Promise<TreeNode | undefined>> = [];
+    const later: Array<() => Promise<unknown>> = [];
     const devs = new DevStrings();
-    for (let o = 0; o < scanned.length; ) {
+    for (let o = 0, i = 0; o < scanned.length; i++) {
+      const slot = i;
       const nameLength = scanned.readUInt16LE(o);
       const r = o + 2 + nameLength;
       const name = scanned.subarray(o + 2, r);
       o = r + REC.LENGTH;
+      slots.push(undefined);
       let childPath: Buffer | undefined;
       const pathOf = () => (childPath ??= Buffer.concat([prefix, name]));
       if (!this.excludes.empty && this.excludes.excluded(pathOf().toString('utf8'), name.toString('utf8'))) continue;
       if (scanned.readUInt32LE(r + REC.ERRNO) !== 0) {
         // lstat failed (the entry vanished since it was listed, say): once more with Node's lstat, for its error.
-        later.push(() => this.saveChild(pathOf(), name, dev));
+        later.push(async () => {
+          const n = await this.saveChild(pathOf(), name, dev);
+          if (n) nodes.push(n);
+        });
         continue;
       }
       const type = recordType(scanned, r);
       if (!type) continue;
       const child = nodeFromRecord(name, scanned, r, type, devs.of(scanned, r));
       if (type === 'dir') {
-        if (this.opts.oneFileSystem && scanned.readBigUInt64LE(r + REC.DEV) !== dev) {
-          // A mount point: record the directory itself, not what is mounted on it.
+        if (subtrees?.has(slot)) {
+          // Done already, by the attempt to reuse this directory's tree.
+          child.subtree = subtrees.get(slot);
+          if (child.subtree !== undefined) nodes.push((slots[slot] = child));
+        } else {
           later.push(async () => {
-            child.subtree = await this.saveTree([]);
-            return child;
+            const subtree = await this.dirEntrySubtree(pathOf(), scanned, r, dev);
+            if (subtree === undefined) return;
+            child.subtree = subtree;
+            nodes.push((slots[slot] = child));
           });
-        } else later.push(() => this.saveDir(pathOf(), child, dev));
+        }
         continue;
       }
       if (type === 'symlink') {
@@ -498,24 +529,132 @@ class BackupRun {
           const linkKey = links > 1 ? `${child.dev}:${child.inode}` : undefined;
           later.push(async () => {
             const got = await this.saveFileContent(pathOf(), child.size, linkKey, lookup, () => cached.knows(key));
-            if (!got) return undefined;
+            if (!got) return;
             child.content = got.content;
             child.size = got.size;
             this.summary.total_files_processed++;
-            return child;
+            nodes.push((slots[slot] = child));
           });
           continue;
         }
       }
       this.summary.total_files_processed++;
-      nodes.push(child);
+      nodes.push((slots[slot] = child));
     }
-    if (later.length > 0) {
-      for (const n of await mapLimit(later, DIR_CONCURRENCY, (f) => f())) if (n) nodes.push(n);
-    }
+    if (later.length > 0) await mapLimit(later, DIR_CONCURRENCY, (f) => f());
     this.rememberFiles(p, nodes, cached);
-    node.subtree = await this.saveTree(nodes);
-    return node;
+    const tree = await this.saveTree(nodes);
+    this.rememberTree(p, tree, scanned, slots, memo);
+    return tree;
+  }
+
+  /**
+   * The subtree of a directory entry from a scan: its own tree, or an empty one
+   * for a mount point under --one-file-system; undefined if it vanished.
+   */
+  private async dirEntrySubtree(childPath: Buffer, scanned: Buffer, r: number, dev: bigint): Promise<string | undefined> {
+    // A mount point: record the directory itself, not what is mounted on it.
+    if (this.opts.oneFileSystem && scanned.readBigUInt64LE(r + REC.DEV) !== dev) return this.saveTree([]);
+    return this.dirTree(childPath, dev);
+  }
+
+  /**
+   * A directory whose entries are, byte for byte, what its memo was made from:
+   * its tree is the memo's if every content blob and the tree are still stored,
+   * every symlink points where it did, and every subdirectory (done here, bottom
+   * up) has the tree it had. Otherwise the subtrees already done, by entry.
+   */
+  private async reuseTree(prefix: Buffer, scanned: Buffer, memo: Buffer, dev: bigint): Promise<string | Map<number, string | undefined>> {
+    const subtrees = new Map<number, string | undefined>();
+    const treeId = memo.toString('hex', 1, 33);
+    if (!this.isStored(treeId)) return subtrees;
+    const dirs: Array<{ slot: number; path: Buffer; r: number; expected: string }> = [];
+    let files = 0;
+    let nonDirs = 0;
+    let bytes = 0;
+    let x = MEMO_HEADER + scanned.length;
+    for (let o = 0, slot = 0; o < scanned.length; slot++) {
+      const nameLength = scanned.readUInt16LE(o);
+      const r = o + 2 + nameLength;
+      const name = scanned.subarray(o + 2, r);
+      o = r + REC.LENGTH;
+      const childPath = (): Buffer => Buffer.concat([prefix, name]);
+      // Only scans without a failed lstat are remembered, so none is met here.
+      if (!this.excludes.empty && this.excludes.excluded(childPath().toString('utf8'), name.toString('utf8'))) return subtrees;
+      const type = recordType(scanned, r);
+      if (type === 'file') {
+        const count = memo.readUInt32LE(x);
+        x += 4;
+        for (let i = 0; i < count; i++, x += 32) if (!this.isStored(memo.toString('hex', x, x + 32))) return subtrees;
+        files++;
+        nonDirs++;
+        bytes += u64(scanned, r + REC.SIZE);
+      } else if (type === 'dir') {
+        dirs.push({ slot, path: childPath(), r, expected: memo.toString('hex', x, x + 32) });
+        x += 32;
+      } else if (type === 'symlink') {
+        const length = memo.readUInt16LE(x);
+        let target: Buffer;
+        try {
+          target = fs.readlinkSync(childPath(), { encoding: 'buffer' });
+        } catch {
+          return subtrees; // the usual path reports it
+        }
+        if (!target.equals(memo.subarray(x + 2, x + 2 + length))) return subtrees;
+        x += 2 + length;
+        nonDirs++;
+      } else {
+        nonDirs++;
+      }
+    }
+    let same = true;
+    await mapLimit(dirs, DIR_CONCURRENCY, async (d) => {
+      const subtree = await this.dirEntrySubtree(d.path, scanned, d.r, dev);
+      subtrees.set(d.slot, subtree);
+      if (subtree !== d.expected) same = false;
+    });
+    if (!same) return subtrees;
+    this.summary.files_unmodified += files;
+    this.summary.total_files_processed += nonDirs;
+    this.summary.total_bytes_processed += bytes;
+    this.summary.dirs_unmodified++;
+    return treeId;
+  }
+
+  /**
+   * Remember what `tree` was made of (see src/state/treememo.ts), if every entry
+   * of the scan is in it as scanned: none left out, none failed, none read while
+   * it changed.
+   */
+  private rememberTree(dir: Buffer, tree: string, scanned: Buffer, slots: Array<TreeNode | undefined>, stored: Buffer | undefined): void {
+    if (this.opts.dryRun) return;
+    let length = MEMO_HEADER + scanned.length;
+    for (const n of slots) {
+      if (!n) return;
+      if (n.type === 'file') {
+        if (!n.content || this.readWhileChanging.has(n.content)) return;
+        length += 4 + 32 * n.content.length;
+      } else if (n.type === 'dir') length += 32;
+      else if (n.type === 'symlink') length += 2 + n.linkTarget!.length;
+    }
+    const memo = Buffer.allocUnsafe(length);
+    memo[0] = MEMO_VERSION;
+    memo.write(tree, 1, 'hex');
+    this.memos.accounts.copy(memo, 33);
+    memo.writeUInt32LE(scanned.length, 65);
+    let x = MEMO_HEADER + scanned.copy(memo, MEMO_HEADER);
+    for (const n of slots) {
+      if (n!.type === 'file') {
+        x = memo.writeUInt32LE(n!.content!.length, x);
+        for (const id of n!.content!) x += memo.write(id, x, 'hex');
+      } else if (n!.type === 'dir') x += memo.write(n!.subtree!, x, 'hex');
+      else if (n!.type === 'symlink') {
+        x = memo.writeUInt16LE(n!.linkTarget!.length, x);
+        x += n!.linkTarget!.copy(memo, x);
+      }
+    }
+    if (stored?.equals(memo)) return;
+    this.memos.record(dir, memo);
   }
 
   /** An entry whose lstat the scan could not take: Node's lstat, and the usual path from there. */
@@ -540,16 +679,15 @@ class BackupRun {
     return this.saveEntry(childPath, childName, cst, dev);
   }
 
-  /** saveDir with Node's readdir and lstat: without the native addon, and to report a directory's error. */
-  private async saveDirWithNode(p: Buffer, node: TreeNode, dev: bigint): Promise<TreeNode | undefined> {
+  /** dirTree with Node's readdir and lstat: without the native addon, and to report a directory's error. */
+  private async dirTreeWithNode(p: Buffer, dev: bigint): Promise<string | undefined> {
     let names: Buffer[];
     try {
       names = fs.readdirSync(p, { encoding: 'buffer' });
     } catch (err) {
       this.fileError(p, err);
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      node.subtree = await this.saveTree([]);
-      return node;
+      return this.saveTree([]);
     }
     const prefix = p.length === 1 && p[0] === 0x2f ? p : Buffer.concat([p, SLASH]);
     const entries = await mapLimit(names, DIR_CONCURRENCY, async (childName): Promise<TreeNode | undefined> => {
@@ -559,8 +697,7 @@ class BackupRun {
     });
     const saved = entries.filter((e): e is TreeNode => e !== undefined);
     this.rememberFiles(p, saved);
-    node.subtree = await this.saveTree(saved);
-    return node;
+    return this.saveTree(saved);
   }
 
   /** Tell the file cache what this directory's files were, so the next backup can skip them. */
@@ -588,6 +725,7 @@ class BackupRun {
     await Promise.allSettled([this.pool.flushPacks(), this.treePacker.drain()]);
     await this.flushIndex().catch(() => {});
     this.cache.commit();
+    this.memos.commit();
   }
 
   /** Wait for every upload and write the final index; after this the snapshot may be written. */
@@ -598,6 +736,7 @@ class BackupRun {
     await this.treePacker.flush();
     await this.flushIndex();
     this.cache.commit();
+    this.memos.commit();
     // The snapshot may refer only to stored, indexed data: check before it is written.
     if (!this.opts.dryRun) {
       for (const ids of [this.added, this.readIds]) {
