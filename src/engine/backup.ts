@@ -147,7 +147,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
 
 function keysOf(repo: Repository): Iterable<string> {
   return (function* () {
-    for (const [id] of repo.index.entries()) yield id;
+    yield* repo.index.ids();
   })();
 }
 
