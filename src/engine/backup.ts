@@ -302,6 +302,7 @@ class BackupRun {
   }
 
   async buildRoot(absPaths: string[]): Promise<string> {
+    this.memos.preload(absPaths);
     const trie: PathTrie = { children: new Map(), whole: false };
     for (const p of absPaths) {
       let t = trie;

@@ -209,7 +209,7 @@ export class BlobIndex {
     if (this.table[pos] !== 0) return;
     if (this.count === this.capacity) return this.grow(), this.add(type, pack, offset, length, rawLength);
     const slot = this.count++;
-    this.probe.copy(this.idBytes, slot * 32);
+    this.idBytes.set(this.probe, slot * 32);
     this.types[slot] = type;
     this.packOf[slot] = pack;
     this.offsets[slot] = offset;
@@ -247,7 +247,7 @@ export class BlobIndex {
     const p = this.newPack(pack.packId, pack.blobs.length);
     for (const b of pack.blobs) {
       if (b.id.length !== 32) throw new Error('blob ID is not 32 bytes');
-      b.id.copy(this.probe);
+      this.probe.set(b.id);
       this.add(b.type, p, b.offset, b.length, b.rawLength);
     }
   }
@@ -266,7 +266,7 @@ export class BlobIndex {
       const p = this.newPack(buf.toString('hex', o, o + 32), n);
       o += 36;
       for (let j = 0; j < n; j++, o += BLOB_BYTES) {
-        buf.copy(this.probe, 0, o + 1, o + 33);
+        for (let k = 0; k < 32; k++) this.probe[k] = buf[o + 1 + k]!;
         this.add(buf[o]!, p, buf.readUInt32LE(o + 33), buf.readUInt32LE(o + 37), buf.readUInt32LE(o + 41));
       }
     }
