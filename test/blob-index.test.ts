@@ -24,10 +24,9 @@ describe('blob index', () => {
     const viaDecode = new BlobIndex();
     for (const o of objects) for (const p of decodeIndex(o).packs) viaDecode.addPack(p);
     const inPlace = new BlobIndex();
-    for (const o of objects) {
-      checkIndexLayout(o);
-      inPlace.addIndexObject(o);
-    }
+    expect(objects.map((o) => checkIndexLayout(o))).toEqual([1400, 1400, 0]);
+    inPlace.reserve(2800);
+    for (const o of objects) inPlace.addIndexObject(o);
     expect(inPlace.size).toBe(4 * 699 + 1);
     expect(inPlace.size).toBe(viaDecode.size);
     expect([...inPlace.entries()]).toEqual([...viaDecode.entries()]);
@@ -37,6 +36,10 @@ describe('blob index', () => {
     expect(inPlace.hasPack(packId(99))).toBe(false);
     expect(inPlace.get(shared.toString('hex'))).toEqual({ type: 0, packId: packId(0), offset: 3 * 70_000, length: 60_003, rawLength: 0xffff_ff03 });
     expect(inPlace.get(crypto.randomBytes(32).toString('hex'))).toBeUndefined();
+    const bytes = Buffer.concat([Buffer.from('xy'), shared, Buffer.from('z')]);
+    expect(inPlace.hasBytes(bytes, 2)).toBe(true);
+    expect(inPlace.hasBytes(bytes, 1)).toBe(false);
+    expect(inPlace.hasBytes(bytes, 3)).toBe(false); // runs past the end
     for (const odd of ['', 'zz', shared.toString('hex').slice(2), shared.toString('hex') + '00', 'x' + shared.toString('hex').slice(1)]) expect(inPlace.has(odd)).toBe(false);
     // Added after loading, as a backup does: unknown IDs get a place, known ones keep theirs.
     const fresh = { type: 1 as never, id: crypto.randomBytes(32), offset: 5, length: 6, rawLength: 7 };

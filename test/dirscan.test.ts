@@ -324,12 +324,16 @@ describe('reusing the trees of unchanged directories', () => {
     const a = await repo.loadTree((await findDir(repo, before.snapshot.tree, path.join(src, 'a'))).subtree!);
     const gone = new Set(a.nodes.find((n) => n.name.toString() === 'a1.txt')!.content!);
     const has = repo.index.has.bind(repo.index);
+    const hasBytes = repo.index.hasBytes.bind(repo.index);
     // As if a prune had removed the blob (and something had let the directory's tree
     // survive), until the file is read: then it is stored again.
-    const missing = vi.spyOn(repo.index, 'has').mockImplementation((id) => !gone.has(id) && has(id));
+    const missing = [
+      vi.spyOn(repo.index, 'has').mockImplementation((id) => !gone.has(id) && has(id)),
+      vi.spyOn(repo.index, 'hasBytes').mockImplementation((buf, at) => !gone.has(buf.toString('hex', at, at + 32)) && hasBytes(buf, at)),
+    ];
     const chunkFile = WorkerPool.prototype.chunkFile;
     vi.spyOn(WorkerPool.prototype, 'chunkFile').mockImplementation(function (this: WorkerPool, ...args) {
-      missing.mockRestore();
+      for (const m of missing) m.mockRestore();
       return chunkFile.apply(this, args);
     });
     const r = await run();

@@ -212,6 +212,10 @@ class BackupRun {
   private readonly excludes: ExcludeMatcher;
   private readonly compression: CompressionMode;
   private readonly isStored = (id: string): boolean => this.repo.index.has(id) || this.added.has(id);
+  /** isStored for the 32 bytes of an ID at `buf[at]` (no hex string unless this run added blobs). */
+  private isStoredAt(buf: Buffer, at: number): boolean {
+    return this.repo.index.hasBytes(buf, at) || (this.added.size > 0 && this.added.has(buf.toString('hex', at, at + 32)));
+  }
   /** Every chunk ID of the files read in this run: each must be stored before the snapshot is. */
   private readonly readIds = new Set<string>();
   /** Content lists of files that changed while read: never offered to the next backup as unchanged. */
@@ -586,7 +590,7 @@ class BackupRun {
       if (type === 'file') {
         const count = memo.readUInt32LE(x);
         x += 4;
-        for (let i = 0; i < count; i++, x += 32) if (!this.isStored(memo.toString('hex', x, x + 32))) return subtrees;
+        for (let i = 0; i < count; i++, x += 32) if (!this.isStoredAt(memo, x)) return subtrees;
         files++;
         nonDirs++;
         bytes += u64(scanned, r + REC.SIZE);

@@ -121,19 +121,23 @@ export function decodeTreeLocations(buf: Buffer, out: Map<string, BlobLocation>)
  * anything: BlobIndex.addIndexObject then reads it in place. Throws what
  * decodeIndex would.
  */
-export function checkIndexLayout(buf: Buffer): void {
+export function checkIndexLayout(buf: Buffer): number {
   if (buf.length < 5) throw new Error('index object is truncated');
   if (buf[0] !== VERSION) throw new Error(`unknown index version ${buf[0]}`);
   let o = 5 + buf.readUInt32LE(1) * 32;
   if (o + 4 > buf.length) throw new Error('index object is truncated');
   const packs = buf.readUInt32LE(o);
   o += 4;
+  let blobs = 0;
   for (let p = 0; p < packs; p++) {
     if (o + 36 > buf.length) throw new Error('index object is truncated');
-    o += 36 + buf.readUInt32LE(o + 32) * BLOB_BYTES;
+    const n = buf.readUInt32LE(o + 32);
+    blobs += n;
+    o += 36 + n * BLOB_BYTES;
     if (o > buf.length) throw new Error('index object is truncated');
   }
   if (o !== buf.length) throw new Error('index object has trailing bytes');
+  return blobs;
 }
 
 /**
@@ -218,8 +222,14 @@ export class BlobIndex {
     this.table[pos] = slot + 1;
   }
 
-  private grow(): void {
-    const n = this.capacity * 2;
+  /** Make room for `more` blobs beyond those held, at once rather than by doubling. */
+  reserve(more: number): void {
+    let n = this.capacity;
+    while (n < this.count + more) n *= 2;
+    if (n > this.capacity) this.grow(n);
+  }
+
+  private grow(n = this.capacity * 2): void {
     const grown = <T extends Uint8Array | Uint32Array>(a: T, make: (n: number) => T, k: number): T => {
       const b = make(k);
       b.set(a);
@@ -289,6 +299,13 @@ export class BlobIndex {
 
   has(id: string): boolean {
     return this.slotOf(id) >= 0;
+  }
+
+  /** has() for the 32 bytes of an ID at `buf[at]`, without a hex string. */
+  hasBytes(buf: Buffer, at: number): boolean {
+    if (at < 0 || at + 32 > buf.length) return false;
+    for (let k = 0; k < 32; k++) this.probe[k] = buf[at + k]!;
+    return this.table[this.position()] !== 0;
   }
 
   hasPack(packId: string): boolean {

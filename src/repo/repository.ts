@@ -167,10 +167,12 @@ export class Repository {
   async loadIndex(): Promise<void> {
     const fresh = (await this.indexNames()).filter((n) => !this.loadedIndexFiles.has(n));
     // Checked as they arrive, added in order (the first place of a blob wins), read in place.
+    let blobs = 0;
     const checked = await this.readIndexObjects(fresh, (plain) => {
-      checkIndexLayout(plain);
+      blobs += checkIndexLayout(plain);
       return plain;
     });
+    this.index.reserve(blobs);
     for (let i = 0; i < fresh.length; i++) {
       const plain = checked[i];
       this.loadedIndexFiles.add(fresh[i]!);
