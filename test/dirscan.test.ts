@@ -341,6 +341,27 @@ describe('reusing the trees of unchanged directories', () => {
     expect(r.summary.files_unmodified).toBe(before.summary.files_unmodified + before.summary.files_read - 1);
   });
 
+  it('rows read ahead, all or only some of them, are the rows stored', () => {
+    const db = openStateDb();
+    try {
+      const dirs = ['', '/a', '/a/deep', '/a/deep/er', '/b', '/empty'].map((d) => Buffer.from(src + d));
+      const stored = dirs.map((d) => new TreeMemo(db, repo.config.id).get(d));
+      expect(stored.every((m) => m !== undefined)).toBe(true);
+      for (const limit of [undefined, 1, stored[1]!.length + stored[0]!.length]) {
+        const memo = new TreeMemo(db, repo.config.id);
+        memo.preload([src], limit);
+        expect(dirs.map((d) => memo.get(d))).toEqual(stored);
+        expect(dirs.map((d) => memo.get(d))).toEqual(stored); // handed out once, then read again
+      }
+      // A directory outside the paths read ahead is read from the database.
+      const memo = new TreeMemo(db, repo.config.id);
+      memo.preload([path.join(src, 'a')]);
+      expect(memo.get(Buffer.from(path.join(src, 'b')))).toEqual(stored[4]);
+    } finally {
+      db.close();
+    }
+  });
+
   it('a row made under other account names, or from other entries, does not match', () => {
     const db = openStateDb();
     try {
