@@ -7,7 +7,7 @@ import { DamagedObjectError } from '../repo/objects.js';
 import { DamagedPackError } from '../repo/pack.js';
 import { StorageError } from '../storage/storage.js';
 import { VERSION } from '../version.js';
-import { commands } from './commands/index.js';
+import { COMMAND_NAMES, type Command, loadCommands } from './commands/index.js';
 import { nativeSyscalls } from '../native/syscalls.js';
 
 // Blob-sized buffers (256 KiB to 8 MiB) are allocated and freed all the time by
@@ -58,8 +58,8 @@ export function reportError(err: unknown, debug: boolean): number {
   return code;
 }
 
-/** The whole command line; `args` are the arguments after "aegis". */
-function buildParser(args: string[]): Argv {
+/** The whole command line; `args` are the arguments after "aegis"; `commands` the command modules loaded. */
+function buildParser(args: string[], commands: Command[]): Argv {
   let parser = globalOptions(yargs(args))
     .scriptName('aegis')
     .version(VERSION)
@@ -73,7 +73,7 @@ function buildParser(args: string[]): Argv {
     .wrap(Math.min(110, process.stdout.columns ?? 100))
     .fail((msg, err) => {
       if (err) throw err;
-      process.stderr.write(`aegis: ${usageMessage(msg, args)}\n`);
+      process.stderr.write(`aegis: ${usageMessage(msg, args, commands)}\n`);
       process.exit(EXIT.fatal);
     });
   for (const c of commands) parser = parser.command(c);
@@ -83,13 +83,13 @@ function buildParser(args: string[]): Argv {
     if (!cmd || cmd === 'help' || cmd === 'completion') parser.showHelp('log');
     else if (!commandNames().includes(cmd)) throw new UserError(`unknown command "${cmd}" ("aegis --help" lists them)`);
     // The same parser, so the help is exactly what `aegis COMMAND --help` prints.
-    else await buildParser([cmd, '--help']).parseAsync();
+    else await buildParser([cmd, '--help'], await loadCommands([cmd])).parseAsync();
   });
   return parser;
 }
 
 function commandNames(): string[] {
-  return commands.map((c) => String(c.command).split(' ')[0]!);
+  return COMMAND_NAMES;
 }
 
 /** Global options that take a value: the word after them is not a command. */
@@ -117,7 +117,7 @@ function optionSpelling(name: string, args: string[]): string | undefined {
  * yargs' usage errors as one line that names what was not understood: an
  * unknown option or command, a surplus argument, an invalid choice.
  */
-function usageMessage(msg: string, args: string[]): string {
+function usageMessage(msg: string, args: string[], commands: Command[]): string {
   const text = msg.replace(/\s*\n\s*/g, ' ').trim();
   const cmd = commandWord(args);
   const known = cmd !== undefined && (commandNames().includes(cmd) || cmd === 'help' || cmd === 'completion');
@@ -154,7 +154,12 @@ async function main(): Promise<void> {
   });
   const debug = process.argv.includes('--debug');
   try {
-    await buildParser(hideBin(process.argv)).parseAsync();
+    const args = hideBin(process.argv);
+    // A known command word: only its module (a command's own --help shows only it
+    // anyway). Anything else (no command, help, a typo to suggest a fix for): all.
+    const word = commandWord(args);
+    const commands = await loadCommands(word !== undefined && COMMAND_NAMES.includes(word) ? [word] : COMMAND_NAMES);
+    await buildParser(args, commands).parseAsync();
   } catch (err) {
     process.exitCode = reportError(err, debug);
   }

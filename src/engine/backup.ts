@@ -12,11 +12,13 @@ import { type Packer } from '../repo/packer.js';
 import { type Repository } from '../repo/repository.js';
 import { type BackupSummary, type Snapshot } from '../snapshot/snapshot.js';
 import { type TreeNode, compareNames } from '../snapshot/tree.js';
-import { type CachedFile, FileCache } from '../state/filecache.js';
+import { type CachedDir, type CachedFile, FileCache } from '../state/filecache.js';
 import { openStateDb } from '../state/statedb.js';
+import { MEMO_HEADER, MEMO_VERSION, TreeMemo } from '../state/treememo.js';
 import { privateStagingDir } from '../storage/staging.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../workers/pool.js';
 import { ExcludeMatcher } from './excludes.js';
+import { DevStrings, REC, nativeScanDir, nodeFromRecord, recordType, u64 } from './dirscan.js';
 import { nodeFromStat, nodeType } from './fsmeta.js';
 import { adoptUnindexedPacks } from './orphans.js';
 import { findParent, resolveSnapshot } from './snapshots.js';
@@ -71,6 +73,7 @@ export interface BackupResult {
 }
 
 const CHECKPOINT_PACKS = 32;
+const SLASH = Buffer.from('/');
 
 /** How often progress is reported: AEGIS_PROGRESS_INTERVAL_MS, default 250 ms. */
 function progressIntervalMs(): number {
@@ -110,7 +113,9 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       staging: opts.dryRun ? { dir: (dryRunStaging = await privateStagingDir()), sha256: false } : await repo.staging(),
       onPack: (pack) => run!.storeDataPack(pack),
     });
-    run = new BackupRun(repo, pool, new FileCache(db, repo.config.id), opts, parent !== undefined, parentEntry?.snapshot.summary?.total_bytes_processed);
+    // TreeMemo digests /etc/passwd and /etc/group before the first node reads
+    // account names from them: a change between the two then only costs a miss.
+    run = new BackupRun(repo, pool, new FileCache(db, repo.config.id), new TreeMemo(db, repo.config.id), opts, parent !== undefined, parentEntry?.snapshot.summary?.total_bytes_processed);
     let root: string;
     try {
       root = await run.buildRoot(absPaths);
@@ -147,7 +152,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
 
 function keysOf(repo: Repository): Iterable<string> {
   return (function* () {
-    for (const [id] of repo.index.entries()) yield id;
+    yield* repo.index.ids();
   })();
 }
 
@@ -212,6 +217,10 @@ class BackupRun {
   private readonly excludes: ExcludeMatcher;
   private readonly compression: CompressionMode;
   private readonly isStored = (id: string): boolean => this.repo.index.has(id) || this.added.has(id);
+  /** isStored for the 32 bytes of an ID at `buf[at]` (no hex string unless this run added blobs). */
+  private isStoredAt(buf: Buffer, at: number): boolean {
+    return this.repo.index.hasBytes(buf, at) || (this.added.size > 0 && this.added.has(buf.toString('hex', at, at + 32)));
+  }
   /** Every chunk ID of the files read in this run: each must be stored before the snapshot is. */
   private readonly readIds = new Set<string>();
   /** Content lists of files that changed while read: never offered to the next backup as unchanged. */
@@ -228,6 +237,7 @@ class BackupRun {
     private readonly repo: Repository,
     private readonly pool: WorkerPool,
     private readonly cache: FileCache,
+    private readonly memos: TreeMemo,
     private readonly opts: BackupOptions,
     private readonly hasParent: boolean,
     /** The parent snapshot's size: the best cheap guess of this one's, for an ETA. */
@@ -301,6 +311,7 @@ class BackupRun {
   }
 
   async buildRoot(absPaths: string[]): Promise<string> {
+    this.memos.preload(absPaths);
     const trie: PathTrie = { children: new Map(), whole: false };
     for (const p of absPaths) {
       let t = trie;
@@ -316,7 +327,8 @@ class BackupRun {
     }
     if (trie.whole) {
       // Backing up "/" itself.
-      const rootNode = await this.saveDir(Buffer.from('/'), fs.lstatSync('/', { bigint: true }));
+      const st = fs.lstatSync('/', { bigint: true });
+      const rootNode = await this.saveDir(Buffer.from('/'), nodeFromStat(Buffer.from('/'), st, 'dir'), st.dev);
       return rootNode?.subtree ?? this.saveTree([]);
     }
     return this.saveTrie(Buffer.alloc(0), trie);
@@ -360,17 +372,13 @@ class BackupRun {
     this.checkAbort();
     const type = nodeType(st);
     if (!type) return undefined;
-    if (type === 'dir') return this.saveDir(p, st, name, rootDev);
+    if (type === 'dir') return this.saveDir(p, nodeFromStat(name, st, 'dir'), rootDev ?? st.dev);
     const node = nodeFromStat(name, st, type);
     if (type === 'symlink') {
-      try {
-        node.linkTarget = fs.readlinkSync(p, { encoding: 'buffer' });
-      } catch (err) {
-        this.fileError(p, err);
-        return undefined;
-      }
+      if (!this.readLink(p, node)) return undefined;
     } else if (type === 'file') {
-      const got = await this.saveFileContent(p, st);
+      const linkKey = st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
+      const got = await this.saveFileContent(p, Number(st.size), linkKey, () => this.cache.lookup(p, st, this.isStored), () => this.cache.knows(p));
       if (!got) return undefined;
       node.content = got.content;
       node.size = got.size;
@@ -379,37 +387,57 @@ class BackupRun {
     return node;
   }
 
+  private readLink(p: Buffer, node: TreeNode): boolean {
+    try {
+      node.linkTarget = fs.readlinkSync(p, { encoding: 'buffer' });
+      return true;
+    } catch (err) {
+      this.fileError(p, err);
+      return false;
+    }
+  }
+
   private fileError(p: Buffer, err: unknown): void {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') this.warn(p, 'vanished', 'vanished during backup');
     else this.warn(p, 'unreadable', describeFsError(err));
   }
 
-  private async saveFileContent(p: Buffer, st: BigIntStats): Promise<{ content: string[]; size: number } | undefined> {
-    const linkKey = st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
+  /**
+   * A file's content: the cached list when the file is unchanged, else read.
+   * Every name of a hardlinked file gets what the first one got.
+   */
+  private async saveFileContent(
+    p: Buffer,
+    size: number,
+    linkKey: string | undefined,
+    cached: () => string[] | undefined,
+    known: () => boolean,
+  ): Promise<{ content: string[]; size: number } | undefined> {
     if (linkKey) {
       const earlier = this.hardlinks.get(linkKey);
       if (earlier) return earlier;
     }
-    const work = this.readFileContent(p, st);
+    const content = cached();
+    const work = content ? Promise.resolve(this.unmodified(content, size)) : this.readFile(p, size, known);
     if (linkKey) this.hardlinks.set(linkKey, work);
     return work;
   }
 
-  private async readFileContent(p: Buffer, st: BigIntStats): Promise<{ content: string[]; size: number } | undefined> {
-    const cached = this.cache.lookup(p, st, this.isStored);
-    if (cached) {
-      this.summary.files_unmodified++;
-      this.summary.total_bytes_processed += Number(st.size);
-      return { content: cached, size: Number(st.size) };
-    }
+  private unmodified(content: string[], size: number): { content: string[]; size: number } {
+    this.summary.files_unmodified++;
+    this.summary.total_bytes_processed += size;
+    return { content, size };
+  }
+
+  private async readFile(p: Buffer, size: number, known: () => boolean): Promise<{ content: string[]; size: number } | undefined> {
     let result;
     try {
       result = await this.reads.with(() => {
         this.checkAbort();
         this.current = p.toString();
         if (this.pool.packFailure) throw this.pool.packFailure;
-        return this.pool.chunkFile(p, this.compression, Number(st.size));
+        return this.pool.chunkFile(p, this.compression, size);
       });
     } catch (err) {
       if (err instanceof FileReadError) {
@@ -419,7 +447,7 @@ class BackupRun {
       throw err;
     }
     this.checkAbort();
-    if (this.cache.knows(p)) this.summary.files_changed++;
+    if (known()) this.summary.files_changed++;
     else this.summary.files_new++;
     this.summary.files_read++;
     this.summary.bytes_read += result.size;
@@ -432,52 +460,269 @@ class BackupRun {
     return { content: result.content, size: result.size };
   }
 
-  private async saveDir(p: Buffer, st: BigIntStats, name: Buffer = Buffer.from('/'), rootDev?: bigint): Promise<TreeNode | undefined> {
-    const node = nodeFromStat(name, st, 'dir');
-    const dev = rootDev ?? st.dev;
+  /** A directory: `node` is its own entry; `dev` the device of the backed-up path. Undefined if it vanished. */
+  private async saveDir(p: Buffer, node: TreeNode, dev: bigint): Promise<TreeNode | undefined> {
+    const subtree = await this.dirTree(p, dev);
+    if (subtree === undefined) return undefined;
+    node.subtree = subtree;
+    return node;
+  }
+
+  /** The tree ID of directory `p`; undefined if it vanished. */
+  private async dirTree(p: Buffer, dev: bigint): Promise<string | undefined> {
+    const scan = nativeScanDir();
+    const scanned = scan ? scan(p) : undefined;
+    // No addon, or the directory could not be read: Node's calls, which also word the error.
+    if (!(scanned instanceof Buffer)) return this.dirTreeWithNode(p, dev);
+    this.checkAbort();
+    const prefix = p.length === 1 && p[0] === 0x2f ? p : Buffer.concat([p, SLASH]);
+    const memo = this.memos.get(p);
+    let subtrees: Map<number, string | undefined> | undefined;
+    if (memo && this.memos.matches(memo, scanned)) {
+      const reused = await this.reuseTree(prefix, scanned, memo, dev);
+      if (typeof reused === 'string') return reused;
+      subtrees = reused;
+    }
+    const cached = this.cache.dir(p);
+    const nodes: TreeNode[] = [];
+    // What each entry of the scan became, in the scan's order; undefined if left out.
+    const slots: Array<TreeNode | undefined> = [];
+    // Entries that wait for something (a subdirectory, a file to read): run after the others.
+    const later: Array<() => Promise<unknown>> = [];
+    const devs = new DevStrings();
+    for (let o = 0, i = 0; o < scanned.length; i++) {
+      const slot = i;
+      const nameLength = scanned.readUInt16LE(o);
+      const r = o + 2 + nameLength;
+      const name = scanned.subarray(o + 2, r);
+      o = r + REC.LENGTH;
+      slots.push(undefined);
+      let childPath: Buffer | undefined;
+      const pathOf = () => (childPath ??= Buffer.concat([prefix, name]));
+      if (!this.excludes.empty && this.excludes.excluded(pathOf().toString('utf8'), name.toString('utf8'))) continue;
+      if (scanned.readUInt32LE(r + REC.ERRNO) !== 0) {
+        // lstat failed (the entry vanished since it was listed, say): once more with Node's lstat, for its error.
+        later.push(async () => {
+          const n = await this.saveChild(pathOf(), name, dev);
+          if (n) nodes.push(n);
+        });
+        continue;
+      }
+      const type = recordType(scanned, r);
+      if (!type) continue;
+      const child = nodeFromRecord(name, scanned, r, type, devs.of(scanned, r));
+      if (type === 'dir') {
+        if (subtrees?.has(slot)) {
+          // Done already, by the attempt to reuse this directory's tree.
+          child.subtree = subtrees.get(slot);
+          if (child.subtree !== undefined) nodes.push((slots[slot] = child));
+        } else {
+          later.push(async () => {
+            const subtree = await this.dirEntrySubtree(pathOf(), scanned, r, dev);
+            if (subtree === undefined) return;
+            child.subtree = subtree;
+            nodes.push((slots[slot] = child));
+          });
+        }
+        continue;
+      }
+      if (type === 'symlink') {
+        if (!this.readLink(pathOf(), child)) continue;
+      } else if (type === 'file') {
+        const key = name.toString('latin1');
+        const lookup = () => cached.lookup(key, scanned, r + REC.CACHE_STAT, this.isStored);
+        const links = child.links;
+        const content = links === 1 ? lookup() : undefined;
+        if (content) {
+          child.content = this.unmodified(content, child.size).content;
+        } else {
+          const linkKey = links > 1 ? `${child.dev}:${child.inode}` : undefined;
+          later.push(async () => {
+            const got = await this.saveFileContent(pathOf(), child.size, linkKey, lookup, () => cached.knows(key));
+            if (!got) return;
+            child.content = got.content;
+            child.size = got.size;
+            this.summary.total_files_processed++;
+            nodes.push((slots[slot] = child));
+          });
+          continue;
+        }
+      }
+      this.summary.total_files_processed++;
+      nodes.push((slots[slot] = child));
+    }
+    if (later.length > 0) await mapLimit(later, DIR_CONCURRENCY, (f) => f());
+    this.rememberFiles(p, nodes, cached);
+    const tree = await this.saveTree(nodes);
+    this.rememberTree(p, tree, scanned, slots, memo);
+    return tree;
+  }
+
+  /**
+   * The subtree of a directory entry from a scan: its own tree, or an empty one
+   * for a mount point under --one-file-system; undefined if it vanished.
+   */
+  private async dirEntrySubtree(childPath: Buffer, scanned: Buffer, r: number, dev: bigint): Promise<string | undefined> {
+    // A mount point: record the directory itself, not what is mounted on it.
+    if (this.opts.oneFileSystem && scanned.readBigUInt64LE(r + REC.DEV) !== dev) return this.saveTree([]);
+    return this.dirTree(childPath, dev);
+  }
+
+  /**
+   * A directory whose entries are, byte for byte, what its memo was made from:
+   * its tree is the memo's if every content blob and the tree are still stored,
+   * every symlink points where it did, and every subdirectory (done here, bottom
+   * up) has the tree it had. Otherwise the subtrees already done, by entry.
+   */
+  private async reuseTree(prefix: Buffer, scanned: Buffer, memo: Buffer, dev: bigint): Promise<string | Map<number, string | undefined>> {
+    const subtrees = new Map<number, string | undefined>();
+    const treeId = memo.toString('hex', 1, 33);
+    if (!this.isStored(treeId)) return subtrees;
+    const dirs: Array<{ slot: number; path: Buffer; r: number; expected: string }> = [];
+    let files = 0;
+    let nonDirs = 0;
+    let bytes = 0;
+    let x = MEMO_HEADER + scanned.length;
+    for (let o = 0, slot = 0; o < scanned.length; slot++) {
+      const nameLength = scanned.readUInt16LE(o);
+      const r = o + 2 + nameLength;
+      const name = scanned.subarray(o + 2, r);
+      o = r + REC.LENGTH;
+      const childPath = (): Buffer => Buffer.concat([prefix, name]);
+      // Only scans without a failed lstat are remembered, so none is met here.
+      if (!this.excludes.empty && this.excludes.excluded(childPath().toString('utf8'), name.toString('utf8'))) return subtrees;
+      const type = recordType(scanned, r);
+      if (type === 'file') {
+        const count = memo.readUInt32LE(x);
+        x += 4;
+        for (let i = 0; i < count; i++, x += 32) if (!this.isStoredAt(memo, x)) return subtrees;
+        files++;
+        nonDirs++;
+        bytes += u64(scanned, r + REC.SIZE);
+      } else if (type === 'dir') {
+        dirs.push({ slot, path: childPath(), r, expected: memo.toString('hex', x, x + 32) });
+        x += 32;
+      } else if (type === 'symlink') {
+        const length = memo.readUInt16LE(x);
+        let target: Buffer;
+        try {
+          target = fs.readlinkSync(childPath(), { encoding: 'buffer' });
+        } catch {
+          return subtrees; // the usual path reports it
+        }
+        if (!target.equals(memo.subarray(x + 2, x + 2 + length))) return subtrees;
+        x += 2 + length;
+        nonDirs++;
+      } else {
+        nonDirs++;
+      }
+    }
+    let same = true;
+    await mapLimit(dirs, DIR_CONCURRENCY, async (d) => {
+      const subtree = await this.dirEntrySubtree(d.path, scanned, d.r, dev);
+      subtrees.set(d.slot, subtree);
+      if (subtree !== d.expected) same = false;
+    });
+    if (!same) return subtrees;
+    this.summary.files_unmodified += files;
+    this.summary.total_files_processed += nonDirs;
+    this.summary.total_bytes_processed += bytes;
+    this.summary.dirs_unmodified++;
+    return treeId;
+  }
+
+  /**
+   * Remember what `tree` was made of (see src/state/treememo.ts), if every entry
+   * of the scan is in it as scanned: none left out, none failed, none read while
+   * it changed.
+   */
+  private rememberTree(dir: Buffer, tree: string, scanned: Buffer, slots: Array<TreeNode | undefined>, stored: Buffer | undefined): void {
+    if (this.opts.dryRun) return;
+    let length = MEMO_HEADER + scanned.length;
+    for (const n of slots) {
+      if (!n) return;
+      if (n.type === 'file') {
+        if (!n.content || this.readWhileChanging.has(n.content)) return;
+        length += 4 + 32 * n.content.length;
+      } else if (n.type === 'dir') length += 32;
+      else if (n.type === 'symlink') length += 2 + n.linkTarget!.length;
+    }
+    const memo = Buffer.allocUnsafe(length);
+    memo[0] = MEMO_VERSION;
+    memo.write(tree, 1, 'hex');
+    this.memos.accounts.copy(memo, 33);
+    memo.writeUInt32LE(scanned.length, 65);
+    let x = MEMO_HEADER + scanned.copy(memo, MEMO_HEADER);
+    for (const n of slots) {
+      if (n!.type === 'file') {
+        x = memo.writeUInt32LE(n!.content!.length, x);
+        for (const id of n!.content!) x += memo.write(id, x, 'hex');
+      } else if (n!.type === 'dir') x += memo.write(n!.subtree!, x, 'hex');
+      else if (n!.type === 'symlink') {
+        x = memo.writeUInt16LE(n!.linkTarget!.length, x);
+        x += n!.linkTarget!.copy(memo, x);
+      }
+    }
+    if (stored?.equals(memo)) return;
+    this.memos.record(dir, memo);
+  }
+
+  /** An entry whose lstat the scan could not take: Node's lstat, and the usual path from there. */
+  private saveChild(childPath: Buffer, childName: Buffer, dev: bigint): Promise<TreeNode | undefined> {
+    let cst: BigIntStats;
+    try {
+      cst = fs.lstatSync(childPath, { bigint: true });
+    } catch (err) {
+      this.fileError(childPath, err);
+      return Promise.resolve(undefined);
+    }
+    return this.saveStatted(childPath, childName, cst, dev);
+  }
+
+  private async saveStatted(childPath: Buffer, childName: Buffer, cst: BigIntStats, dev: bigint): Promise<TreeNode | undefined> {
+    if (this.opts.oneFileSystem && cst.isDirectory() && cst.dev !== dev) {
+      // A mount point: record the directory itself, not what is mounted on it.
+      const mp = nodeFromStat(childName, cst, 'dir');
+      mp.subtree = await this.saveTree([]);
+      return mp;
+    }
+    return this.saveEntry(childPath, childName, cst, dev);
+  }
+
+  /** dirTree with Node's readdir and lstat: without the native addon, and to report a directory's error. */
+  private async dirTreeWithNode(p: Buffer, dev: bigint): Promise<string | undefined> {
     let names: Buffer[];
     try {
       names = fs.readdirSync(p, { encoding: 'buffer' });
     } catch (err) {
       this.fileError(p, err);
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      node.subtree = await this.saveTree([]);
-      return node;
+      return this.saveTree([]);
     }
-    const prefix = p.length === 1 && p[0] === 0x2f ? p : Buffer.concat([p, Buffer.from('/')]);
+    const prefix = p.length === 1 && p[0] === 0x2f ? p : Buffer.concat([p, SLASH]);
     const entries = await mapLimit(names, DIR_CONCURRENCY, async (childName): Promise<TreeNode | undefined> => {
-        const childPath = Buffer.concat([prefix, childName]);
-        if (!this.excludes.empty && this.excludes.excluded(childPath.toString('utf8'), childName.toString('utf8'))) return undefined;
-        let cst: BigIntStats;
-        try {
-          cst = fs.lstatSync(childPath, { bigint: true });
-        } catch (err) {
-          this.fileError(childPath, err);
-          return undefined;
-        }
-        if (this.opts.oneFileSystem && cst.isDirectory() && cst.dev !== dev) {
-          // A mount point: record the directory itself, not what is mounted on it.
-          const mp = nodeFromStat(childName, cst, 'dir');
-          mp.subtree = await this.saveTree([]);
-          return mp;
-        }
-        return this.saveEntry(childPath, childName, cst, dev);
+      const childPath = Buffer.concat([prefix, childName]);
+      if (!this.excludes.empty && this.excludes.excluded(childPath.toString('utf8'), childName.toString('utf8'))) return undefined;
+      return this.saveChild(childPath, childName, dev);
     });
     const saved = entries.filter((e): e is TreeNode => e !== undefined);
     this.rememberFiles(p, saved);
-    node.subtree = await this.saveTree(saved);
-    return node;
+    return this.saveTree(saved);
   }
 
   /** Tell the file cache what this directory's files were, so the next backup can skip them. */
-  private rememberFiles(dir: Buffer, nodes: TreeNode[]): void {
+  private rememberFiles(dir: Buffer, nodes: TreeNode[], handle?: CachedDir): void {
     if (this.opts.dryRun) return;
+    const remembered = (n: TreeNode) => n.type === 'file' && n.content !== undefined && !this.readWhileChanging.has(n.content);
+    let count = 0;
+    for (const n of nodes) if (remembered(n)) count++;
+    if (this.cache.unchanged(dir, count, handle)) return;
     const files: CachedFile[] = [];
     for (const n of nodes) {
-      if (n.type !== 'file' || !n.content || this.readWhileChanging.has(n.content)) continue;
-      files.push({ name: n.name, size: n.size, mtimeNs: n.mtimeNs, ctimeNs: n.ctimeNs, inode: BigInt(n.inode), content: n.content });
+      if (!remembered(n)) continue;
+      files.push({ name: n.name, size: n.size, mtimeNs: n.mtimeNs, ctimeNs: n.ctimeNs, inode: BigInt(n.inode), content: n.content! });
     }
-    this.cache.recordDir(dir, files);
+    this.cache.recordDir(dir, files, handle);
   }
 
   /**
@@ -490,6 +735,7 @@ class BackupRun {
     await Promise.allSettled([this.pool.flushPacks(), this.treePacker.drain()]);
     await this.flushIndex().catch(() => {});
     this.cache.commit();
+    this.memos.commit();
   }
 
   /** Wait for every upload and write the final index; after this the snapshot may be written. */
@@ -500,6 +746,7 @@ class BackupRun {
     await this.treePacker.flush();
     await this.flushIndex();
     this.cache.commit();
+    this.memos.commit();
     // The snapshot may refer only to stored, indexed data: check before it is written.
     if (!this.opts.dryRun) {
       for (const ids of [this.added, this.readIds]) {

@@ -9,7 +9,7 @@ import { type GetOptions, type Staging, type Storage, StorageError, collectList,
 import { BlobType, DamagedBlobError, blobId, openBlob, sealBlobWithId } from './blob.js';
 import { type CompressionMode } from './compression.js';
 import { FORMAT_VERSION, type RepoConfig, newConfig, validatePackSize } from './config.js';
-import { BlobIndex, type BlobLocation, type IndexedPack, decodeIndex, decodeTreeLocations, encodeIndex } from './index.js';
+import { BlobIndex, type BlobLocation, type IndexedPack, checkIndexLayout, decodeTreeLocations, encodeIndex } from './index.js';
 import { CONFIG, INDEX, KEYS, SNAPSHOTS, idOf, packName } from './layout.js';
 import { RepoLock } from './lock.js';
 import { DamagedObjectError, openJson, openObject, sealJson, sealObject } from './objects.js';
@@ -166,12 +166,17 @@ export class Repository {
   /** Load every index object not loaded yet. Cheap to call again: it reads only new ones. */
   async loadIndex(): Promise<void> {
     const fresh = (await this.indexNames()).filter((n) => !this.loadedIndexFiles.has(n));
-    const decoded = await this.readIndexObjects(fresh, decodeIndex);
+    // Checked as they arrive, added in order (the first place of a blob wins), read in place.
+    let blobs = 0;
+    const checked = await this.readIndexObjects(fresh, (plain) => {
+      blobs += checkIndexLayout(plain);
+      return plain;
+    });
+    this.index.reserve(blobs);
     for (let i = 0; i < fresh.length; i++) {
-      const d = decoded[i];
+      const plain = checked[i];
       this.loadedIndexFiles.add(fresh[i]!);
-      if (!d) continue;
-      for (const p of d.packs) this.index.addPack(p);
+      if (plain) this.index.addIndexObject(plain);
     }
     this.indexLoaded = true;
   }

@@ -71,27 +71,19 @@ export class FileCache {
     return d;
   }
 
+  /** What the last backup saw in directory `dir`, for lookups of its entries by name. */
+  dir(dir: Buffer): CachedDir {
+    return new CachedDir(this.load(dir));
+  }
+
   /**
    * The content of an unchanged file, if every blob of it is still stored
    * (`isStored`: a prune may have removed some since).
    */
   lookup(p: Buffer, st: BigIntStats, isStored: (id: string) => boolean): string[] | undefined {
     const [dir, name] = FileCache.split(p);
-    const d = this.load(dir);
-    const { row, at } = d;
-    const o = at.get(name.toString('latin1'));
-    if (row === undefined || o === undefined) return undefined;
     writeStat(this.probe, 0, st.size, st.mtimeNs, st.ctimeNs, st.ino);
-    if (row.compare(this.probe, 0, STAT_BYTES, o, o + STAT_BYTES) !== 0) return undefined;
-    const count = row.readUInt32LE(o + STAT_BYTES);
-    const ids: string[] = [];
-    for (let i = 0, at2 = o + STAT_BYTES + 4; i < count; i++, at2 += 32) {
-      const id = row.toString('hex', at2, at2 + 32);
-      if (!isStored(id)) return undefined;
-      ids.push(id);
-    }
-    d.hits++;
-    return ids;
+    return lookupIn(this.load(dir), name.toString('latin1'), this.probe, 0, isStored);
   }
 
   /** Whether the last backup saw a file at `p` (changed since, if lookup found nothing). */
@@ -101,14 +93,24 @@ export class FileCache {
   }
 
   /**
+   * Whether `recordDir(dir, files)` with `fileCount` files would rewrite the row
+   * as it is: every file of the row was found unchanged, and there is no other.
+   * Saves building the list when it would be thrown away.
+   */
+  unchanged(dir: Buffer, fileCount: number, handle?: CachedDir): boolean {
+    const known = handle?.row ?? this.dirs.get(dir.toString('latin1'));
+    return known?.row !== undefined && known.hits === fileCount && known.at.size === fileCount;
+  }
+
+  /**
    * Remember the files of directory `dir` that the backup stored (not those that
    * changed while being read); replaces what was known of that directory.
    * Written in batches by `commit`.
    */
-  recordDir(dir: Buffer, files: CachedFile[]): void {
+  recordDir(dir: Buffer, files: CachedFile[], handle?: CachedDir): void {
     // Every file of the row found unchanged, and no other file: the row would be rewritten as it is.
-    const known = this.dirs.get(dir.toString('latin1'));
-    if (known?.row && known.hits === files.length && known.at.size === files.length) return;
+    if (this.unchanged(dir, files.length, handle)) return;
+    const known = handle?.row ?? this.dirs.get(dir.toString('latin1'));
     let length = 0;
     for (const f of files) length += 2 + f.name.length + STAT_BYTES + 4 + 32 * f.content.length;
     const row = Buffer.allocUnsafe(length);
@@ -133,6 +135,40 @@ export class FileCache {
       for (const [dir, row] of rows) this.putStmt.run(this.repoId, dir, row);
     })();
   }
+}
+
+/** The cache's row of one directory (see FileCache.dir). */
+export class CachedDir {
+  constructor(/** @internal */ readonly row: DirRow) {}
+
+  /**
+   * The content of the file `name` (latin1 of its bytes) if the 32 bytes at
+   * `stat[at]` (u64le size ‖ i64le mtime ns ‖ i64le ctime ns ‖ u64le inode) are
+   * what the last backup recorded, and every blob of it is still stored.
+   */
+  lookup(name: string, stat: Buffer, at: number, isStored: (id: string) => boolean): string[] | undefined {
+    return lookupIn(this.row, name, stat, at, isStored);
+  }
+
+  knows(name: string): boolean {
+    return this.row.at.has(name);
+  }
+}
+
+function lookupIn(d: DirRow, name: string, stat: Buffer, statAt: number, isStored: (id: string) => boolean): string[] | undefined {
+  const { row, at } = d;
+  const o = at.get(name);
+  if (row === undefined || o === undefined) return undefined;
+  if (row.compare(stat, statAt, statAt + STAT_BYTES, o, o + STAT_BYTES) !== 0) return undefined;
+  const count = row.readUInt32LE(o + STAT_BYTES);
+  const ids: string[] = [];
+  for (let i = 0, p = o + STAT_BYTES + 4; i < count; i++, p += 32) {
+    const id = row.toString('hex', p, p + 32);
+    if (!isStored(id)) return undefined;
+    ids.push(id);
+  }
+  d.hits++;
+  return ids;
 }
 
 function writeStat(out: Buffer, o: number, size: bigint, mtimeNs: bigint, ctimeNs: bigint, inode: bigint): number {

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { FILE_CACHE_SCHEMA, dropOldFileTables } from './filecache.js';
+import { TREE_MEMO_SCHEMA } from './treememo.js';
 
 /**
  * The local state database: a cache of what earlier backups saw, so unchanged
@@ -23,6 +24,7 @@ export function openStateDb(): Database.Database {
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.exec(FILE_CACHE_SCHEMA);
+  db.exec(TREE_MEMO_SCHEMA);
   dropOldFileTables(db);
   db.exec(`
     CREATE TABLE IF NOT EXISTS jobs (

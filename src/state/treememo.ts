@@ -1,0 +1,134 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import type Database from 'better-sqlite3';
+
+/**
+ * What the last backup made of each directory: the tree ID, and every input of
+ * that tree, so that a directory whose inputs are all the same again is given
+ * the same tree ID without building, encoding and hashing its tree.
+ *
+ * The inputs are compared as bytes, never summarised: the directory's entries
+ * exactly as the native scan returns them (names and every lstat field the tree
+ * records, and more: size, mtime, ctime, inode, atime, mode, owner, links,
+ * device), the account names that owners map to (a digest of /etc/passwd and
+ * /etc/group), and per entry what the tree adds to the lstat: a file's content
+ * IDs, a subdirectory's tree ID (computed again, bottom up), a symlink's target
+ * (read again). A file whose lstat differs in any byte makes its directory take
+ * the usual path, where the file cache decides whether to read it.
+ *
+ * Row (u32 and u16 little-endian):
+ *   u8 version ‖ tree ID (32) ‖ accounts digest (32) ‖ u32 records length ‖ records
+ *   ‖ per entry, in the records' order: file: u32 count ‖ IDs (32 each);
+ *     directory: subtree ID (32); symlink: u16 length ‖ target; other: nothing.
+ */
+export const MEMO_VERSION = 1;
+export const MEMO_HEADER = 1 + 32 + 32 + 4;
+/** Rows read ahead at most (the bench tree's 1,500 directories: 4.4 MB; a million files: ~150 MB). */
+const PRELOAD_MAX_BYTES = 64 * 1024 * 1024;
+
+export const TREE_MEMO_SCHEMA = `
+  CREATE TABLE IF NOT EXISTS dir_trees (
+    repo TEXT NOT NULL,
+    dir BLOB NOT NULL,
+    memo BLOB NOT NULL,
+    PRIMARY KEY (repo, dir)
+  ) WITHOUT ROWID;
+`;
+
+export class TreeMemo {
+  private readonly getStmt: Database.Statement;
+  private readonly putStmt: Database.Statement;
+  private pending: Array<[Buffer, Buffer]> = [];
+  private preloaded: Map<string, Buffer> | undefined;
+  /** The account names in effect for this run; a row made under others is not used. */
+  readonly accounts: Buffer;
+
+  constructor(private readonly db: Database.Database, private readonly repoId: string, accounts = accountsDigest()) {
+    this.getStmt = db.prepare('SELECT memo FROM dir_trees WHERE repo = ? AND dir = ?').pluck();
+    this.putStmt = db.prepare('INSERT OR REPLACE INTO dir_trees (repo, dir, memo) VALUES (?, ?, ?)');
+    this.accounts = accounts;
+  }
+
+  /** The row of `dir`, as stored (or as preloaded: each is handed out once). */
+  get(dir: Buffer): Buffer | undefined {
+    if (this.preloaded) {
+      const key = dir.toString('latin1');
+      const memo = this.preloaded.get(key);
+      if (memo) {
+        this.preloaded.delete(key);
+        return memo;
+      }
+    }
+    return this.getStmt.get(this.repoId, dir) as Buffer | undefined;
+  }
+
+  /**
+   * Read the rows of these directories and of every directory below them in one
+   * query each: half the time of a query per directory (1,500 rows, 4.4 MB:
+   * 10-20 ms against 27-32 ms).
+   */
+  preload(dirs: string[], maxBytes = PRELOAD_MAX_BYTES): void {
+    const range = this.db.prepare('SELECT dir, memo FROM dir_trees WHERE repo = ? AND dir >= ? AND dir < ?').raw();
+    this.preloaded = new Map();
+    let bytes = 0;
+    for (const d of dirs) {
+      const dir = Buffer.from(d);
+      const memo = this.getStmt.get(this.repoId, dir) as Buffer | undefined;
+      if (memo) this.preloaded.set(dir.toString('latin1'), memo);
+      if (dir.length === 0) continue;
+      // Everything that starts with "dir/": from "dir/" up to, not including, "dir0" ("0" follows "/").
+      const from = dir[dir.length - 1] === 0x2f ? dir : Buffer.concat([dir, Buffer.from('/')]);
+      const to = Buffer.from(from);
+      to[to.length - 1] = 0x30;
+      for (const [rowDir, rowMemo] of range.iterate(this.repoId, from, to) as IterableIterator<[Buffer, Buffer]>) {
+        // Enough held: the rest is read a directory at a time, as the walk reaches it.
+        if ((bytes += rowMemo.length) > maxBytes) return;
+        this.preloaded.set(rowDir.toString('latin1'), rowMemo);
+      }
+    }
+  }
+
+  /**
+   * Whether `memo` was made from exactly these `records` under the same account
+   * names (the caller checks the rest: content stored, subtrees, link targets).
+   */
+  matches(memo: Buffer, records: Buffer): boolean {
+    if (memo.length < MEMO_HEADER || memo[0] !== MEMO_VERSION) return false;
+    if (memo.compare(this.accounts, 0, 32, 33, 65) !== 0) return false;
+    const length = memo.readUInt32LE(65);
+    if (length !== records.length || MEMO_HEADER + length > memo.length) return false;
+    return memo.compare(records, 0, length, MEMO_HEADER, MEMO_HEADER + length) === 0;
+  }
+
+  /** Remember a directory's tree; written in batches by `commit`. */
+  record(dir: Buffer, memo: Buffer): void {
+    this.pending.push([dir, memo]);
+    if (this.pending.length >= 500) this.commit();
+  }
+
+  commit(): void {
+    if (this.pending.length === 0) return;
+    const rows = this.pending;
+    this.pending = [];
+    this.db.transaction(() => {
+      for (const [dir, memo] of rows) this.putStmt.run(this.repoId, dir, memo);
+    })();
+  }
+}
+
+/** Tree nodes name owners from these files (src/engine/fsmeta.ts): a change to either changes the names. */
+export function accountsDigest(files = ['/etc/passwd', '/etc/group']): Buffer {
+  const h = crypto.createHash('sha256');
+  for (const f of files) {
+    let content: Buffer;
+    try {
+      content = fs.readFileSync(f);
+    } catch {
+      content = Buffer.alloc(0);
+    }
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(BigInt(content.length));
+    h.update(length).update(content);
+  }
+  return h.digest();
+}
