@@ -83,6 +83,9 @@ function progressIntervalMs(): number {
 /** Entries of one directory examined at once (lstat, cache lookup, queueing reads). */
 const DIR_CONCURRENCY = 32;
 
+/** Start one entry's work; resolves when the walk may go on, with the promise of that work. */
+type WalkStep = () => Promise<{ done: Promise<unknown> }>;
+
 /**
  * One backup run: scan → (unchanged? reuse) → chunk/hash/compress/seal in the
  * worker pool → pack → upload → index → snapshot. The snapshot is written only
@@ -230,6 +233,12 @@ class BackupRun {
   private readonly onStored: (pack: IndexedPack) => Promise<void>;
   /** Files being read at once: enough to keep every worker busy, few enough to bound memory. */
   private readonly reads: Semaphore;
+  /**
+   * Files the walk has started and not finished. The walk waits for a place
+   * before starting the next file, so however large the tree, only this many
+   * files and the directories above them are held in memory.
+   */
+  private readonly window: Semaphore;
   private progressTimer: NodeJS.Timeout | undefined;
   private current: string | undefined;
 
@@ -253,6 +262,7 @@ class BackupRun {
     // Enough files waiting that every thread gets full batches while the scan goes on;
     // a waiting file costs a path and a promise, never its contents.
     this.reads = new Semaphore(pool.size * 256);
+    this.window = new Semaphore(pool.size * 256);
     this.compression = opts.compression ?? repo.config.compression;
     if (opts.onProgress) {
       this.progressTimer = setInterval(() => this.reportProgress(), progressIntervalMs());
@@ -468,8 +478,20 @@ class BackupRun {
     return node;
   }
 
-  /** The tree ID of directory `p`; undefined if it vanished. */
-  private async dirTree(p: Buffer, dev: bigint): Promise<string | undefined> {
+  /**
+   * The tree ID of directory `p`; undefined if it vanished. `walked` is called
+   * once every entry's work has started (the files to read hold a place in the
+   * walk's window): the parent walks on from there without waiting for the reads.
+   */
+  private async dirTree(p: Buffer, dev: bigint, walked: () => void = () => {}): Promise<string | undefined> {
+    try {
+      return await this.dirTreeWalk(p, dev, walked);
+    } finally {
+      walked();
+    }
+  }
+
+  private async dirTreeWalk(p: Buffer, dev: bigint, walked: () => void): Promise<string | undefined> {
     const scan = nativeScanDir();
     const scanned = scan ? scan(p) : undefined;
     // No addon, or the directory could not be read: Node's calls, which also word the error.
@@ -487,8 +509,8 @@ class BackupRun {
     const nodes: TreeNode[] = [];
     // What each entry of the scan became, in the scan's order; undefined if left out.
     const slots: Array<TreeNode | undefined> = [];
-    // Entries that wait for something (a subdirectory, a file to read): run after the others.
-    const later: Array<() => Promise<unknown>> = [];
+    // Entries that wait for something (a subdirectory, a file to read): started after the others, in order.
+    const later: WalkStep[] = [];
     const devs = new DevStrings();
     for (let o = 0, i = 0; o < scanned.length; i++) {
       const slot = i;
@@ -502,10 +524,12 @@ class BackupRun {
       if (!this.excludes.empty && this.excludes.excluded(pathOf().toString('utf8'), name.toString('utf8'))) continue;
       if (scanned.readUInt32LE(r + REC.ERRNO) !== 0) {
         // lstat failed (the entry vanished since it was listed, say): once more with Node's lstat, for its error.
-        later.push(async () => {
-          const n = await this.saveChild(pathOf(), name, dev);
-          if (n) nodes.push(n);
-        });
+        later.push(async () => ({
+          done: (async () => {
+            const n = await this.saveChild(pathOf(), name, dev);
+            if (n) nodes.push(n);
+          })(),
+        }));
         continue;
       }
       const type = recordType(scanned, r);
@@ -518,10 +542,16 @@ class BackupRun {
           if (child.subtree !== undefined) nodes.push((slots[slot] = child));
         } else {
           later.push(async () => {
-            const subtree = await this.dirEntrySubtree(pathOf(), scanned, r, dev);
-            if (subtree === undefined) return;
-            child.subtree = subtree;
-            nodes.push((slots[slot] = child));
+            let walkedOn!: () => void;
+            const childWalked = new Promise<void>((resolve) => (walkedOn = resolve));
+            const done = (async () => {
+              const subtree = await this.dirEntrySubtree(pathOf(), scanned, r, dev, walkedOn);
+              if (subtree === undefined) return;
+              child.subtree = subtree;
+              nodes.push((slots[slot] = child));
+            })();
+            await Promise.race([childWalked, done]);
+            return { done };
           });
         }
         continue;
@@ -538,12 +568,20 @@ class BackupRun {
         } else {
           const linkKey = links > 1 ? `${child.dev}:${child.inode}` : undefined;
           later.push(async () => {
-            const got = await this.saveFileContent(pathOf(), child.size, linkKey, lookup, () => cached.knows(key));
-            if (!got) return;
-            child.content = got.content;
-            child.size = got.size;
-            this.summary.total_files_processed++;
-            nodes.push((slots[slot] = child));
+            await this.window.acquire();
+            const done = (async () => {
+              try {
+                const got = await this.saveFileContent(pathOf(), child.size, linkKey, lookup, () => cached.knows(key));
+                if (!got) return;
+                child.content = got.content;
+                child.size = got.size;
+                this.summary.total_files_processed++;
+                nodes.push((slots[slot] = child));
+              } finally {
+                this.window.release();
+              }
+            })();
+            return { done };
           });
           continue;
         }
@@ -551,7 +589,17 @@ class BackupRun {
       this.summary.total_files_processed++;
       nodes.push((slots[slot] = child));
     }
-    if (later.length > 0) await mapLimit(later, DIR_CONCURRENCY, (f) => f());
+    // One step at a time, so the walk goes depth first and what waits is bounded
+    // by the window (files) and the depth (directories), not by the tree's size.
+    const running: Promise<unknown>[] = [];
+    for (const step of later) {
+      const { done } = await step();
+      // Marked handled now: if the walk stops on an error, the rest must not crash the process.
+      done.catch(() => {});
+      running.push(done);
+    }
+    walked();
+    await Promise.all(running);
     this.rememberFiles(p, nodes, cached);
     const tree = await this.saveTree(nodes);
     this.rememberTree(p, tree, scanned, slots, memo);
@@ -562,10 +610,10 @@ class BackupRun {
    * The subtree of a directory entry from a scan: its own tree, or an empty one
    * for a mount point under --one-file-system; undefined if it vanished.
    */
-  private async dirEntrySubtree(childPath: Buffer, scanned: Buffer, r: number, dev: bigint): Promise<string | undefined> {
+  private async dirEntrySubtree(childPath: Buffer, scanned: Buffer, r: number, dev: bigint, walked?: () => void): Promise<string | undefined> {
     // A mount point: record the directory itself, not what is mounted on it.
     if (this.opts.oneFileSystem && scanned.readBigUInt64LE(r + REC.DEV) !== dev) return this.saveTree([]);
-    return this.dirTree(childPath, dev);
+    return this.dirTree(childPath, dev, walked);
   }
 
   /**
