@@ -77,20 +77,7 @@ export function sealBlobInto(out: Buffer, offset: number, keys: MasterKeys, type
 
 /** Decrypt, decompress and verify a blob against its ID. */
 export function openBlob(keys: MasterKeys, type: BlobType, id: Buffer, sealed: Buffer, packId?: string): Buffer {
-  let inner: Buffer;
-  try {
-    inner = open(keys.encryption, blobAssociatedData(type, id), sealed);
-  } catch {
-    throw new DamagedBlobError(idToHex(id), 'authentication failed', packId);
-  }
-  let plain: Buffer;
-  try {
-    plain = decompress(inner[0]!, inner.subarray(1));
-  } catch (err) {
-    throw new DamagedBlobError(idToHex(id), (err as Error).message, packId);
-  }
-  if (!blobId(keys, type, plain).equals(id)) throw new DamagedBlobError(idToHex(id), 'content does not match its ID', packId);
-  return plain;
+  return openWith(open, decompress, keys, type, id, sealed, packId);
 }
 
 /**
@@ -100,15 +87,27 @@ export function openBlob(keys: MasterKeys, type: BlobType, id: Buffer, sealed: B
  * until the next call on this thread.
  */
 export function openBlobTransient(keys: MasterKeys, type: BlobType, id: Buffer, sealed: Buffer, packId?: string): Buffer {
+  return openWith(openInPlace, decompressScratch, keys, type, id, sealed, packId);
+}
+
+function openWith(
+  decrypt: (key: Buffer, ad: Uint8Array, sealed: Buffer) => Buffer,
+  inflate: (codec: number, payload: Buffer) => Buffer,
+  keys: MasterKeys,
+  type: BlobType,
+  id: Buffer,
+  sealed: Buffer,
+  packId?: string,
+): Buffer {
   let inner: Buffer;
   try {
-    inner = openInPlace(keys.encryption, blobAssociatedData(type, id), sealed);
+    inner = decrypt(keys.encryption, blobAssociatedData(type, id), sealed);
   } catch {
     throw new DamagedBlobError(idToHex(id), 'authentication failed', packId);
   }
   let plain: Buffer;
   try {
-    plain = decompressScratch(inner[0]!, inner.subarray(1));
+    plain = inflate(inner[0]!, inner.subarray(1));
   } catch (err) {
     throw new DamagedBlobError(idToHex(id), (err as Error).message, packId);
   }

@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { RowBatch } from './row-batch.js';
 import { type BigIntStats } from 'node:fs';
 
 /** What the cache needs to know of a file the backup stored. */
@@ -36,14 +37,13 @@ interface DirRow {
 
 export class FileCache {
   private readonly dirStmt: Database.Statement;
-  private readonly putStmt: Database.Statement;
-  private pending: Array<[Buffer, Buffer]> = [];
+  private readonly rows: RowBatch;
   private readonly dirs = new Map<string, DirRow>();
   private readonly probe = Buffer.alloc(STAT_BYTES);
 
   constructor(private readonly db: Database.Database, private readonly repoId: string) {
     this.dirStmt = db.prepare('SELECT entries FROM dir_files WHERE repo = ? AND dir = ?').pluck();
-    this.putStmt = db.prepare('INSERT OR REPLACE INTO dir_files (repo, dir, entries) VALUES (?, ?, ?)');
+    this.rows = new RowBatch(db, repoId, 'INSERT OR REPLACE INTO dir_files (repo, dir, entries) VALUES (?, ?, ?)');
   }
 
   private static split(p: Buffer): [Buffer, Buffer] {
@@ -123,17 +123,11 @@ export class FileCache {
       for (const id of f.content) o += row.write(id, o, 'hex');
     }
     if (known?.row?.equals(row)) return;
-    this.pending.push([dir, row]);
-    if (this.pending.length >= 500) this.commit();
+    this.rows.add(dir, row);
   }
 
   commit(): void {
-    if (this.pending.length === 0) return;
-    const rows = this.pending;
-    this.pending = [];
-    this.db.transaction(() => {
-      for (const [dir, row] of rows) this.putStmt.run(this.repoId, dir, row);
-    })();
+    this.rows.commit();
   }
 }
 

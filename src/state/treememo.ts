@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type Database from 'better-sqlite3';
+import { RowBatch } from './row-batch.js';
 
 /**
  * What the last backup made of each directory: the tree ID, and every input of
@@ -37,15 +38,14 @@ export const TREE_MEMO_SCHEMA = `
 
 export class TreeMemo {
   private readonly getStmt: Database.Statement;
-  private readonly putStmt: Database.Statement;
-  private pending: Array<[Buffer, Buffer]> = [];
+  private readonly rows: RowBatch;
   private preloaded: Map<string, Buffer> | undefined;
   /** The account names in effect for this run; a row made under others is not used. */
   readonly accounts: Buffer;
 
   constructor(private readonly db: Database.Database, private readonly repoId: string, accounts = accountsDigest()) {
     this.getStmt = db.prepare('SELECT memo FROM dir_trees WHERE repo = ? AND dir = ?').pluck();
-    this.putStmt = db.prepare('INSERT OR REPLACE INTO dir_trees (repo, dir, memo) VALUES (?, ?, ?)');
+    this.rows = new RowBatch(db, repoId, 'INSERT OR REPLACE INTO dir_trees (repo, dir, memo) VALUES (?, ?, ?)');
     this.accounts = accounts;
   }
 
@@ -102,17 +102,11 @@ export class TreeMemo {
 
   /** Remember a directory's tree; written in batches by `commit`. */
   record(dir: Buffer, memo: Buffer): void {
-    this.pending.push([dir, memo]);
-    if (this.pending.length >= 500) this.commit();
+    this.rows.add(dir, memo);
   }
 
   commit(): void {
-    if (this.pending.length === 0) return;
-    const rows = this.pending;
-    this.pending = [];
-    this.db.transaction(() => {
-      for (const [dir, memo] of rows) this.putStmt.run(this.repoId, dir, memo);
-    })();
+    this.rows.commit();
   }
 }
 
