@@ -10,12 +10,6 @@ import { VERSION } from '../version.js';
 import { COMMAND_NAMES, type Command, loadCommands } from './commands/index.js';
 import { nativeSyscalls } from '../native/syscalls.js';
 
-// Blob-sized buffers (256 KiB to 8 MiB) are allocated and freed all the time by
-// every command; in their own mappings they leave RSS when freed, instead of
-// raising glibc's threshold and settling in heaps that never shrink. Measured on
-// the bench tree (docs/DECISIONS.md, "Memory").
-nativeSyscalls()?.setMmapThreshold?.(256 * 1024);
-
 function globalOptions(y: Argv): Argv {
   return y
     .option('repo', { alias: 'r', type: 'string', describe: 'repository location (or AEGIS_REPOSITORY): a path, s3:…, r2:…' })
@@ -106,6 +100,20 @@ function commandWord(args: string[]): string | undefined {
   return undefined;
 }
 
+/**
+ * Backup, restore and dump allocate and free blob-sized buffers (256 KiB to
+ * 8 MiB) all the time. In their own mappings they leave RSS when freed; by
+ * default glibc raises its threshold to the largest block freed and keeps them
+ * in heaps that never shrink (docs/DECISIONS.md, "Memory"). The mount is left
+ * out: its chunk cache holds blobs for long, and with the threshold its first
+ * read of a large file was ~20% slower (page faults on every new buffer) for
+ * no lower RSS after reading every file (docs/MOUNT.md, "Memory").
+ */
+function limitHeapGrowth(command: string | undefined): void {
+  if (command === 'mount') return;
+  nativeSyscalls()?.setMmapThreshold?.(256 * 1024);
+}
+
 /** How an unknown name from yargs was spelt on the command line, if it was an option. */
 function optionSpelling(name: string, args: string[]): string | undefined {
   if (args.some((a) => a === `--${name}` || a.startsWith(`--${name}=`) || a === `--no-${name}`)) return `--${name}`;
@@ -158,6 +166,7 @@ async function main(): Promise<void> {
     // A known command word: only its module (a command's own --help shows only it
     // anyway). Anything else (no command, help, a typo to suggest a fix for): all.
     const word = commandWord(args);
+    limitHeapGrowth(word);
     const commands = await loadCommands(word !== undefined && COMMAND_NAMES.includes(word) ? [word] : COMMAND_NAMES);
     await buildParser(args, commands).parseAsync();
   } catch (err) {
