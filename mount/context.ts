@@ -59,7 +59,9 @@ export class IndexLoader implements TreeLocator {
       this.reload().then(
         () => {
           this.done = true;
+          // The full index answers from now on: let the tree places go.
           this.treeMap = undefined;
+          this.trees = Promise.resolve(undefined);
           this.resolveReady();
         },
         (err: unknown) => this.rejectReady(err),

@@ -214,26 +214,20 @@ static napi_value set_mmap_threshold(napi_env env, napi_callback_info info) {
 // memory. The nonce scheme and subkeys stay in aead.ts; these see one key and IV.
 
 static bool bytes_arg(napi_env env, napi_value v, uint8_t **data, size_t *len, const char *what) {
-  bool is_typed;
+  bool is_typed = false;
+  napi_typedarray_type type = napi_int8_array;
   napi_is_typedarray(env, v, &is_typed);
-  if (!is_typed) {
+  if (is_typed) {
+    napi_value ab;
+    size_t offset;
+    napi_get_typedarray_info(env, v, &type, len, (void **)data, &ab, &offset);
+  }
+  if (!is_typed || type != napi_uint8_array) {
     char msg[96];
     snprintf(msg, sizeof msg, "%s must be a Uint8Array", what);
     napi_throw_type_error(env, NULL, msg);
     return false;
   }
-  napi_typedarray_type type;
-  napi_value ab;
-  size_t offset;
-  void *p;
-  napi_get_typedarray_info(env, v, &type, len, &p, &ab, &offset);
-  if (type != napi_uint8_array) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a Uint8Array", what);
-    napi_throw_type_error(env, NULL, msg);
-    return false;
-  }
-  *data = p;
   return true;
 }
 
@@ -489,23 +483,24 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
 }
 
 static napi_value init(napi_env env, napi_value exports) {
-  napi_value fn;
-  napi_create_function(env, "utimens", NAPI_AUTO_LENGTH, utimens, NULL, &fn);
-  napi_set_named_property(env, exports, "utimens", fn);
-  napi_create_function(env, "mknod", NAPI_AUTO_LENGTH, do_mknod, NULL, &fn);
-  napi_set_named_property(env, exports, "mknod", fn);
-  napi_create_function(env, "fastcdcCut", NAPI_AUTO_LENGTH, fastcdc_cut, NULL, &fn);
-  napi_set_named_property(env, exports, "fastcdcCut", fn);
-  napi_create_function(env, "mallocTrim", NAPI_AUTO_LENGTH, malloc_trim_fn, NULL, &fn);
-  napi_set_named_property(env, exports, "mallocTrim", fn);
-  napi_create_function(env, "setMmapThreshold", NAPI_AUTO_LENGTH, set_mmap_threshold, NULL, &fn);
-  napi_set_named_property(env, exports, "setMmapThreshold", fn);
-  napi_create_function(env, "gcmSealInto", NAPI_AUTO_LENGTH, gcm_seal_into, NULL, &fn);
-  napi_set_named_property(env, exports, "gcmSealInto", fn);
-  napi_create_function(env, "gcmOpenInPlace", NAPI_AUTO_LENGTH, gcm_open_in_place, NULL, &fn);
-  napi_set_named_property(env, exports, "gcmOpenInPlace", fn);
-  napi_create_function(env, "scanDir", NAPI_AUTO_LENGTH, scan_dir, NULL, &fn);
-  napi_set_named_property(env, exports, "scanDir", fn);
+  static const struct {
+    const char *name;
+    napi_callback fn;
+  } functions[] = {
+      {"utimens", utimens},
+      {"mknod", do_mknod},
+      {"fastcdcCut", fastcdc_cut},
+      {"mallocTrim", malloc_trim_fn},
+      {"setMmapThreshold", set_mmap_threshold},
+      {"gcmSealInto", gcm_seal_into},
+      {"gcmOpenInPlace", gcm_open_in_place},
+      {"scanDir", scan_dir},
+  };
+  for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
+    napi_value fn;
+    napi_create_function(env, functions[i].name, NAPI_AUTO_LENGTH, functions[i].fn, NULL, &fn);
+    napi_set_named_property(env, exports, functions[i].name, fn);
+  }
   return exports;
 }
 

@@ -75,15 +75,11 @@ function buildParser(args: string[], commands: Command[]): Argv {
   parser = parser.command('help [command]', 'show help for a command', {}, async (argv) => {
     const cmd = argv.command as string | undefined;
     if (!cmd || cmd === 'help' || cmd === 'completion') parser.showHelp('log');
-    else if (!commandNames().includes(cmd)) throw new UserError(`unknown command "${cmd}" ("aegis --help" lists them)`);
+    else if (!COMMAND_NAMES.includes(cmd)) throw new UserError(`unknown command "${cmd}" ("aegis --help" lists them)`);
     // The same parser, so the help is exactly what `aegis COMMAND --help` prints.
     else await buildParser([cmd, '--help'], await loadCommands([cmd])).parseAsync();
   });
   return parser;
-}
-
-function commandNames(): string[] {
-  return COMMAND_NAMES;
 }
 
 /** Global options that take a value: the word after them is not a command. */
@@ -128,7 +124,7 @@ function optionSpelling(name: string, args: string[]): string | undefined {
 function usageMessage(msg: string, args: string[], commands: Command[]): string {
   const text = msg.replace(/\s*\n\s*/g, ' ').trim();
   const cmd = commandWord(args);
-  const known = cmd !== undefined && (commandNames().includes(cmd) || cmd === 'help' || cmd === 'completion');
+  const known = cmd !== undefined && (COMMAND_NAMES.includes(cmd) || cmd === 'help' || cmd === 'completion');
   const helpHint = known ? `"aegis help ${cmd}"` : '"aegis --help"';
   const suggestion = /^Did you mean (.+)\?$/.exec(text);
   if (suggestion) return `unknown command${cmd ? ` "${cmd}"` : ''}; did you mean "${suggestion[1]}"?`;

@@ -15,11 +15,10 @@ import { type TreeNode, compareNames } from '../snapshot/tree.js';
 import { type CachedDir, type CachedFile, FileCache } from '../state/filecache.js';
 import { openStateDb } from '../state/statedb.js';
 import { MEMO_HEADER, MEMO_VERSION, TreeMemo } from '../state/treememo.js';
-import { privateStagingDir } from '../storage/staging.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../workers/pool.js';
 import { ExcludeMatcher } from './excludes.js';
 import { DevStrings, REC, nativeScanDir, nodeFromRecord, recordType, u64 } from './dirscan.js';
-import { nodeFromStat, nodeType } from './fsmeta.js';
+import { accounts, nodeFromStat, nodeType } from './fsmeta.js';
 import { adoptUnindexedPacks } from './orphans.js';
 import { findParent, resolveSnapshot } from './snapshots.js';
 import { VERSION } from '../version.js';
@@ -98,7 +97,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   const db = openStateDb();
   let pool: WorkerPool | undefined;
   // A dry run writes nothing into the repository, not even staged packs.
-  let dryRunStaging: string | undefined;
+  let scratch: string | undefined;
   try {
     await repo.loadIndex();
     if (!opts.dryRun) await adoptUnindexedPacks(repo);
@@ -106,6 +105,8 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     const parentEntry = opts.parent !== undefined ? await resolveSnapshot(repo, opts.parent) : await findParent(repo, hostname, absPaths);
     const parent = parentEntry?.id;
 
+    const staging = await repo.staging(opts.dryRun);
+    if (opts.dryRun) scratch = staging.dir;
     let run: BackupRun | undefined;
     pool = new WorkerPool({
       keys: repo.keys,
@@ -113,12 +114,12 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       size: opts.threads,
       knownIds: keysOf(repo),
       packSize: repo.config.packSize,
-      staging: opts.dryRun ? { dir: (dryRunStaging = await privateStagingDir()), sha256: false } : await repo.staging(),
+      staging,
       onPack: (pack) => run!.storeDataPack(pack),
     });
-    // TreeMemo digests /etc/passwd and /etc/group before the first node reads
-    // account names from them: a change between the two then only costs a miss.
-    run = new BackupRun(repo, pool, new FileCache(db, repo.config.id), new TreeMemo(db, repo.config.id), opts, parent !== undefined, parentEntry?.snapshot.summary?.total_bytes_processed);
+    // Owner names and the tree memo's digest of the account files come from one read of them.
+    const memos = new TreeMemo(db, repo.config.id, accounts.refresh());
+    run = new BackupRun(repo, pool, new FileCache(db, repo.config.id), memos, opts, parent !== undefined, parentEntry?.snapshot.summary?.total_bytes_processed);
     let root: string;
     try {
       root = await run.buildRoot(absPaths);
@@ -147,7 +148,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     return { snapshotId, snapshot, summary, warnings: run.warnings };
   } finally {
     await pool?.close();
-    if (dryRunStaging) await fsp.rm(dryRunStaging, { recursive: true, force: true });
+    if (scratch) await fsp.rm(scratch, { recursive: true, force: true });
     db.close();
     await lock?.release();
   }
@@ -221,9 +222,8 @@ class BackupRun {
   private readonly compression: CompressionMode;
   private readonly isStored = (id: string): boolean => this.repo.index.has(id) || this.added.has(id);
   /** isStored for the 32 bytes of an ID at `buf[at]` (no hex string unless this run added blobs). */
-  private isStoredAt(buf: Buffer, at: number): boolean {
-    return this.repo.index.hasBytes(buf, at) || (this.added.size > 0 && this.added.has(buf.toString('hex', at, at + 32)));
-  }
+  private readonly isStoredAt = (buf: Buffer, at: number): boolean =>
+    this.repo.index.hasBytes(buf, at) || (this.added.size > 0 && this.added.has(buf.toString('hex', at, at + 32)));
   /** Every chunk ID of the files read in this run: each must be stored before the snapshot is. */
   private readonly readIds = new Set<string>();
   /** Content lists of files that changed while read: never offered to the next backup as unchanged. */
@@ -231,12 +231,12 @@ class BackupRun {
   /** dev:inode → content of a hardlinked file already read in this run. */
   private readonly hardlinks = new Map<string, Promise<{ content: string[]; size: number } | undefined>>();
   private readonly onStored: (pack: IndexedPack) => Promise<void>;
-  /** Files being read at once: enough to keep every worker busy, few enough to bound memory. */
-  private readonly reads: Semaphore;
   /**
-   * Files the walk has started and not finished. The walk waits for a place
-   * before starting the next file, so however large the tree, only this many
-   * files and the directories above them are held in memory.
+   * Files started and not finished: enough to keep every worker busy, few
+   * enough to bound memory. The native walk takes a place before it starts a
+   * file and goes on without waiting for it, so however large the tree, only
+   * this many files and the directories above them are held in memory; the
+   * other paths (saveEntry) hold a place while they read.
    */
   private readonly window: Semaphore;
   private progressTimer: NodeJS.Timeout | undefined;
@@ -261,7 +261,6 @@ class BackupRun {
     this.excludes = new ExcludeMatcher(opts.excludes ?? []);
     // Enough files waiting that every thread gets full batches while the scan goes on;
     // a waiting file costs a path and a promise, never its contents.
-    this.reads = new Semaphore(pool.size * 256);
     this.window = new Semaphore(pool.size * 256);
     this.compression = opts.compression ?? repo.config.compression;
     if (opts.onProgress) {
@@ -388,7 +387,9 @@ class BackupRun {
       if (!this.readLink(p, node)) return undefined;
     } else if (type === 'file') {
       const linkKey = st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
-      const got = await this.saveFileContent(p, Number(st.size), linkKey, () => this.cache.lookup(p, st, this.isStored), () => this.cache.knows(p));
+      const got = await this.window.with(() =>
+        this.saveFileContent(p, Number(st.size), linkKey, () => this.cache.lookup(p, st, this.isStoredAt), () => this.cache.knows(p)),
+      );
       if (!got) return undefined;
       node.content = got.content;
       node.size = got.size;
@@ -443,12 +444,10 @@ class BackupRun {
   private async readFile(p: Buffer, size: number, known: () => boolean): Promise<{ content: string[]; size: number } | undefined> {
     let result;
     try {
-      result = await this.reads.with(() => {
-        this.checkAbort();
-        this.current = p.toString();
-        if (this.pool.packFailure) throw this.pool.packFailure;
-        return this.pool.chunkFile(p, this.compression, size);
-      });
+      this.checkAbort();
+      this.current = p.toString();
+      if (this.pool.packFailure) throw this.pool.packFailure;
+      result = await this.pool.chunkFile(p, this.compression, size);
     } catch (err) {
       if (err instanceof FileReadError) {
         this.fileError(p, err);
@@ -560,7 +559,7 @@ class BackupRun {
         if (!this.readLink(pathOf(), child)) continue;
       } else if (type === 'file') {
         const key = name.toString('latin1');
-        const lookup = () => cached.lookup(key, scanned, r + REC.CACHE_STAT, this.isStored);
+        const lookup = () => cached.lookup(key, scanned, r + REC.CACHE_STAT, this.isStoredAt);
         const links = child.links;
         const content = links === 1 ? lookup() : undefined;
         if (content) {

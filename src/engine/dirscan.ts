@@ -37,9 +37,7 @@ let scanFn: ScanDir | null | undefined;
 /** The native scanner, or undefined when the addon is missing or older than it. */
 export function nativeScanDir(): ScanDir | undefined {
   if (scanFn === undefined) {
-    // The addon's typed interface (src/native/syscalls.ts) predates scanDir.
-    const addon = nativeSyscalls() as unknown as { scanDir?: ScanDir } | null;
-    scanFn = typeof addon?.scanDir === 'function' ? addon.scanDir : null;
+    scanFn = nativeSyscalls()?.scanDir ?? null;
   }
   return scanFn ?? undefined;
 }

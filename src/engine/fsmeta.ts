@@ -1,32 +1,40 @@
-import { readFileSync, type BigIntStats } from 'node:fs';
+import { type BigIntStats } from 'node:fs';
 import { type NodeType, type TreeNode } from '../snapshot/tree.js';
+import { ACCOUNT_FILES, accountsDigest, readAccountFile } from '../state/treememo.js';
 
-/** uid/gid → name, read once from the local account databases. */
+function parseAccounts(content: Buffer): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const line of content.toString('utf8').split('\n')) {
+    const f = line.split(':');
+    if (f.length >= 3 && /^\d+$/.test(f[2]!)) out.set(Number(f[2]), f[0]!);
+  }
+  return out;
+}
+
+/** uid/gid → name, from the local account databases: read on first use, and again by `refresh`. */
 class AccountNames {
   private users: Map<number, string> | undefined;
   private groups: Map<number, string> | undefined;
 
-  private load(file: string): Map<number, string> {
-    const out = new Map<number, string>();
-    try {
-      for (const line of readFileSync(file, 'utf8').split('\n')) {
-        const f = line.split(':');
-        if (f.length >= 3 && /^\d+$/.test(f[2]!)) out.set(Number(f[2]), f[0]!);
-      }
-    } catch {
-      /* no account database: names stay unknown */
-    }
-    return out;
+  /**
+   * Read the account files again (each backup starts here, so a long-lived
+   * process never names owners from an old copy) and return the digest of the
+   * very bytes the names now come from, for the tree memo.
+   */
+  refresh(): Buffer {
+    const contents = ACCOUNT_FILES.map(readAccountFile);
+    [this.users, this.groups] = contents.map(parseAccounts);
+    return accountsDigest(contents);
   }
 
   user(uid: number): string | undefined {
-    this.users ??= this.load('/etc/passwd');
-    return this.users.get(uid);
+    if (!this.users) this.refresh();
+    return this.users!.get(uid);
   }
 
   group(gid: number): string | undefined {
-    this.groups ??= this.load('/etc/group');
-    return this.groups.get(gid);
+    if (!this.groups) this.refresh();
+    return this.groups!.get(gid);
   }
 }
 

@@ -1,10 +1,10 @@
 import crypto from 'node:crypto';
-import fs, { promises as fsp, constants as fsc } from 'node:fs';
+import fs, { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import picomatch from 'picomatch';
 import { keyedId } from '../crypto/ids.js';
 import { InterruptedError, UserError } from '../errors.js';
-import { BlobType, DamagedBlobError } from '../repo/blob.js';
+import { DamagedBlobError } from '../repo/blob.js';
 import { StorageError } from '../storage/storage.js';
 import { type Repository } from '../repo/repository.js';
 import { type TreeNode } from '../snapshot/tree.js';
@@ -28,7 +28,7 @@ export interface RestoreOptions {
   signal?: AbortSignal;
   onProgress?: (p: RestoreProgress) => void;
   onWarning?: (message: string) => void;
-  /** Worker threads to decrypt and verify on; without one, the repository's opener is used. */
+  /** Worker threads that decrypt, verify and write the blobs; without one, this thread does it. */
   pool?: WorkerPool;
 }
 
@@ -253,7 +253,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
       for (const [, b] of range.blobs) for (const t of b.targets) failFile(t.file, `pack ${plan.packId.slice(0, 16)} cannot be read: ${(err as Error).message}`);
       return;
     }
-    const sent = range.blobs.map(([id, b]) => ({ id, b, targets: b.targets.filter((t) => !failed.has(t.file)) }));
+    // A blob whose files have all failed already is not opened at all.
+    const sent = range.blobs.map(([id, b]) => ({ id, b, targets: b.targets.filter((t) => !failed.has(t.file)) })).filter((s) => s.targets.length > 0);
     const request: RangeBlobWrites[] = sent.map(({ id, b, targets }) => ({
       id: Buffer.from(id, 'hex'),
       offset: b.offset - range.start,
@@ -387,8 +388,11 @@ function* coalesce(plan: PackPlan): Generator<{ start: number; end: number; blob
   if (cur) yield cur;
 }
 
-/** Create a directory for the restore; an existing symlink there is never followed. */
-/** Returns whether the directory is new (so nothing in it predates this restore). */
+/**
+ * Create a directory for the restore; an existing symlink there is never
+ * followed. Returns whether the directory is new (so nothing in it predates
+ * this restore).
+ */
 function ensureDir(dir: Buffer, isTarget: boolean): boolean {
   try {
     fs.mkdirSync(dir, { recursive: isTarget, mode: 0o700 });

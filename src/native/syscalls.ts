@@ -14,6 +14,8 @@ interface NativeSyscalls {
   fastcdcCut(buf: Uint8Array, start: number, end: number, gear: Int32Array, min: number, avg: number, max: number, maskStrict: number, maskLoose: number): number;
   /** Absent in an addon built before it was added. */
   mallocTrim?(): boolean;
+  /** A directory's entries with their lstat, packed (src/engine/dirscan.ts), or an errno if it cannot be read. */
+  scanDir?(path: Buffer): Buffer | number;
   /** mallopt(M_MMAP_THRESHOLD): blocks of at least `bytes` get their own mappings, unmapped when freed. */
   setMmapThreshold?(bytes: number): boolean;
   /** AES-256-GCM of a‖b into out[offset…] plus the 16-byte tag; returns the bytes written. */

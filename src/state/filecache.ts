@@ -41,7 +41,7 @@ export class FileCache {
   private readonly dirs = new Map<string, DirRow>();
   private readonly probe = Buffer.alloc(STAT_BYTES);
 
-  constructor(private readonly db: Database.Database, private readonly repoId: string) {
+  constructor(db: Database.Database, private readonly repoId: string) {
     this.dirStmt = db.prepare('SELECT entries FROM dir_files WHERE repo = ? AND dir = ?').pluck();
     this.rows = new RowBatch(db, repoId, 'INSERT OR REPLACE INTO dir_files (repo, dir, entries) VALUES (?, ?, ?)');
   }
@@ -78,12 +78,12 @@ export class FileCache {
 
   /**
    * The content of an unchanged file, if every blob of it is still stored
-   * (`isStored`: a prune may have removed some since).
+   * (`isStoredAt`, by the ID's bytes: a prune may have removed some since).
    */
-  lookup(p: Buffer, st: BigIntStats, isStored: (id: string) => boolean): string[] | undefined {
+  lookup(p: Buffer, st: BigIntStats, isStoredAt: (buf: Buffer, at: number) => boolean): string[] | undefined {
     const [dir, name] = FileCache.split(p);
     writeStat(this.probe, 0, st.size, st.mtimeNs, st.ctimeNs, st.ino);
-    return lookupIn(this.load(dir), name.toString('latin1'), this.probe, 0, isStored);
+    return lookupIn(this.load(dir), name.toString('latin1'), this.probe, 0, isStoredAt);
   }
 
   /** Whether the last backup saw a file at `p` (changed since, if lookup found nothing). */
@@ -108,8 +108,6 @@ export class FileCache {
    * Written in batches by `commit`.
    */
   recordDir(dir: Buffer, files: CachedFile[], handle?: CachedDir): void {
-    // Every file of the row found unchanged, and no other file: the row would be rewritten as it is.
-    if (this.unchanged(dir, files.length, handle)) return;
     const known = handle?.row ?? this.dirs.get(dir.toString('latin1'));
     let length = 0;
     for (const f of files) length += 2 + f.name.length + STAT_BYTES + 4 + 32 * f.content.length;
@@ -140,8 +138,8 @@ export class CachedDir {
    * `stat[at]` (u64le size ‖ i64le mtime ns ‖ i64le ctime ns ‖ u64le inode) are
    * what the last backup recorded, and every blob of it is still stored.
    */
-  lookup(name: string, stat: Buffer, at: number, isStored: (id: string) => boolean): string[] | undefined {
-    return lookupIn(this.row, name, stat, at, isStored);
+  lookup(name: string, stat: Buffer, at: number, isStoredAt: (buf: Buffer, at: number) => boolean): string[] | undefined {
+    return lookupIn(this.row, name, stat, at, isStoredAt);
   }
 
   knows(name: string): boolean {
@@ -149,18 +147,17 @@ export class CachedDir {
   }
 }
 
-function lookupIn(d: DirRow, name: string, stat: Buffer, statAt: number, isStored: (id: string) => boolean): string[] | undefined {
+function lookupIn(d: DirRow, name: string, stat: Buffer, statAt: number, isStoredAt: (buf: Buffer, at: number) => boolean): string[] | undefined {
   const { row, at } = d;
   const o = at.get(name);
   if (row === undefined || o === undefined) return undefined;
   if (row.compare(stat, statAt, statAt + STAT_BYTES, o, o + STAT_BYTES) !== 0) return undefined;
   const count = row.readUInt32LE(o + STAT_BYTES);
-  const ids: string[] = [];
-  for (let i = 0, p = o + STAT_BYTES + 4; i < count; i++, p += 32) {
-    const id = row.toString('hex', p, p + 32);
-    if (!isStored(id)) return undefined;
-    ids.push(id);
-  }
+  const first = o + STAT_BYTES + 4;
+  // Checked by their bytes first: a hex string is made only for a file that is reused.
+  for (let i = 0, p = first; i < count; i++, p += 32) if (!isStoredAt(row, p)) return undefined;
+  const ids: string[] = new Array(count);
+  for (let i = 0, p = first; i < count; i++, p += 32) ids[i] = row.toString('hex', p, p + 32);
   d.hits++;
   return ids;
 }

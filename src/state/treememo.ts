@@ -111,15 +111,21 @@ export class TreeMemo {
 }
 
 /** Tree nodes name owners from these files (src/engine/fsmeta.ts): a change to either changes the names. */
-export function accountsDigest(files = ['/etc/passwd', '/etc/group']): Buffer {
+export const ACCOUNT_FILES = ['/etc/passwd', '/etc/group'];
+
+/** A file's bytes, or none if it cannot be read (no account database: names stay unknown). */
+export function readAccountFile(file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch {
+    return Buffer.alloc(0);
+  }
+}
+
+/** The digest of the account files' contents, as read by whoever names owners from them. */
+export function accountsDigest(contents: Buffer[] = ACCOUNT_FILES.map(readAccountFile)): Buffer {
   const h = crypto.createHash('sha256');
-  for (const f of files) {
-    let content: Buffer;
-    try {
-      content = fs.readFileSync(f);
-    } catch {
-      content = Buffer.alloc(0);
-    }
+  for (const content of contents) {
     const length = Buffer.alloc(8);
     length.writeBigUInt64LE(BigInt(content.length));
     h.update(length).update(content);

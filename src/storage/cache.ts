@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { type ByteRange, type GetOptions, type ObjectInfo, type PutFileOptions, type PutOptions, type Staging, type Storage, StorageError, isNotFound, sliceRange } from './storage.js';
+import { type ByteRange, type GetOptions, type ObjectInfo, type PutFileOptions, type PutOptions, type Staging, type Storage, isNotFound, sliceRange } from './storage.js';
 import { WholePackMemo } from './tree-memo.js';
 
 /**
@@ -225,7 +225,7 @@ export class CachedStorage implements Storage {
    * Tree blobs live in packs of their own (the backup writes them apart from
    * data), and a walk of a snapshot reads many trees from the same few packs. So
    * the first tree read of a pack fetches the whole pack in one request, keeps it
-   * on disk with the tree ranges, and in memory (up to TREE_MEMO_BYTES) so later
+   * on disk with the tree ranges, and in memory (up to 64 MiB, tree-memo.ts) so later
    * reads cost neither a request nor a re-hash. Packs are immutable, so this is
    * never stale.
    */
@@ -298,7 +298,10 @@ export class CachedStorage implements Storage {
   async delete(name: string): Promise<void> {
     await this.inner.delete(name);
     if (WHOLE.test(name)) await this.forget(name);
-    else if (PACK.test(name)) await this.dropRanges(name);
+    else if (PACK.test(name)) {
+      this.treePacks.forget(name);
+      await this.dropRanges(name);
+    }
   }
 
   async close(): Promise<void> {

@@ -26,7 +26,7 @@ export async function removeStaleFiles(dir: string, now = Date.now()): Promise<v
 }
 
 /**
- * A private directory for files a remote backend uploads (see Storage.stagingDir),
+ * A private directory for files a remote backend uploads (see Storage.staging),
  * under the system's temporary directory. Directories of killed processes are
  * removed by a later run once a day old.
  */

@@ -71,7 +71,9 @@ export function writeRangeBlobs(keys: MasterKeys, packId: string, data: Buffer, 
     try {
       plain = openOne(keys, BlobType.Data, bytes(b.id), data.subarray(b.offset, b.offset + b.length), packId);
     } catch (err) {
-      out.push({ damaged: err instanceof DamagedBlobError ? err.detail : (err as Error).message });
+      // Anything else is not the blob's fault: it fails the whole request.
+      if (!(err instanceof DamagedBlobError)) throw err;
+      out.push({ damaged: err.detail });
       continue;
     }
     // All-zero blobs are not written: the final truncate leaves a hole there.
@@ -91,7 +93,7 @@ export function writeRangeBlobs(keys: MasterKeys, packId: string, data: Buffer, 
 }
 
 /** Part of a file of several blobs; the temporary file is created by whichever write comes first. */
-export function writeAt(tmp: Buffer, data: Buffer, offset: number): void {
+function writeAt(tmp: Buffer, data: Buffer, offset: number): void {
   const fd = fs.openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
   try {
     writeAll(fd, data, offset);
@@ -106,7 +108,7 @@ function writeAll(fd: number, data: Buffer, offset: number): void {
 }
 
 /** A file whose content is one blob (or none): create, write, finish, rename, with one open. */
-export function writeWholeFile(tmp: Buffer, data: Buffer | null, spec: FinishSpec): void {
+function writeWholeFile(tmp: Buffer, data: Buffer | null, spec: FinishSpec): void {
   const fd = fs.openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
   try {
     if (data) writeAll(fd, data, 0);
@@ -151,13 +153,13 @@ function secondsOf(ns: bigint): number {
 }
 
 /** Set times without following a symlink: to the nanosecond with the addon, else to about a microsecond. */
-export function setTimes(p: Buffer, atimeNs: bigint, mtimeNs: bigint): void {
+function setTimes(p: Buffer, atimeNs: bigint, mtimeNs: bigint): void {
   const native = nativeSyscalls();
   if (native) native.utimens(p, atimeNs, mtimeNs, false);
   else fs.lutimesSync(p, secondsOf(atimeNs), secondsOf(mtimeNs));
 }
 
-export function isAllZero(b: Buffer): boolean {
+function isAllZero(b: Buffer): boolean {
   if (b.length === 0) return true;
   if (b[0] !== 0 || b[b.length - 1] !== 0) return false;
   // Compare against itself shifted by one: all bytes equal and the first is zero.
