@@ -3,8 +3,7 @@ import { nativeSyscalls } from '../src/native/syscalls.js';
 import { hexToId } from '../src/crypto/ids.js';
 import { BlobType, DamagedBlobError, openBlob } from '../src/repo/blob.js';
 import { type BlobLocation } from '../src/repo/index.js';
-import { type Repository } from '../src/repo/repository.js';
-import { StorageError, isNotFound } from '../src/storage/storage.js';
+import { type Repository, packReadFailure } from '../src/repo/repository.js';
 
 /**
  * The chunk cache: decrypted, verified data blobs in an LRU cache bounded in
@@ -276,11 +275,7 @@ export class BlobCache {
       this.stats.rangeReads++;
       return await this.repo.readPackRange(packId, offset, length, { kind: 'data' });
     } catch (err) {
-      if (isNotFound(err)) throw new DamagedBlobError(firstId, 'its pack is missing', packId);
-      if (err instanceof StorageError && err.kind === 'permanent' && /short read/.test(err.message)) {
-        throw new DamagedBlobError(firstId, 'its pack is truncated', packId);
-      }
-      throw err;
+      throw packReadFailure(err, firstId, packId);
     } finally {
       if (prefetch) this.prefetching--;
       this.release();

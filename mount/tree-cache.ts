@@ -2,8 +2,7 @@ import { LRUCache } from 'lru-cache';
 import { hexToId } from '../src/crypto/ids.js';
 import { BlobType, DamagedBlobError, openBlob } from '../src/repo/blob.js';
 import { type BlobLocation } from '../src/repo/index.js';
-import { type Repository } from '../src/repo/repository.js';
-import { StorageError, isNotFound } from '../src/storage/storage.js';
+import { type Repository, packReadFailure } from '../src/repo/repository.js';
 import { type NodeType, type TreeNode, decodeTree } from '../src/snapshot/tree.js';
 import { displayName } from './names.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from './types.js';
@@ -205,12 +204,6 @@ export async function decodeTreeSliced(id: string, plain: Buffer): Promise<Loade
 const EMPTY = new LoadedTree('', [], 0);
 
 /** A failed read of a tree's pack, as Repository.loadBlob reports it. */
-function packReadError(err: unknown, id: string, packId: string): unknown {
-  if (isNotFound(err)) return new DamagedBlobError(id, 'its pack is missing', packId);
-  if (err instanceof StorageError && err.kind === 'permanent' && /short read/.test(err.message)) return new DamagedBlobError(id, 'its pack is truncated', packId);
-  return err;
-}
-
 /** A directory listing that cannot be read: the whole directory answers EIO. */
 export class TreeDamagedError extends Error {
   constructor(
@@ -301,7 +294,7 @@ export class TreeCache {
       this.locator.locate(id).then(async (loc) => {
         if (!loc) throw new DamagedBlobError(id, 'not in the index (missing from the repository)');
         const sealed = await this.repo.readPackRange(loc.packId, loc.offset, loc.length, { kind: 'tree' }).catch((err: unknown) => {
-          throw packReadError(err, id, loc.packId);
+          throw packReadFailure(err, id, loc.packId);
         });
         return this.open(id, sealed, loc.packId);
       }),
@@ -387,7 +380,7 @@ export class TreeCache {
     const end = last.offset + last.length;
     this.prefetchRuns++;
     const read = this.repo.readPackRange(first.packId, first.offset, end - first.offset, { kind: 'tree' }).catch((err: unknown) => {
-      throw packReadError(err, run[0]!.id, first.packId);
+      throw packReadFailure(err, run[0]!.id, first.packId);
     });
     const all = run.map(({ id, depth, loc }) => {
       this.loads++;

@@ -227,11 +227,7 @@ export class Repository {
     try {
       sealed = await this.storage.get(packName(loc.packId), { offset: loc.offset, length: loc.length }, { kind: type === BlobType.Tree ? 'tree' : 'data' });
     } catch (err) {
-      if (isNotFound(err)) throw new DamagedBlobError(id, 'its pack is missing', loc.packId);
-      if (err instanceof StorageError && err.kind === 'permanent' && /short read/.test(err.message)) {
-        throw new DamagedBlobError(id, 'its pack is truncated', loc.packId);
-      }
-      throw err;
+      throw packReadFailure(err, id, loc.packId);
     }
     // Tree blobs are small: opening one here costs less than a round trip to a worker thread.
     if (type === BlobType.Tree) return openBlob(this.keys, type, hexToId(id), sealed, loc.packId);
@@ -330,4 +326,15 @@ async function writeKeyFile(storage: Storage, keys: MasterKeys, passphrase: stri
 async function firstObject(storage: Storage): Promise<boolean> {
   for await (const _ of storage.list('')) return true;
   return false;
+}
+
+/**
+ * What a failed read of a blob's bytes means: a missing or truncated pack is
+ * damage to that blob (DamagedBlobError); anything else (a transient storage
+ * error, say) is passed on as it is.
+ */
+export function packReadFailure(err: unknown, blobId: string, packId: string): unknown {
+  if (isNotFound(err)) return new DamagedBlobError(blobId, 'its pack is missing', packId);
+  if (err instanceof StorageError && err.kind === 'permanent' && /short read/.test(err.message)) return new DamagedBlobError(blobId, 'its pack is truncated', packId);
+  return err;
 }
