@@ -43,6 +43,8 @@ export class Repository {
   readonly index = new BlobIndex();
   private indexLoaded = false;
   private readonly loadedIndexFiles = new Set<string>();
+  /** Index objects loadTreeLocations opened, for the loadIndex that follows it (the mount's start). */
+  private readonly openedIndex = new Map<string, Buffer>();
   opener: BlobOpener;
 
   private constructor(
@@ -182,10 +184,17 @@ export class Repository {
     this.indexLoaded = true;
   }
 
-  /** Where every tree blob is, from all index objects, without loading the index (see decodeTreeLocations). */
+  /**
+   * Where every tree blob is, from all index objects, without loading the index
+   * (see decodeTreeLocations). The opened objects are kept for the next
+   * loadIndex, which then reads none of them again.
+   */
   async loadTreeLocations(): Promise<Map<string, BlobLocation>> {
     const out = new Map<string, BlobLocation>();
-    await this.readIndexObjects(await this.indexNames(), (plain) => decodeTreeLocations(plain, out));
+    await this.readIndexObjects(await this.indexNames(), (plain, name) => {
+      this.openedIndex.set(name, plain);
+      decodeTreeLocations(plain, out);
+    });
     return out;
   }
 
@@ -194,10 +203,12 @@ export class Repository {
   }
 
   /** Read, open and decode index objects; undefined for one removed meanwhile (a concurrent compaction). */
-  private readIndexObjects<T>(names: string[], decode: (plain: Buffer) => T): Promise<Array<T | undefined>> {
+  private readIndexObjects<T>(names: string[], decode: (plain: Buffer, name: string) => T): Promise<Array<T | undefined>> {
     return mapLimit(names, 8, async (name) => {
       try {
-        return decode(openObject(this.keys, name, await this.storage.get(name)));
+        const opened = this.openedIndex.get(name);
+        this.openedIndex.delete(name);
+        return decode(opened ?? openObject(this.keys, name, await this.storage.get(name)), name);
       } catch (err) {
         if (isNotFound(err)) return undefined;
         if (err instanceof DamagedObjectError) throw err;
