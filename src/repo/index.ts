@@ -94,16 +94,13 @@ export function decodeIndex(buf: Buffer): { packs: IndexedPack[]; superseded: st
  * full index (60-110 ms of decoding for 32,000 blobs) loads later.
  */
 export function decodeTreeLocations(buf: Buffer, out: Map<string, BlobLocation>): void {
-  if (buf.length < 9 || buf[0] !== VERSION) throw new Error('unknown index version');
+  checkIndexLayout(buf);
   let o = 5 + buf.readUInt32LE(1) * 32;
-  if (o + 4 > buf.length) throw new Error('index object is truncated');
   const packs = buf.readUInt32LE(o);
   o += 4;
   for (let p = 0; p < packs; p++) {
-    if (o + 36 > buf.length) throw new Error('index object is truncated');
     const n = buf.readUInt32LE(o + 32);
     const end = o + 36 + n * BLOB_BYTES;
-    if (end > buf.length) throw new Error('index object is truncated');
     let packId: string | undefined;
     for (let b = o + 36; b < end; b += BLOB_BYTES) {
       if (buf[b] !== BlobType.Tree) continue;
