@@ -109,23 +109,27 @@ function writeAll(fd: number, data: Buffer, offset: number): void {
 
 /** A file whose content is one blob (or none): create, write, finish, rename, with one open. */
 function writeWholeFile(tmp: Buffer, data: Buffer | null, spec: FinishSpec): void {
-  const fd = fs.openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
-  try {
+  const written = data?.length ?? 0;
+  finishOpen(tmp, fsc.O_EXCL, bytes(spec.dest), spec.size, spec.meta, written, (fd) => {
     if (data) writeAll(fd, data, 0);
-    if ((data?.length ?? 0) !== spec.size) fs.ftruncateSync(fd, spec.size);
-    ownerAndMode(fd, spec.meta);
-  } finally {
-    fs.closeSync(fd);
-  }
-  setTimes(tmp, spec.meta.atimeNs, spec.meta.mtimeNs);
-  fs.renameSync(tmp, bytes(spec.dest));
+  });
 }
 
 /** The end of a file of several blobs: truncate to the full size (zero blobs become holes), finish, rename. */
 export function finishFile(tmp: Buffer, dest: Buffer, size: number, meta: RestoredMeta): void {
-  const fd = fs.openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
+  finishOpen(tmp, 0, dest, size, meta, -1);
+}
+
+/**
+ * Open `tmp` (with `flags` beyond write/create/no-follow), let `write` fill it,
+ * set its size unless `written` already is it, owner and mode on the open file,
+ * then times and the rename into place.
+ */
+function finishOpen(tmp: Buffer, flags: number, dest: Buffer, size: number, meta: RestoredMeta, written: number, write?: (fd: number) => void): void {
+  const fd = fs.openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW | flags, 0o600);
   try {
-    fs.ftruncateSync(fd, size);
+    write?.(fd);
+    if (written !== size) fs.ftruncateSync(fd, size);
     ownerAndMode(fd, meta);
   } finally {
     fs.closeSync(fd);
