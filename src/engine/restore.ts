@@ -12,7 +12,7 @@ import { mapLimit } from '../util/concurrency.js';
 import { type WorkerPool } from '../workers/pool.js';
 import { makeDevice, makeFifo } from './special-files.js';
 import { nativeSyscalls } from '../native/syscalls.js';
-import { type FinishSpec, type RangeBlobWrites, applyMetadata, finishFile, writeRangeBlobs } from '../workers/restored-file.js';
+import { type FinishSpec, type RangeBlobWrites, type RangeWriteResult, applyMetadata, finishFile, writeRangeBlobs } from '../workers/restored-file.js';
 import { type WalkEntry, findNode, walk } from './walk.js';
 
 export type OverwritePolicy = 'always' | 'if-changed' | 'never';
@@ -244,24 +244,34 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   // themselves; a file that is one blob is finished there too, the others here
   // once their last blob is written.
   const writeRange = async (plan: PackPlan, range: { start: number; end: number; blobs: RangeBlob[] }): Promise<void> => {
-    let data: Buffer;
-    try {
-      // A restore reads each blob once: no point keeping a second copy in a remote repository's cache.
-      data = await repo.readPackRange(plan.packId, range.start, range.end - range.start, { kind: 'data', keep: false });
-    } catch (err) {
-      if (err instanceof StorageError && err.kind === 'transient') throw err;
-      for (const [, b] of range.blobs) for (const t of b.targets) failFile(t.file, `pack ${plan.packId.slice(0, 16)} cannot be read: ${(err as Error).message}`);
-      return;
-    }
+    const length = range.end - range.start;
     // A blob whose files have all failed already is not opened at all.
-    const sent = range.blobs.map(([id, b]) => ({ id, b, targets: b.targets.filter((t) => !failed.has(t.file)) })).filter((s) => s.targets.length > 0);
-    const request: RangeBlobWrites[] = sent.map(({ id, b, targets }) => ({
-      id: Buffer.from(id, 'hex'),
-      offset: b.offset - range.start,
-      length: b.length,
-      writes: targets.map((t) => ({ tmp: t.file.tmp, offset: t.offset, finish: t.file.whole })),
-    }));
-    const results = opts.pool ? await opts.pool.writeRange(plan.packId, data, request) : writeRangeBlobs(repo.keys, plan.packId, data, request);
+    const pick = () => range.blobs.map(([id, b]) => ({ id, b, targets: b.targets.filter((t) => !failed.has(t.file)) })).filter((s) => s.targets.length > 0);
+    const requestFor = (sent: ReturnType<typeof pick>): RangeBlobWrites[] =>
+      sent.map(({ id, b, targets }) => ({
+        id: Buffer.from(id, 'hex'),
+        offset: b.offset - range.start,
+        length: b.length,
+        writes: targets.map((t) => ({ tmp: t.file.tmp, offset: t.offset, finish: t.file.whole })),
+      }));
+    let sent = pick();
+    let results: RangeWriteResult | null = null;
+    const file = opts.pool && repo.packFile(plan.packId);
+    if (file && sent.length > 0) results = await opts.pool!.writeRangeFromFile(plan.packId, { file, offset: range.start, length }, requestFor(sent));
+    if (!results) {
+      let data: Buffer;
+      try {
+        // A restore reads each blob once: no point keeping a second copy in a remote repository's cache.
+        data = await repo.readPackRange(plan.packId, range.start, length, { kind: 'data', keep: false });
+      } catch (err) {
+        if (err instanceof StorageError && err.kind === 'transient') throw err;
+        for (const [, b] of range.blobs) for (const t of b.targets) failFile(t.file, `pack ${plan.packId.slice(0, 16)} cannot be read: ${(err as Error).message}`);
+        return;
+      }
+      sent = pick();
+      const request = requestFor(sent);
+      results = opts.pool ? await opts.pool.writeRange(plan.packId, data, request) : writeRangeBlobs(repo.keys, plan.packId, data, request);
+    }
     results.forEach((r, i) => {
       const { id, b, targets } = sent[i]!;
       if (r.damaged !== undefined) {

@@ -273,6 +273,11 @@ export class Repository {
     return this.storage.get(packName(packId), { offset, length }, options);
   }
 
+  /** The pack as a local file its ranges can be read from directly, if the storage has one (Storage.localPath). */
+  packFile(packId: string): string | undefined {
+    return this.storage.localPath?.(packName(packId));
+  }
+
   newPacker(onPackStored: (pack: IndexedPack) => void | Promise<void>, maxUploads?: number): Packer {
     return new Packer(this.storage, this.keys, this.config.packSize, onPackStored, maxUploads);
   }

@@ -132,6 +132,10 @@ export class LocalStorage implements Storage {
     }
   }
 
+  localPath(name: string): string {
+    return this.resolve(name);
+  }
+
   async stat(name: string): Promise<ObjectInfo> {
     try {
       const st = await fsp.stat(this.resolve(name));

@@ -139,6 +139,11 @@ export class RetryingStorage implements Storage {
     return this.run('read', name, () => this.inner.get(name, range, options));
   }
 
+  /** A failed read of the file falls back to `get`, so the retries still apply. */
+  localPath(name: string): string | undefined {
+    return this.inner.localPath?.(name);
+  }
+
   stat(name: string): Promise<ObjectInfo> {
     return this.run('stat', name, () => this.inner.stat(name));
   }

@@ -87,6 +87,14 @@ export interface Storage {
   get(name: string, range?: ByteRange, options?: GetOptions): Promise<Buffer>;
   /** Size of an object. Throws StorageError('not-found'). */
   stat(name: string): Promise<ObjectInfo>;
+  /**
+   * A file on this machine that holds the object's bytes, for a reader on
+   * another thread that reads ranges itself (restore workers); undefined when
+   * there is none, or when reads must go through `get` (a decorator that
+   * counts, injects faults or caches). Whoever fails to read it must fall back
+   * to `get`, which retries and reports errors as usual.
+   */
+  localPath?(name: string): string | undefined;
   /** Every object whose name starts with `prefix`, in no particular order. */
   list(prefix: string): AsyncIterable<ObjectInfo>;
   /** Remove an object; removing a missing object is not an error. */

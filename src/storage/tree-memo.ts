@@ -90,6 +90,10 @@ export class TreePackMemo implements Storage {
     return this.inner.stat(name);
   }
 
+  localPath(name: string): string | undefined {
+    return this.inner.localPath?.(name);
+  }
+
   list(prefix: string): AsyncIterable<ObjectInfo> {
     return this.inner.list(prefix);
   }

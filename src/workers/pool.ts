@@ -10,7 +10,7 @@ import { type PackedBlob } from '../repo/pack.js';
 import { type Staging } from '../storage/storage.js';
 import { type BlobOpener } from '../repo/repository.js';
 import { newClaimTable } from './claims.js';
-import type { ChunkFileResult, ChunkFilesResult, OpenRangeResult, WirePack, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
+import type { ChunkFileResult, ChunkFilesResult, OpenRangeResult, PackFileRange, WirePack, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { transferList } from './transfer.js';
 import type { RangeBlobWrites, RangeWriteResult } from './restored-file.js';
 
@@ -212,6 +212,16 @@ export class WorkerPool {
    */
   writeRange(packId: string, data: Buffer, blobs: RangeBlobWrites[]): Promise<RangeWriteResult> {
     return this.submit({ op: 'write-range', task: 0, packId, data, blobs }, transferList(data)) as Promise<RangeWriteResult>;
+  }
+
+  /**
+   * `writeRange` where the thread reads the range from a local pack file itself
+   * into a buffer it reuses. Null when it could not read all of it: the caller
+   * reads the range through the storage (retries, error reports) and uses
+   * `writeRange`.
+   */
+  writeRangeFromFile(packId: string, source: PackFileRange, blobs: RangeBlobWrites[]): Promise<RangeWriteResult | null> {
+    return this.submit({ op: 'write-range', task: 0, packId, data: source, blobs }, []) as Promise<RangeWriteResult | null>;
   }
 
   blobOpener(): BlobOpener {

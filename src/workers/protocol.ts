@@ -69,8 +69,15 @@ export interface WriteRangeRequest {
   op: 'write-range';
   task: number;
   packId: string;
-  data: Uint8Array;
+  /** The range's bytes (moved here), or where in a local pack file this thread reads them itself. */
+  data: Uint8Array | PackFileRange;
   blobs: RangeBlobWrites[];
+}
+
+export interface PackFileRange {
+  file: string;
+  offset: number;
+  length: number;
 }
 
 /** Per blob of an OpenRangeRequest: its plaintext, or why it could not be opened. */
