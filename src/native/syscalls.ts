@@ -22,6 +22,23 @@ interface NativeSyscalls {
   gcmSealInto?(key: Uint8Array, iv: Uint8Array, ad: Uint8Array, a: Uint8Array, b: Uint8Array, out: Uint8Array, offset: number): number;
   /** Decrypt `data` where it lies; false if `tag` does not authenticate it (data is then garbage). */
   gcmOpenInPlace?(key: Uint8Array, iv: Uint8Array, ad: Uint8Array, data: Uint8Array, tag: Uint8Array): boolean;
+  /**
+   * A restored file in one call: create `tmp` exclusively, write `data`, size,
+   * owner (if `chown`), mode, times, rename onto `dest`. 0, or an errno after
+   * removing the `tmp` it created.
+   */
+  restoreWholeFile?(
+    tmp: Buffer,
+    dest: Buffer,
+    data: Buffer | null,
+    size: number,
+    chown: boolean,
+    uid: number,
+    gid: number,
+    mode: number,
+    atimeNs: bigint,
+    mtimeNs: bigint,
+  ): number;
 }
 
 function projectRoot(): string {

@@ -53,6 +53,7 @@ export interface RangeBlobWrites {
 export type RangeWriteResult = Array<{ damaged: string; writes?: undefined } | { damaged?: undefined; writes: Array<string | null> }>;
 
 const isRoot = process.getuid?.() === 0;
+const wholeFileNative = nativeSyscalls()?.restoreWholeFile;
 
 function bytes(u: Uint8Array): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
@@ -109,8 +110,12 @@ function writeAll(fd: number, data: Buffer, offset: number): void {
 
 /** A file whose content is one blob (or none): create, write, finish, rename, with one open. */
 function writeWholeFile(tmp: Buffer, data: Buffer | null, spec: FinishSpec): void {
+  const { meta } = spec;
+  // One call into the addon does it all; if it fails (and has removed what it
+  // created), Node's calls do it again and report the error in Node's words.
+  if (wholeFileNative?.(tmp, bytes(spec.dest), data, spec.size, isRoot, meta.uid, meta.gid, meta.mode, meta.atimeNs, meta.mtimeNs) === 0) return;
   const written = data?.length ?? 0;
-  finishOpen(tmp, fsc.O_EXCL, bytes(spec.dest), spec.size, spec.meta, written, (fd) => {
+  finishOpen(tmp, fsc.O_EXCL, bytes(spec.dest), spec.size, meta, written, (fd) => {
     if (data) writeAll(fd, data, 0);
   });
 }
