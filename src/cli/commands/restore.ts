@@ -51,6 +51,8 @@ export const restoreCommand: CommandModule<GlobalArgs, Args> = {
     await withRepository(args, async (repo) => {
       const entry = await resolveSnapshot(repo, id, { host: args.host, tags: args.tag, paths: args.path });
       const pool = new WorkerPool({ keys: repo.keys, chunker: repo.config.chunker });
+      // The threads load their modules while this one reads the index and walks the trees.
+      pool.start();
       repo.opener = pool.blobOpener();
       try {
         const started = Date.now();
