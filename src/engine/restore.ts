@@ -8,7 +8,6 @@ import { DamagedBlobError } from '../repo/blob.js';
 import { StorageError } from '../storage/storage.js';
 import { type Repository } from '../repo/repository.js';
 import { type TreeNode } from '../snapshot/tree.js';
-import { mapLimit } from '../util/concurrency.js';
 import { type WorkerPool } from '../workers/pool.js';
 import { makeDevice, makeFifo } from './special-files.js';
 import { nativeSyscalls } from '../native/syscalls.js';
@@ -83,6 +82,11 @@ const TMP_PREFIX = '.aegis-restore-';
 /** Read neighbouring blobs of a pack in one request when the gap between them is smaller than this. */
 const COALESCE_GAP = 1024 * 1024;
 const MAX_RANGE = 8 * 1024 * 1024;
+/** A batch of planned files goes to the writers at whichever comes first (local repositories). */
+const BATCH_FILES = 1024;
+const BATCH_BYTES = 32 * 1024 * 1024;
+/** Entries planned between two turns of the event loop while writes are in flight. */
+const YIELD_EVERY = 256;
 
 /** Exact with the native addon; Node's fs.utimes alone lands within about a microsecond. */
 const TIME_TOLERANCE_NS = nativeSyscalls() ? 1n : 2000n;
@@ -143,87 +147,6 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   };
   // A directory this restore created holds nothing it did not put there: no need to look for existing files.
   const inFreshDir = (dest: Buffer): boolean => freshDirs.has(path.posix.dirname(dest.toString('latin1')));
-
-  const entries: WalkEntry[] = start.node.type === 'dir' ? [] : [start];
-  if (start.node.type === 'dir') for await (const e of walk(repo, start)) entries.push(e);
-
-  for (const entry of entries) {
-    checkAbort();
-    const { node } = entry;
-    if (!selected(entry.path, node)) continue;
-    const dest = destFor(entry.path);
-    try {
-      switch (node.type) {
-        case 'dir': {
-          if (include) break; // created on demand below, metadata applied if it exists
-          if (ensureDir(dest, false)) freshDirs.add(dest.toString('latin1'));
-          createdDirs.add(dest.toString('latin1'));
-          dirs.push({ dest, node });
-          summary.dirs++;
-          break;
-        }
-        case 'file': {
-          parentReady(dest);
-          const linkKey = node.links > 1 ? `${node.dev}:${node.inode}` : undefined;
-          if (linkKey && hardlinkFirst.has(linkKey)) {
-            hardlinkLater.push({ dest, key: linkKey });
-            break;
-          }
-          if (linkKey) hardlinkFirst.set(linkKey, dest);
-          if (!inFreshDir(dest) && keepExisting(dest, node, overwrite)) {
-            summary.skipped++;
-            break;
-          }
-          const file = startFile(entry, dest);
-          files.push(file);
-          if (opts.verify) verifyList.push(file);
-          let offset = 0;
-          for (const id of node.content ?? []) {
-            const loc = repo.index.get(id);
-            if (!loc) throw new DamagedBlobError(id, `missing from the index (needed by ${entry.path.toString()})`);
-            let plan = plans.get(loc.packId);
-            if (!plan) plans.set(loc.packId, (plan = { packId: loc.packId, blobs: new Map() }));
-            let b = plan.blobs.get(id);
-            if (!b) plan.blobs.set(id, (b = { offset: loc.offset, length: loc.length, rawLength: loc.rawLength, targets: [] }));
-            b.targets.push({ file, offset });
-            file.remaining++;
-            offset += loc.rawLength;
-          }
-          summary.bytes += offset;
-          if (file.remaining === 0) finishFile(file.tmp, file.dest, node.size, node);
-          summary.files++;
-          break;
-        }
-        case 'symlink': {
-          parentReady(dest);
-          if (keepExisting(dest, node, overwrite)) {
-            summary.skipped++;
-            break;
-          }
-          replaceWith(dest, node, (tmp) => fs.symlinkSync(node.linkTarget ?? Buffer.alloc(0), tmp));
-          summary.symlinks++;
-          break;
-        }
-        case 'fifo':
-        case 'chardev':
-        case 'blockdev': {
-          parentReady(dest);
-          if (keepExisting(dest, node, overwrite)) {
-            summary.skipped++;
-            break;
-          }
-          replaceWith(dest, node, (tmp) => (node.type === 'fifo' ? makeFifo(tmp, node.mode) : makeDevice(tmp, node.type as 'chardev', node.rdev ?? 0, node.mode)));
-          summary.special++;
-          break;
-        }
-        case 'socket':
-          break; // a socket is only meaningful while its server runs
-      }
-    } catch (err) {
-      if (err instanceof DamagedBlobError || err instanceof InterruptedError || err instanceof UserError) throw err;
-      warn(`${entry.path.toString()}: ${(err as Error).message}`);
-    }
-  }
 
   let filesDone = 0;
   let bytesDone = 0;
@@ -293,28 +216,154 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
       });
     });
   };
+  // Ranges wait here in plan order; at most `limit` are being read and written
+  // at once: two per worker thread, one being written while the next is read
+  // (with one each, the threads waited a third of the time). At most 8 MiB each.
+  const limit = 2 * (opts.pool?.size ?? 1);
+  const queue: Array<{ plan: PackPlan; range: CoalescedRange }> = [];
+  let queueHead = 0;
   const inFlight = new Set<Promise<void>>();
-  let stopping = false;
-  try {
-    // Two ranged reads per worker thread: one being written while the next is read
-    // (with one each, the threads waited a third of the time). At most 8 MiB each.
-    await mapLimit([...plans.values()], 2 * (opts.pool?.size ?? 1), async (plan) => {
-      for (const range of coalesce(plan)) {
-        if (stopping) return;
-        checkAbort();
-        const job = writeRange(plan, range);
-        inFlight.add(job);
-        try {
-          await job;
-        } finally {
-          inFlight.delete(job);
-        }
+  let writeFailure: { err: unknown } | undefined;
+  let onIdle: (() => void) | undefined;
+  const pump = (): void => {
+    while (!writeFailure && inFlight.size < limit && queueHead < queue.length) {
+      if (opts.signal?.aborted) {
+        writeFailure = { err: new InterruptedError() };
+        break;
       }
+      const { plan, range } = queue[queueHead++]!;
+      const job: Promise<void> = writeRange(plan, range)
+        .catch((err: unknown) => {
+          writeFailure ??= { err };
+        })
+        .finally(() => {
+          inFlight.delete(job);
+          pump();
+        });
+      inFlight.add(job);
+    }
+    if (queueHead === queue.length) {
+      queue.length = 0;
+      queueHead = 0;
+    }
+    if (inFlight.size === 0 && (queue.length === 0 || writeFailure)) onIdle?.();
+  };
+  let batchFiles = 0;
+  let batchBytes = 0;
+  let lastPack = '';
+  /** Hand the plans made so far to the writers, and start planning afresh. */
+  const flush = (): void => {
+    for (const plan of plans.values()) for (const range of coalesce(plan)) queue.push({ plan, range });
+    plans.clear();
+    batchFiles = 0;
+    batchBytes = 0;
+    pump();
+  };
+
+  const source = start.node.type === 'dir' ? walk(repo, start) : single(start);
+  try {
+    let sinceYield = 0;
+    for await (const entry of source) {
+      checkAbort();
+      if (writeFailure) throw writeFailure.err;
+      // Let the writers' replies in now and then (the walk's own awaits rarely leave this turn).
+      if (++sinceYield >= YIELD_EVERY && inFlight.size > 0) {
+        sinceYield = 0;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const { node } = entry;
+      if (!selected(entry.path, node)) continue;
+      const dest = destFor(entry.path);
+      try {
+        switch (node.type) {
+          case 'dir': {
+            if (include) break; // created on demand below, metadata applied if it exists
+            if (ensureDir(dest, false)) freshDirs.add(dest.toString('latin1'));
+            createdDirs.add(dest.toString('latin1'));
+            dirs.push({ dest, node });
+            summary.dirs++;
+            break;
+          }
+          case 'file': {
+            parentReady(dest);
+            const linkKey = node.links > 1 ? `${node.dev}:${node.inode}` : undefined;
+            if (linkKey && hardlinkFirst.has(linkKey)) {
+              hardlinkLater.push({ dest, key: linkKey });
+              break;
+            }
+            if (linkKey) hardlinkFirst.set(linkKey, dest);
+            if (!inFreshDir(dest) && keepExisting(dest, node, overwrite)) {
+              summary.skipped++;
+              break;
+            }
+            const file = startFile(entry, dest);
+            files.push(file);
+            if (opts.verify) verifyList.push(file);
+            let offset = 0;
+            for (const id of node.content ?? []) {
+              const loc = repo.index.get(id);
+              if (!loc) throw new DamagedBlobError(id, `missing from the index (needed by ${entry.path.toString()})`);
+              let plan = plans.get(loc.packId);
+              if (!plan) plans.set(loc.packId, (plan = { packId: loc.packId, blobs: new Map() }));
+              let b = plan.blobs.get(id);
+              if (!b) plan.blobs.set(id, (b = { offset: loc.offset, length: loc.length, rawLength: loc.rawLength, targets: [] }));
+              b.targets.push({ file, offset });
+              file.remaining++;
+              offset += loc.rawLength;
+              lastPack = loc.packId;
+            }
+            summary.bytes += offset;
+            batchFiles++;
+            batchBytes += offset;
+            if (file.remaining === 0) finishFile(file.tmp, file.dest, node.size, node);
+            summary.files++;
+            break;
+          }
+          case 'symlink': {
+            parentReady(dest);
+            if (keepExisting(dest, node, overwrite)) {
+              summary.skipped++;
+              break;
+            }
+            replaceWith(dest, node, (tmp) => fs.symlinkSync(node.linkTarget ?? Buffer.alloc(0), tmp));
+            summary.symlinks++;
+            break;
+          }
+          case 'fifo':
+          case 'chardev':
+          case 'blockdev': {
+            parentReady(dest);
+            if (keepExisting(dest, node, overwrite)) {
+              summary.skipped++;
+              break;
+            }
+            replaceWith(dest, node, (tmp) => (node.type === 'fifo' ? makeFifo(tmp, node.mode) : makeDevice(tmp, node.type as 'chardev', node.rdev ?? 0, node.mode)));
+            summary.special++;
+            break;
+          }
+          case 'socket':
+            break; // a socket is only meaningful while its server runs
+        }
+      } catch (err) {
+        if (err instanceof DamagedBlobError || err instanceof InterruptedError || err instanceof UserError) throw err;
+        warn(`${entry.path.toString()}: ${(err as Error).message}`);
+      }
+      // From a local repository, writing starts while the walk goes on: a batch
+      // of planned files goes out when it is big enough. A blob that files of two
+      // batches share is read twice; from a remote repository every blob is read
+      // once, after the whole walk, as before.
+      if ((batchFiles >= BATCH_FILES || batchBytes >= BATCH_BYTES) && lastPack && opts.pool && repo.packFile(lastPack)) flush();
+    }
+    flush();
+    await new Promise<void>((resolve) => {
+      onIdle = resolve;
+      pump();
     });
+    if (writeFailure) throw writeFailure.err;
   } catch (err) {
     // Let writes already handed to worker threads end, then drop every temporary
     // file: nothing half-written keeps a real name.
-    stopping = true;
+    writeFailure ??= { err };
     await Promise.allSettled([...inFlight]);
     for (const f of files) if (f.remaining > 0) fs.rmSync(f.tmp, { force: true });
     throw err;
@@ -376,13 +425,18 @@ function wholeFile(n: TreeNode, dest: Buffer): FinishSpec | undefined {
 }
 
 type RangeBlob = [string, PlannedBlob];
+type CoalescedRange = { start: number; end: number; blobs: RangeBlob[] };
+
+async function* single(entry: WalkEntry): AsyncGenerator<WalkEntry> {
+  yield entry;
+}
 
 function matchesSelfOrParent(m: (s: string) => boolean, p: string): boolean {
   for (let q = p; q && q !== '/'; q = path.posix.dirname(q)) if (m(q)) return true;
   return false;
 }
 
-function* coalesce(plan: PackPlan): Generator<{ start: number; end: number; blobs: RangeBlob[] }> {
+function* coalesce(plan: PackPlan): Generator<CoalescedRange> {
   const sorted = [...plan.blobs.entries()].sort((a, b) => a[1].offset - b[1].offset);
   let cur: { start: number; end: number; blobs: typeof sorted } | undefined;
   for (const item of sorted) {
