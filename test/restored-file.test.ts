@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { type MasterKeys } from '../src/crypto/keys.js';
 import { BlobType, blobId, sealBlobWithId } from '../src/repo/blob.js';
 import { nativeSyscalls } from '../src/native/syscalls.js';
-import { type RangeBlobWrites, writeRangeBlobs } from '../src/workers/restored-file.js';
+import { type RangeBlobWrites, decodeRangeWrites, encodeRangeWrites, writeRangeBlobs } from '../src/workers/restored-file.js';
 
 const keys: MasterKeys = { encryption: crypto.randomBytes(32), id: crypto.randomBytes(32), chunker: crypto.randomBytes(32) };
 
@@ -58,5 +58,26 @@ describe('writing a restored file that is one blob', () => {
     const [r] = writeRangeBlobs(keys, 'p', data, blobs, true);
     // With the addon, this also shows it removed its own temporary file: Node's exclusive create of the same name succeeded.
     expect(r!.writes![0]).toMatch(/^EISDIR: illegal operation on a directory, rename '.*\.aegis-restore-test-[0-9a-f]+' -> '.*sub'$/);
+  });
+
+  it('a request survives its encoding for a worker thread byte for byte', () => {
+    const blobs: RangeBlobWrites[] = [
+      {
+        id: crypto.randomBytes(32),
+        offset: 123,
+        length: 8 * 1024 * 1024 + 40,
+        writes: [
+          { tmp: Buffer.from('/a/\xff\x01name', 'latin1'), offset: 5 * 2 ** 32 },
+          {
+            tmp: Buffer.from('/b/.aegis-restore-x'),
+            offset: 0,
+            finish: { dest: Buffer.from('/b/\u00e9t\u00e9'), size: 2 ** 40, meta: { type: 'file', uid: 2 ** 32 - 2, gid: 0, mode: 0o7777, atimeNs: -1_000_000_001n, mtimeNs: 2n ** 62n } },
+          },
+        ],
+      },
+      { id: crypto.randomBytes(32), offset: 0, length: 40, writes: [] },
+    ];
+    const norm = (b: RangeBlobWrites[]) => JSON.parse(JSON.stringify(b, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v)));
+    expect(norm(decodeRangeWrites(encodeRangeWrites(blobs)))).toEqual(norm(blobs));
   });
 });

@@ -12,7 +12,7 @@ import { type BlobOpener } from '../repo/repository.js';
 import { newClaimTable } from './claims.js';
 import type { ChunkFileResult, ChunkFilesResult, OpenRangeResult, PackFileRange, WirePack, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { transferList } from './transfer.js';
-import type { RangeBlobWrites, RangeWriteResult } from './restored-file.js';
+import { type RangeBlobWrites, type RangeWriteResult, encodeRangeWrites } from './restored-file.js';
 
 /**
  * A complete pack a worker thread wrote into a staged file, ready to be stored
@@ -211,7 +211,8 @@ export class WorkerPool {
    * and let it write each into the files that use it (`data` is moved there).
    */
   writeRange(packId: string, data: Buffer, blobs: RangeBlobWrites[]): Promise<RangeWriteResult> {
-    return this.submit({ op: 'write-range', task: 0, packId, data, blobs }, transferList(data)) as Promise<RangeWriteResult>;
+    const encoded = encodeRangeWrites(blobs);
+    return this.submit({ op: 'write-range', task: 0, packId, data, blobs: encoded }, transferList(data, encoded)) as Promise<RangeWriteResult>;
   }
 
   /**
@@ -221,7 +222,8 @@ export class WorkerPool {
    * `writeRange`.
    */
   writeRangeFromFile(packId: string, source: PackFileRange, blobs: RangeBlobWrites[]): Promise<RangeWriteResult | null> {
-    return this.submit({ op: 'write-range', task: 0, packId, data: source, blobs }, []) as Promise<RangeWriteResult | null>;
+    const encoded = encodeRangeWrites(blobs);
+    return this.submit({ op: 'write-range', task: 0, packId, data: source, blobs: encoded }, transferList(encoded)) as Promise<RangeWriteResult | null>;
   }
 
   blobOpener(): BlobOpener {

@@ -2,7 +2,7 @@ import { type ChunkerParams } from '../chunker/fastcdc.js';
 import { type CompressionMode } from '../repo/compression.js';
 import { type BlobType } from '../repo/blob.js';
 import { type ClaimTable } from './claims.js';
-import type { RangeBlobWrites, RangeWriteResult } from './restored-file.js';
+import type { RangeWriteResult } from './restored-file.js';
 
 /** What a worker thread is started with. */
 export interface WorkerInit {
@@ -71,7 +71,8 @@ export interface WriteRangeRequest {
   packId: string;
   /** The range's bytes (moved here), or where in a local pack file this thread reads them itself. */
   data: Uint8Array | PackFileRange;
-  blobs: RangeBlobWrites[];
+  /** RangeBlobWrites[] encoded by encodeRangeWrites. */
+  blobs: Uint8Array;
 }
 
 export interface PackFileRange {

@@ -49,6 +49,93 @@ export interface RangeBlobWrites {
   writes: BlobWrite[];
 }
 
+/**
+ * RangeBlobWrites in one buffer, for a worker thread. As objects, every path
+ * was a Buffer cut from Node's shared 8 KiB pool, and a message copied each
+ * pool slab it touched and made an ArrayBuffer of it on the other side: for
+ * 30,000 small files, ~0.1 s of serializing on the main thread and as much of
+ * deserializing and collecting on the workers.
+ */
+export function encodeRangeWrites(blobs: RangeBlobWrites[]): Uint8Array {
+  let size = 4;
+  for (const b of blobs) {
+    size += 32 + 8 + 8 + 4;
+    for (const w of b.writes) size += 1 + 4 + w.tmp.length + 8 + (w.finish ? 4 + w.finish.dest.length + 8 + 12 + 16 : 0);
+  }
+  // Its own ArrayBuffer (not the pool's), so it can be moved instead of copied.
+  const out = Buffer.from(new ArrayBuffer(size));
+  let at = out.writeUInt32LE(blobs.length, 0);
+  const bytesOf = (u: Uint8Array) => {
+    at = out.writeUInt32LE(u.length, at);
+    out.set(u, at);
+    at += u.length;
+  };
+  for (const b of blobs) {
+    out.set(b.id.subarray(0, 32), at);
+    at = out.writeDoubleLE(b.offset, at + 32);
+    at = out.writeDoubleLE(b.length, at);
+    at = out.writeUInt32LE(b.writes.length, at);
+    for (const w of b.writes) {
+      at = out.writeUInt8(w.finish ? 1 : 0, at);
+      bytesOf(w.tmp);
+      at = out.writeDoubleLE(w.offset, at);
+      if (!w.finish) continue;
+      const { dest, size: fileSize, meta } = w.finish;
+      bytesOf(dest);
+      at = out.writeDoubleLE(fileSize, at);
+      at = out.writeUInt32LE(meta.uid, at);
+      at = out.writeUInt32LE(meta.gid, at);
+      at = out.writeUInt32LE(meta.mode, at);
+      at = out.writeBigInt64LE(meta.atimeNs, at);
+      at = out.writeBigInt64LE(meta.mtimeNs, at);
+    }
+  }
+  return out;
+}
+
+/** The inverse of encodeRangeWrites; IDs and paths are views of `u`. */
+export function decodeRangeWrites(u: Uint8Array): RangeBlobWrites[] {
+  const buf = bytes(u);
+  let at = 0;
+  const bytesAt = () => {
+    const n = buf.readUInt32LE(at);
+    at += 4 + n;
+    return buf.subarray(at - n, at);
+  };
+  const count = buf.readUInt32LE(at);
+  at += 4;
+  const blobs: RangeBlobWrites[] = [];
+  for (let i = 0; i < count; i++) {
+    const id = buf.subarray(at, at + 32);
+    const offset = buf.readDoubleLE(at + 32);
+    const length = buf.readDoubleLE(at + 40);
+    const n = buf.readUInt32LE(at + 48);
+    at += 52;
+    const writes: BlobWrite[] = [];
+    for (let j = 0; j < n; j++) {
+      const whole = buf[at++] === 1;
+      const tmp = bytesAt();
+      const woffset = buf.readDoubleLE(at);
+      at += 8;
+      if (!whole) {
+        writes.push({ tmp, offset: woffset });
+        continue;
+      }
+      const dest = bytesAt();
+      const size = buf.readDoubleLE(at);
+      const uid = buf.readUInt32LE(at + 8);
+      const gid = buf.readUInt32LE(at + 12);
+      const mode = buf.readUInt32LE(at + 16);
+      const atimeNs = buf.readBigInt64LE(at + 20);
+      const mtimeNs = buf.readBigInt64LE(at + 28);
+      at += 36;
+      writes.push({ tmp, offset: woffset, finish: { dest, size, meta: { type: 'file', uid, gid, mode, atimeNs, mtimeNs } } });
+    }
+    blobs.push({ id, offset, length, writes });
+  }
+  return blobs;
+}
+
 /** Per blob: why it could not be opened, or per write: null when done, else why it failed. */
 export type RangeWriteResult = Array<{ damaged: string; writes?: undefined } | { damaged?: undefined; writes: Array<string | null> }>;
 

@@ -13,7 +13,7 @@ import { type CompressionMode } from '../repo/compression.js';
 import type { ChunkFilesRequest, ChunkFilesResult, ChunkFileResult, OpenBlobRequest, OpenRangeResult, PackFileRange, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { type PackedBlob } from '../repo/pack.js';
 import { transferList } from './transfer.js';
-import { writeRangeBlobs } from './restored-file.js';
+import { decodeRangeWrites, writeRangeBlobs } from './restored-file.js';
 
 const init = workerData as WorkerInit;
 const keys: MasterKeys = {
@@ -350,7 +350,7 @@ parentPort!.on('message', (msg: WorkerRequest) => {
     case 'write-range': {
       const data = msg.data instanceof Uint8Array ? Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength) : readPackRange(msg.data);
       try {
-        post({ task: msg.task, kind: 'done', result: data && writeRangeBlobs(keys, msg.packId, data, msg.blobs, true) });
+        post({ task: msg.task, kind: 'done', result: data && writeRangeBlobs(keys, msg.packId, data, decodeRangeWrites(msg.blobs), true) });
       } catch (err) {
         post({ task: msg.task, kind: 'error', error: describe(err) });
       }
