@@ -11,14 +11,14 @@ import { type RangeBlobWrites, decodeRangeWrites, encodeRangeWrites, writeRangeB
 const keys: MasterKeys = { encryption: crypto.randomBytes(32), id: crypto.randomBytes(32), chunker: crypto.randomBytes(32) };
 
 /** One sealed blob of `plain` as a range read from a pack, with a whole-file write of it to `dest`. */
-function range(plain: Buffer, dest: string, meta: { mode: number; size?: number }): { data: Buffer; blobs: RangeBlobWrites[] } {
+function range(plain: Buffer, dest: string, meta: { mode: number; size?: number; uid?: number; gid?: number }): { data: Buffer; blobs: RangeBlobWrites[] } {
   const id = blobId(keys, BlobType.Data, plain);
   const { sealed } = sealBlobWithId(keys, BlobType.Data, id, plain, 'auto');
   const tmp = Buffer.from(path.join(path.dirname(dest), `.aegis-restore-test-${crypto.randomBytes(4).toString('hex')}`));
   const finish = {
     dest: Buffer.from(dest),
     size: meta.size ?? plain.length,
-    meta: { type: 'file' as const, uid: process.getuid!(), gid: process.getgid!(), mode: meta.mode, atimeNs: 1_700_000_000_123_456_789n, mtimeNs: 1_600_000_000_987_654_321n },
+    meta: { type: 'file' as const, uid: meta.uid ?? process.getuid!(), gid: meta.gid ?? process.getgid!(), mode: meta.mode, atimeNs: 1_700_000_000_123_456_789n, mtimeNs: 1_600_000_000_987_654_321n },
   };
   return { data: sealed, blobs: [{ id, offset: 0, length: sealed.length, writes: [{ tmp, offset: 0, finish }] }] };
 }
@@ -38,6 +38,23 @@ describe('writing a restored file that is one blob', () => {
     expect(st.mtimeNs).toBe(nativeSyscalls() ? 1_600_000_000_987_654_321n : st.mtimeNs);
     expect(st.atimeNs).toBe(nativeSyscalls() ? 1_700_000_000_123_456_789n : st.atimeNs);
     expect(fs.readdirSync(dir).filter((n) => n.startsWith('.aegis-restore-'))).toEqual([]);
+  });
+
+  it('gives modes the umask would narrow, and (as root) another owner', () => {
+    const cases = [
+      { name: 'wide', mode: 0o666 },
+      { name: 'none', mode: 0 },
+      { name: 'setgid', mode: 0o2775 },
+      ...(process.getuid?.() === 0 ? [{ name: 'other', mode: 0o6750, uid: 1234, gid: 5678 }] : []),
+    ];
+    for (const c of cases) {
+      const dest = path.join(dir, c.name);
+      const { data, blobs } = range(Buffer.from(c.name), dest, c);
+      expect(writeRangeBlobs(keys, 'p', data, blobs, true)).toEqual([{ writes: [null] }]);
+      const st = fs.statSync(dest);
+      expect([st.mode & 0o7777, st.uid, st.gid]).toEqual([c.mode, c.uid ?? process.getuid!(), c.gid ?? process.getgid!()]);
+      expect(fs.readFileSync(dest, 'utf8')).toBe(c.name);
+    }
   });
 
   it('leaves an all-zero blob as a hole of the full size', () => {
