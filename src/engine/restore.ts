@@ -79,6 +79,7 @@ interface PackPlan {
 }
 
 const TMP_PREFIX = '.aegis-restore-';
+const SLASH = Buffer.from('/');
 /** Read neighbouring blobs of a pack in one request when the gap between them is smaller than this. */
 const COALESCE_GAP = 1024 * 1024;
 const MAX_RANGE = 8 * 1024 * 1024;
@@ -130,23 +131,27 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
 
   const destFor = (p: Buffer): Buffer => {
     const rel = p.subarray(base.length === 1 ? 1 : base.length + 1);
-    return rel.length ? Buffer.concat([target, Buffer.from('/'), rel]) : target;
+    return rel.length ? Buffer.concat([target, SLASH, rel]) : target;
   };
   const selected = (p: Buffer, node: TreeNode): boolean => {
+    if (!exclude && !include) return true;
     const s = p.toString('utf8');
     if (exclude && matchesSelfOrParent(exclude, s)) return false;
     if (!include) return true;
     return node.type === 'dir' ? true : matchesSelfOrParent(include, s);
   };
-  const parentReady = (dest: Buffer) => {
-    const parent = Buffer.from(path.posix.dirname(dest.toString('latin1')), 'latin1');
-    if (!createdDirs.has(parent.toString('latin1'))) {
-      if (fs.mkdirSync(parent, { recursive: true, mode: 0o700 }) !== undefined) freshDirs.add(parent.toString('latin1'));
-      createdDirs.add(parent.toString('latin1'));
+  // Paths as latin1 strings are their bytes one to one: one conversion per entry serves every lookup.
+  /** Create the parent of `dest` (latin1) if this restore has not; returns the parent. */
+  const parentReady = (dest: string): string => {
+    const parent = path.posix.dirname(dest);
+    if (!createdDirs.has(parent)) {
+      if (fs.mkdirSync(Buffer.from(parent, 'latin1'), { recursive: true, mode: 0o700 }) !== undefined) freshDirs.add(parent);
+      createdDirs.add(parent);
     }
+    return parent;
   };
   // A directory this restore created holds nothing it did not put there: no need to look for existing files.
-  const inFreshDir = (dest: Buffer): boolean => freshDirs.has(path.posix.dirname(dest.toString('latin1')));
+  const inFreshDir = (parent: string): boolean => freshDirs.has(parent);
 
   let filesDone = 0;
   let bytesDone = 0;
@@ -274,29 +279,30 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
       const { node } = entry;
       if (!selected(entry.path, node)) continue;
       const dest = destFor(entry.path);
+      const destName = dest.toString('latin1');
       try {
         switch (node.type) {
           case 'dir': {
             if (include) break; // created on demand below, metadata applied if it exists
-            if (ensureDir(dest, false)) freshDirs.add(dest.toString('latin1'));
-            createdDirs.add(dest.toString('latin1'));
+            if (ensureDir(dest, false)) freshDirs.add(destName);
+            createdDirs.add(destName);
             dirs.push({ dest, node });
             summary.dirs++;
             break;
           }
           case 'file': {
-            parentReady(dest);
+            const parent = parentReady(destName);
             const linkKey = node.links > 1 ? `${node.dev}:${node.inode}` : undefined;
             if (linkKey && hardlinkFirst.has(linkKey)) {
               hardlinkLater.push({ dest, key: linkKey });
               break;
             }
             if (linkKey) hardlinkFirst.set(linkKey, dest);
-            if (!inFreshDir(dest) && keepExisting(dest, node, overwrite)) {
+            if (!inFreshDir(parent) && keepExisting(dest, node, overwrite)) {
               summary.skipped++;
               break;
             }
-            const file = startFile(entry, dest);
+            const file = startFile(entry, dest, destName);
             files.push(file);
             if (opts.verify) verifyList.push(file);
             let offset = 0;
@@ -320,7 +326,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
             break;
           }
           case 'symlink': {
-            parentReady(dest);
+            parentReady(destName);
             if (keepExisting(dest, node, overwrite)) {
               summary.skipped++;
               break;
@@ -332,7 +338,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
           case 'fifo':
           case 'chardev':
           case 'blockdev': {
-            parentReady(dest);
+            parentReady(destName);
             if (keepExisting(dest, node, overwrite)) {
               summary.skipped++;
               break;
@@ -403,8 +409,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   return summary;
 
   /** The temporary file is created on the first write (or at the end, for empty and all-zero files). */
-  function startFile(entry: WalkEntry, dest: Buffer): PendingFile {
-    return { entry, dest, tmp: temporaryName(dest), remaining: 0, whole: wholeFile(entry.node, dest) };
+  function startFile(entry: WalkEntry, dest: Buffer, destName: string): PendingFile {
+    return { entry, dest, tmp: temporaryNameOf(destName), remaining: 0, whole: wholeFile(entry.node, dest) };
   }
 }
 
@@ -414,8 +420,12 @@ let tmpCounter = 0;
 
 /** A temporary name next to `dest`. */
 function temporaryName(dest: Buffer): Buffer {
-  const slash = dest.lastIndexOf(0x2f);
-  return Buffer.concat([dest.subarray(0, slash + 1), Buffer.from(`${TMP_PREFIX}${TMP_RUN}-${(tmpCounter++).toString(36)}`)]);
+  return temporaryNameOf(dest.toString('latin1'));
+}
+
+/** `temporaryName` of a path given as a latin1 string (its bytes one to one). */
+function temporaryNameOf(dest: string): Buffer {
+  return Buffer.from(`${dest.slice(0, dest.lastIndexOf('/') + 1)}${TMP_PREFIX}${TMP_RUN}-${(tmpCounter++).toString(36)}`, 'latin1');
 }
 
 /** A file whose content is one blob is written and finished by whoever opens that blob. */
