@@ -121,7 +121,10 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   const dirs: Array<{ dest: Buffer; node: TreeNode }> = [];
   // Restoring SNAPSHOT:/some/dir into a target: the target takes that directory's metadata.
   if (start.node.type === 'dir' && start.path.length > 1 && !include) dirs.push({ dest: target, node: start.node });
-  const files: PendingFile[] = [];
+  // Files whose writes are not all done: only these are kept (finished ones are
+  // garbage at once), and an interruption removes their temporary files.
+  const unfinished = new Set<PendingFile>();
+  let filesTotal = 0;
   const plans = new Map<string, PackPlan>();
   const hardlinkFirst = new Map<string, Buffer>();
   const hardlinkLater: Array<{ dest: Buffer; key: string }> = [];
@@ -155,7 +158,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
 
   let filesDone = 0;
   let bytesDone = 0;
-  const report = () => opts.onProgress?.({ filesDone, filesTotal: files.length, bytesDone, bytesTotal: summary.bytes });
+  const report = () => opts.onProgress?.({ filesDone, filesTotal, bytesDone, bytesTotal: summary.bytes });
   const timer = opts.onProgress ? setInterval(report, 250) : undefined;
   timer?.unref();
 
@@ -212,6 +215,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
         if (error !== null) return failFile(file, error);
         bytesDone += b.rawLength;
         if (--file.remaining > 0) return;
+        unfinished.delete(file);
         try {
           if (!file.whole) finishFile(file.tmp, file.dest, file.entry.node.size, file.entry.node);
           filesDone++;
@@ -225,7 +229,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   // at once: two per worker thread, one being written while the next is read
   // (with one each, the threads waited a third of the time). At most 8 MiB each.
   const limit = 2 * (opts.pool?.size ?? 1);
-  const queue: Array<{ plan: PackPlan; range: CoalescedRange }> = [];
+  const queue: Array<{ plan: PackPlan; range: CoalescedRange } | undefined> = [];
   let queueHead = 0;
   const inFlight = new Set<Promise<void>>();
   let writeFailure: { err: unknown } | undefined;
@@ -236,7 +240,9 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
         writeFailure = { err: new InterruptedError() };
         break;
       }
-      const { plan, range } = queue[queueHead++]!;
+      const { plan, range } = queue[queueHead]!;
+      // Let the plan go once its last range is written, although the queue is not empty yet.
+      queue[queueHead++] = undefined;
       const job: Promise<void> = writeRange(plan, range)
         .catch((err: unknown) => {
           writeFailure ??= { err };
@@ -247,8 +253,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
         });
       inFlight.add(job);
     }
-    if (queueHead === queue.length) {
-      queue.length = 0;
+    if (queueHead === queue.length || queueHead >= 4096) {
+      queue.splice(0, queueHead);
       queueHead = 0;
     }
     if (inFlight.size === 0 && (queue.length === 0 || writeFailure)) onIdle?.();
@@ -303,7 +309,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
               break;
             }
             const file = startFile(entry, dest, destName);
-            files.push(file);
+            unfinished.add(file);
+            filesTotal++;
             if (opts.verify) verifyList.push(file);
             let offset = 0;
             for (const id of node.content ?? []) {
@@ -321,7 +328,10 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
             summary.bytes += offset;
             batchFiles++;
             batchBytes += offset;
-            if (file.remaining === 0) finishFile(file.tmp, file.dest, node.size, node);
+            if (file.remaining === 0) {
+              unfinished.delete(file);
+              finishFile(file.tmp, file.dest, node.size, node);
+            }
             summary.files++;
             break;
           }
@@ -371,7 +381,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     // file: nothing half-written keeps a real name.
     writeFailure ??= { err };
     await Promise.allSettled([...inFlight]);
-    for (const f of files) if (f.remaining > 0) fs.rmSync(f.tmp, { force: true });
+    for (const f of unfinished) if (f.remaining > 0) fs.rmSync(f.tmp, { force: true });
     throw err;
   } finally {
     if (timer) clearInterval(timer);
