@@ -9,6 +9,7 @@
 //   scanDir(path)                                     a directory's entries with their lstat, in one call
 //   restoreWholeFile(...)                             create, write, finish and rename a restored file
 //                                                     in one call (seven fs calls from JavaScript before)
+//   restoreDirDone()                                  forget the directory restoreWholeFile kept open
 // Paths are Buffers so names that are not UTF-8 pass through untouched.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -515,6 +516,41 @@ static struct timespec ns_to_timespec(int64_t ns) {
   return ts;
 }
 
+// The directory of the last restored file, open, so that the next files in it
+// are created and renamed relative to it instead of walking their whole paths
+// again (perf: ~3% of a restore's CPU in path walks, for three walks per file).
+// Kept for one worker request at most: restoreDirDone() drops it.
+static __thread char dir_path[PATH_MAX + 1];
+static __thread size_t dir_len;
+static __thread int dir_fd = -1;
+
+static void drop_dir(void) {
+  if (dir_fd >= 0) close(dir_fd);
+  dir_fd = -1;
+  dir_len = 0;
+}
+
+// A descriptor for the directory `p[0, n)`, or AT_FDCWD if it cannot be opened
+// (the caller then uses whole paths).
+static int dir_for(const char *p, size_t n) {
+  if (dir_fd >= 0 && n == dir_len && memcmp(p, dir_path, n) == 0) return dir_fd;
+  drop_dir();
+  memcpy(dir_path, p, n);
+  dir_path[n] = 0;
+  int fd = open(dir_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return AT_FDCWD;
+  dir_fd = fd;
+  dir_len = n;
+  return fd;
+}
+
+static napi_value restore_dir_done(napi_env env, napi_callback_info info) {
+  (void)env;
+  (void)info;
+  drop_dir();
+  return NULL;
+}
+
 // restoreWholeFile(tmp, dest, data | null, size, chown, uid, gid, mode, atimeNs, mtimeNs)
 // The whole of a restored file: create `tmp` (O_EXCL, never through a symlink),
 // write `data`, set the size when it differs (a hole for the rest), owner (if
@@ -561,7 +597,18 @@ static napi_value restore_whole_file(napi_env env, napi_callback_info info) {
   // each call skipped is an inode update fewer (~2 us each). A file that will
   // change owner is first narrowed to 0600, before any byte is written, so a
   // partial file is never readable by a group or others it will not have.
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)(mode & 0777));
+  // Relative to the directory when the temporary name and the destination share it (always, from the restore).
+  int dfd = AT_FDCWD;
+  const char *tname = tmp, *dname = dest;
+  const char *ts_ = strrchr(tmp, '/'), *ds_ = strrchr(dest, '/');
+  if (ts_ && ds_ && ts_ > tmp && ts_ - tmp == ds_ - dest && memcmp(tmp, dest, (size_t)(ts_ - tmp)) == 0) {
+    dfd = dir_for(tmp, (size_t)(ts_ - tmp));
+    if (dfd != AT_FDCWD) {
+      tname = ts_ + 1;
+      dname = ds_ + 1;
+    }
+  }
+  int fd = openat(dfd, tname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)(mode & 0777));
   if (fd < 0) {
     napi_create_int32(env, errno, &result);
     return result;
@@ -589,8 +636,8 @@ static napi_value restore_whole_file(napi_env env, napi_callback_info info) {
   if (!err && (set_owner || (st.st_mode & 07777) != (mode & 07777)) && fchmod(fd, (mode_t)mode) != 0) err = errno;
   if (!err && futimens(fd, ts) != 0) err = errno;
   if (close(fd) != 0 && !err) err = errno;
-  if (!err && rename(tmp, dest) != 0) err = errno;
-  if (err) unlink(tmp);
+  if (!err && renameat(dfd, tname, dfd, dname) != 0) err = errno;
+  if (err) unlinkat(dfd, tname, 0);
   napi_create_int32(env, err, &result);
   return result;
 }
@@ -609,6 +656,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"gcmOpenInPlace", gcm_open_in_place},
       {"scanDir", scan_dir},
       {"restoreWholeFile", restore_whole_file},
+      {"restoreDirDone", restore_dir_done},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

@@ -77,6 +77,28 @@ describe('writing a restored file that is one blob', () => {
     expect(r!.writes![0]).toMatch(/^EISDIR: illegal operation on a directory, rename '.*\.aegis-restore-test-[0-9a-f]+' -> '.*sub'$/);
   });
 
+  it('files of one request in several directories, back and forth, each land in its own', () => {
+    for (const d of ['d1', 'd2']) fs.mkdirSync(path.join(dir, d));
+    const names = ['d1/a', 'd1/b', 'd2/c', 'd1/d', 'e'];
+    const parts = names.map((n) => range(Buffer.from(n), path.join(dir, n), { mode: 0o640 }));
+    let at = 0;
+    const data = Buffer.concat(parts.map((p) => p.data));
+    const blobs = parts.map((p) => {
+      const b = { ...p.blobs[0]!, offset: at };
+      at += p.data.length;
+      return b;
+    });
+    expect(writeRangeBlobs(keys, 'p', data, blobs, true)).toEqual(names.map(() => ({ writes: [null] })));
+    for (const n of names) expect(fs.readFileSync(path.join(dir, n), 'utf8')).toBe(n);
+    // The directory is not kept past the request: after a rename, the same path means the new directory.
+    fs.renameSync(path.join(dir, 'd1'), path.join(dir, 'd1-old'));
+    fs.mkdirSync(path.join(dir, 'd1'));
+    const again = range(Buffer.from('new'), path.join(dir, 'd1/a'), { mode: 0o600 });
+    expect(writeRangeBlobs(keys, 'p', again.data, again.blobs, true)).toEqual([{ writes: [null] }]);
+    expect(fs.readFileSync(path.join(dir, 'd1/a'), 'utf8')).toBe('new');
+    expect(fs.readFileSync(path.join(dir, 'd1-old/a'), 'utf8')).toBe('d1/a');
+  });
+
   it('a request survives its encoding for a worker thread byte for byte', () => {
     const blobs: RangeBlobWrites[] = [
       {

@@ -39,6 +39,8 @@ interface NativeSyscalls {
     atimeNs: bigint,
     mtimeNs: bigint,
   ): number;
+  /** Close the directory restoreWholeFile keeps open for the next file in it. */
+  restoreDirDone?(): void;
 }
 
 function projectRoot(): string {

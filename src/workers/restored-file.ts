@@ -141,6 +141,7 @@ export type RangeWriteResult = Array<{ damaged: string; writes?: undefined } | {
 
 const isRoot = process.getuid?.() === 0;
 const wholeFileNative = nativeSyscalls()?.restoreWholeFile;
+const dirDoneNative = nativeSyscalls()?.restoreDirDone;
 
 function bytes(u: Uint8Array): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
@@ -152,6 +153,15 @@ function bytes(u: Uint8Array): Buffer {
  * blobs are decrypted in place instead of into new buffers.
  */
 export function writeRangeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: RangeBlobWrites[], owned = false): RangeWriteResult {
+  try {
+    return writeBlobs(keys, packId, data, blobs, owned);
+  } finally {
+    // The addon keeps the last directory open between files; not beyond one request.
+    dirDoneNative?.();
+  }
+}
+
+function writeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: RangeBlobWrites[], owned: boolean): RangeWriteResult {
   const openOne = owned ? openBlobTransient : openBlob;
   const out: RangeWriteResult = [];
   for (const b of blobs) {
