@@ -187,8 +187,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
       }));
     let sent = pick();
     let results: RangeWriteResult | null = null;
-    const file = opts.pool && repo.packFile(plan.packId);
-    if (file && sent.length > 0) results = await opts.pool!.writeRangeFromFile(plan.packId, { file, offset: range.start, length }, requestFor(sent));
+    const packFile = opts.pool && repo.packFile(plan.packId);
+    if (packFile && sent.length > 0) results = await opts.pool!.writeRangeFromFile(plan.packId, { file: packFile, offset: range.start, length }, requestFor(sent));
     if (!results) {
       let data: Buffer;
       try {
