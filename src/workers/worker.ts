@@ -271,10 +271,10 @@ async function chunkFile(path: Uint8Array, compression: CompressionMode): Promis
 }
 
 /**
- * Restore: the buffer ranges of local packs are read into, reused. Reading here
- * rather than on libuv's pool for the main thread saves a fresh 8 MiB buffer per
- * range (page faults, zeroing, unmapping: ~0.6 s of CPU on the pool's threads
- * for the 1 GiB bench tree) and its transfer.
+ * Restore: one buffer, reused, that this thread reads ranges of local packs
+ * into. Reading here rather than on libuv's pool for the main thread saves a
+ * fresh 8 MiB buffer per range (page faults, zeroing, unmapping: ~0.6 s of CPU
+ * on the pool's threads for the 1 GiB bench tree) and its transfer.
  */
 let rangeBuf = Buffer.allocUnsafe(0);
 
