@@ -22,6 +22,12 @@ export interface Listing {
   /** st_mode of each entry (only the type bits matter to the kernel here). */
   modes: number[];
   inos: number[];
+  /**
+   * Optional: what getattr will answer for each entry (undefined where unknown).
+   * Handed to the FUSE binding with the listing, they answer the lookups that
+   * follow a listing (`ls -l`) without a round trip to JavaScript.
+   */
+  attrs?: (Attr | undefined)[];
 }
 
 export interface BaseNode {
