@@ -7,7 +7,7 @@ import { TRACE, traceMemory } from './trace.js';
 import { type Attr, EIO, FsError, type Listing } from './types.js';
 
 /**
- * The only file that touches the FUSE binding (native/aegis_fuse.c, libfuse 2).
+ * The only file that touches the FUSE binding (native/aegis_fuse.c, libfuse 3).
  * Everything above it works with promises, typed attributes and errno numbers;
  * this file answers the binding's requests with them, and builds the mount options.
  *
@@ -16,8 +16,8 @@ import { type Attr, EIO, FsError, type Listing } from './types.js';
  *  - a request waits as long as its answer takes (no per-operation timeout);
  *  - each request is answered exactly once: after the answer the binding's
  *    request is gone, so every handler below replies last, outside its try;
- *  - a listing may carry its entries' attributes: the binding then answers the
- *    lookups that follow on its own thread, without a round trip to JavaScript.
+ *  - a listing may carry its entries' attributes: they reach the kernel with the
+ *    names (READDIRPLUS), so `ls -l` afterwards costs no request per entry.
  */
 
 export interface Statfs {
@@ -64,16 +64,10 @@ export interface KernelOptions {
   debug?: boolean;
 }
 
-/** How long attributes handed over with a listing wait for their lookup, and how many may wait. */
-const LISTED_ATTR_TTL_MS = 10_000;
-const LISTED_ATTR_MAX = 131_072;
-
-/** The "-o…" argument handed to libfuse for these options. */
+/** The "-o…" argument handed to libfuse for these options (the read-ahead goes separately, to INIT). */
 export function optionString(_mountpoint: string, opts: KernelOptions): string {
   const list = [
     'ro',
-    'use_ino',
-    `max_readahead=${Math.max(4096, Math.floor(opts.maxReadahead))}`,
     `fsname=${cleanFsname(opts.fsname)}`,
     'subtype=aegis',
     `entry_timeout=${opts.entryTimeout}`,
@@ -110,15 +104,13 @@ type Request = object;
 type Dispatch = (op: Op, req: Request, path: string, fh: number, size: number, offsetOrFlags: number, buf: Buffer | undefined) => void;
 
 interface FuseBinding {
-  mount(mountpoint: string, options: string, dispatch: Dispatch, onEvent: (event: number) => void, attrTtlMs: number, attrMax: number): object;
+  mount(mountpoint: string, options: string, dispatch: Dispatch, onEvent: (event: number) => void, maxReadahead: number): object;
   reply(req: Request, result: number): void;
   replyOpen(req: Request, fh: number): void;
   replyAttr(req: Request, attr: Float64Array): void;
   replyStatfs(req: Request, statfs: Float64Array): void;
   replyLink(req: Request, target: string): void;
   replyDir(req: Request, names: string[], modes: number[], inos: number[], attrs: Float64Array | null): void;
-  /** [attributes waiting, lookups answered by the binding, lookups passed to JavaScript] */
-  stats(session: object): [number, number, number];
 }
 
 let loaded: FuseBinding | undefined;
@@ -316,18 +308,13 @@ export class FuseSession {
         }
       };
       try {
-        const handle = b.mount(mountpoint, optionString(mountpoint, opts), dispatcher(fs, report, b), onEvent, LISTED_ATTR_TTL_MS, LISTED_ATTR_MAX);
+        const readahead = Math.max(4096, Math.floor(opts.maxReadahead));
+        const handle = b.mount(mountpoint, optionString(mountpoint, opts), dispatcher(fs, report, b), onEvent, readahead);
         session = new FuseSession(handle, mountpoint, exited);
-        if (TRACE) traceMemory.listedAttrs = () => b.stats(handle)[0] * 1048576;
       } catch (err) {
         reject(new Error(`cannot mount at ${mountpoint}: ${(err as Error).message}`));
       }
     });
-  }
-
-  /** [attributes waiting, lookups answered without JavaScript, lookups passed to JavaScript] */
-  lookupStats(): [number, number, number] {
-    return fuseBinding().stats(this.handle);
   }
 
   /** Unmount (lazily, so a busy mount detaches too). Safe to call twice, or after an external unmount. */

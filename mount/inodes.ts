@@ -1,6 +1,6 @@
 /**
- * Inode numbers. fuse-native passes st_ino as 32 bits, and the mount is mounted
- * with `use_ino` so the kernel reports ours (libfuse's own numbers would give two
+ * Inode numbers, 32 bits (all fuse-native could carry when this was written; the
+ * binding now passes more). The mount sets `use_ino` so the kernel reports ours (libfuse's own numbers would give two
  * hardlinks of one file different inodes, which rsync -H and cp -a notice).
  *
  * A node's number is a hash of its parent's number and its name, so it is the

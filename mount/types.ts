@@ -23,9 +23,9 @@ export interface Listing {
   modes: number[];
   inos: number[];
   /**
-   * Optional: what getattr will answer for each entry (undefined where unknown).
-   * Handed to the FUSE binding with the listing, they answer the lookups that
-   * follow a listing (`ls -l`) without a round trip to JavaScript.
+   * Optional: what getattr would answer for each entry (undefined where unknown).
+   * They go to the kernel with the names (READDIRPLUS), so `ls -l` after a
+   * listing costs no lookup request per entry.
    */
   attrs?: (Attr | undefined)[];
 }

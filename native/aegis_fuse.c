@@ -1,22 +1,23 @@
 /*
- * The FUSE binding of `aegis mount` (libfuse 2.9, high-level path API).
+ * The FUSE binding of `aegis mount` (libfuse 3, high-level path API).
  *
- * Why our own instead of fuse-native: with fuse-native every request, including
+ * Why our own instead of fuse-native (libfuse 2): there, every request, including
  * the LOOKUP the kernel sends for each entry `ls -l` stats, travels from a libfuse
- * thread to the JavaScript thread and back. libfuse 2 has no readdirplus, so an
- * `ls -lR` of 30,000 files costs 30,000 such round trips in a row. Here a readdir
- * answered by JavaScript may hand over the attributes of its entries; they wait in
- * a small table and the lookups that follow are answered on the libfuse thread,
- * without waking JavaScript (docs/MOUNT.md, "The FUSE binding").
+ * thread to the JavaScript thread and back, one after the other: 30,000 round
+ * trips for an `ls -lR` of 30,000 files. Here a listing answered by JavaScript
+ * carries the attributes of its entries, and they go to the kernel with the
+ * listing (READDIRPLUS, which libfuse 2 cannot send), so the stats that follow
+ * cost no request at all (docs/MOUNT.md, "The FUSE binding").
  *
  * Every other request is passed to one JavaScript dispatcher through a
  * thread-safe function; the libfuse thread waits until JavaScript replies. The
  * wait cannot be cancelled: libfuse cancels its idle threads when the loop ends,
  * and a request whose buffers JavaScript still writes into must outlive that.
  */
-#define FUSE_USE_VERSION 29
+#define FUSE_USE_VERSION 314
 #define _FILE_OFFSET_BITS 64
 #include <errno.h>
+#include <limits.h>
 #include <fuse.h>
 #include <math.h>
 #include <node_api.h>
@@ -43,8 +44,7 @@ typedef struct request {
   off_t offset;
   int flags;
   char *buf;
-  void *dirbuf;
-  fuse_fill_dir_t filler;
+  struct listing *listing; /* readdir: filled by replyDir */
   struct stat *st;
   struct statvfs *sv;
   struct fuse_file_info *fi;
@@ -54,139 +54,38 @@ typedef struct request {
   sem_t done;
 } request_t;
 
-/* ---- attributes handed over by readdir, waiting for the lookups that follow ---- */
-
-typedef struct centry {
-  struct centry *next;
-  uint64_t hash;
-  double expires;
-  struct stat st;
-  char key[];
-} centry_t;
-
-#define CACHE_BUCKETS 65536
-
-typedef struct {
-  centry_t **buckets;
+/*
+ * A directory's listing, held from opendir to releasedir: JavaScript lists the
+ * directory once, and the kernel's READDIR(PLUS) requests, each a few KiB, take
+ * it from here with offsets (libfuse's offset mode, the only one in which it
+ * sends the attributes with the names).
+ */
+typedef struct listing {
   size_t count;
-  size_t max;
-  double ttl_ms;
-  pthread_mutex_t lock;
-  /* Counters for the trace line (AEGIS_MOUNT_TRACE=1). */
-  uint64_t hits, misses;
-} attr_table_t;
+  char **names;      /* the stored bytes */
+  struct stat *st;   /* full attributes where has_attr, else type and inode only */
+  unsigned char *has_attr;
+  int loaded;
+} listing_t;
+
+static void listing_clear(listing_t *l) {
+  for (size_t i = 0; i < l->count; i++) free(l->names[i]);
+  free(l->names);
+  free(l->st);
+  free(l->has_attr);
+  memset(l, 0, sizeof(*l));
+}
 
 typedef struct session {
   struct fuse *fuse;
-  struct fuse_chan *ch;
   char *mnt;
   pthread_t thread;
   napi_threadsafe_function call;
   napi_threadsafe_function events;
-  attr_table_t attrs;
+  unsigned max_readahead;
   /* Owners: the JavaScript handle and the loop thread; the last one frees it. */
   int owners;
 } session_t;
-
-static double now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
-static uint64_t hash_key(const char *s, size_t n) {
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-  return h;
-}
-
-static void table_init(attr_table_t *t, size_t max, double ttl_ms) {
-  t->buckets = calloc(CACHE_BUCKETS, sizeof(centry_t *));
-  t->count = 0;
-  t->max = max;
-  t->ttl_ms = ttl_ms;
-  t->hits = t->misses = 0;
-  pthread_mutex_init(&t->lock, NULL);
-}
-
-/* Drop every expired entry (or all of them); called with the lock held. */
-static void table_sweep(attr_table_t *t, int all) {
-  double now = now_ms();
-  for (size_t b = 0; b < CACHE_BUCKETS; b++) {
-    centry_t **pp = &t->buckets[b];
-    while (*pp) {
-      centry_t *e = *pp;
-      if (all || e->expires <= now) {
-        *pp = e->next;
-        free(e);
-        t->count--;
-      } else {
-        pp = &e->next;
-      }
-    }
-  }
-}
-
-static void table_free(attr_table_t *t) {
-  if (!t->buckets) return;
-  table_sweep(t, 1);
-  free(t->buckets);
-  t->buckets = NULL;
-  pthread_mutex_destroy(&t->lock);
-}
-
-/* With the lock held. A full table takes nothing: the lookups then go to JavaScript. */
-static void table_put(attr_table_t *t, const char *key, size_t n, const struct stat *st, double expires) {
-  uint64_t h = hash_key(key, n);
-  centry_t **slot = &t->buckets[h & (CACHE_BUCKETS - 1)];
-  for (centry_t *e = *slot; e; e = e->next) {
-    if (e->hash == h && strcmp(e->key, key) == 0) {
-      e->st = *st;
-      e->expires = expires;
-      return;
-    }
-  }
-  if (t->count >= t->max) {
-    table_sweep(t, 0);
-    if (t->count >= t->max) return;
-  }
-  centry_t *e = malloc(sizeof(centry_t) + n + 1);
-  if (!e) return;
-  memcpy(e->key, key, n + 1);
-  e->hash = h;
-  e->st = *st;
-  e->expires = expires;
-  e->next = *slot;
-  *slot = e;
-  t->count++;
-}
-
-/* Take (and remove) the attributes of `path`: each is used by one lookup only. */
-static int table_take(attr_table_t *t, const char *path, struct stat *st) {
-  size_t n = strlen(path);
-  uint64_t h = hash_key(path, n);
-  int found = 0;
-  pthread_mutex_lock(&t->lock);
-  centry_t **pp = &t->buckets[h & (CACHE_BUCKETS - 1)];
-  while (*pp) {
-    centry_t *e = *pp;
-    if (e->hash == h && strcmp(e->key, path) == 0) {
-      *pp = e->next;
-      t->count--;
-      if (e->expires > now_ms()) {
-        *st = e->st;
-        found = 1;
-      }
-      free(e);
-      break;
-    }
-    pp = &e->next;
-  }
-  if (found) t->hits++;
-  else t->misses++;
-  pthread_mutex_unlock(&t->lock);
-  return found;
-}
 
 /* ---- requests to JavaScript ---- */
 
@@ -210,18 +109,45 @@ static int to_js(session_t *s, request_t *r) {
   return r->result;
 }
 
-static int op_getattr(const char *path, struct stat *st) {
-  session_t *s = current();
-  if (table_take(&s->attrs, path, st)) return 0;
+static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
+  (void)fi;
   request_t r = {.op = OP_GETATTR, .path = path, .st = st};
-  return to_js(s, &r);
+  return to_js(current(), &r);
 }
 
-static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset, struct fuse_file_info *fi) {
-  (void)offset;
-  (void)fi;
-  request_t r = {.op = OP_READDIR, .path = path, .dirbuf = buf, .filler = filler};
-  return to_js(current(), &r);
+static int op_opendir(const char *path, struct fuse_file_info *fi) {
+  (void)path;
+  listing_t *l = calloc(1, sizeof(listing_t));
+  if (!l) return -ENOMEM;
+  fi->fh = (uint64_t)(uintptr_t)l;
+  return 0;
+}
+
+static int op_releasedir(const char *path, struct fuse_file_info *fi) {
+  (void)path;
+  listing_t *l = (listing_t *)(uintptr_t)fi->fh;
+  if (l) {
+    listing_clear(l);
+    free(l);
+  }
+  return 0;
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset, struct fuse_file_info *fi, enum fuse_readdir_flags flags) {
+  listing_t *l = (listing_t *)(uintptr_t)fi->fh;
+  if (!l) return -EIO;
+  /* Offset 0: the first read, or a rewind; list afresh (snapshots come and go). */
+  if (offset == 0 || !l->loaded) {
+    listing_clear(l);
+    request_t r = {.op = OP_READDIR, .path = path, .listing = l};
+    int res = to_js(current(), &r);
+    if (res != 0) return res;
+    l->loaded = 1;
+  }
+  for (size_t i = (size_t)(offset < 0 ? 0 : offset); i < l->count; i++) {
+    if (filler(buf, l->names[i], &l->st[i], (off_t)(i + 1), l->has_attr[i] ? FUSE_FILL_DIR_PLUS : 0)) break;
+  }
+  return 0;
 }
 
 static int op_readlink(const char *path, char *buf, size_t size) {
@@ -249,9 +175,15 @@ static int op_statfs(const char *path, struct statvfs *sv) {
   return to_js(current(), &r);
 }
 
-static void *op_init(struct fuse_conn_info *conn) {
-  (void)conn;
+static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   session_t *s = current();
+  /* Our inode numbers, not libfuse's (hardlinks show as one inode). libfuse 3
+     takes neither this nor max_readahead as an option: both are set here. */
+  cfg->use_ino = 1;
+  if (s->max_readahead) conn->max_readahead = s->max_readahead;
+  /* Always READDIRPLUS, not only for a directory's first chunk: every entry we
+     list comes with its attributes, so no chunk should cost a lookup per name. */
+  conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
   napi_call_threadsafe_function(s->events, (void *)(intptr_t)EV_INIT, napi_tsfn_nonblocking);
   return s;
 }
@@ -274,28 +206,32 @@ static int op_two_paths(const char *a, const char *b) {
   (void)a, (void)b;
   return rofs();
 }
+static int op_rename(const char *a, const char *b, unsigned int flags) {
+  (void)a, (void)b, (void)flags;
+  return rofs();
+}
 static int op_mode(const char *p, mode_t m) {
   (void)p, (void)m;
+  return rofs();
+}
+static int op_chmod(const char *p, mode_t m, struct fuse_file_info *fi) {
+  (void)p, (void)m, (void)fi;
   return rofs();
 }
 static int op_mknod(const char *p, mode_t m, dev_t d) {
   (void)p, (void)m, (void)d;
   return rofs();
 }
-static int op_chown(const char *p, uid_t u, gid_t g) {
-  (void)p, (void)u, (void)g;
+static int op_chown(const char *p, uid_t u, gid_t g, struct fuse_file_info *fi) {
+  (void)p, (void)u, (void)g, (void)fi;
   return rofs();
 }
-static int op_truncate(const char *p, off_t o) {
-  (void)p, (void)o;
-  return rofs();
-}
-static int op_ftruncate(const char *p, off_t o, struct fuse_file_info *fi) {
+static int op_truncate(const char *p, off_t o, struct fuse_file_info *fi) {
   (void)p, (void)o, (void)fi;
   return rofs();
 }
-static int op_utimens(const char *p, const struct timespec tv[2]) {
-  (void)p, (void)tv;
+static int op_utimens(const char *p, const struct timespec tv[2], struct fuse_file_info *fi) {
+  (void)p, (void)tv, (void)fi;
   return rofs();
 }
 static int op_setxattr(const char *p, const char *n, const char *v, size_t s, int f) {
@@ -315,9 +251,9 @@ static const struct fuse_operations operations = {
     .unlink = op_path,
     .rmdir = op_path,
     .symlink = op_two_paths,
-    .rename = op_two_paths,
+    .rename = op_rename,
     .link = op_two_paths,
-    .chmod = op_mode,
+    .chmod = op_chmod,
     .chown = op_chown,
     .truncate = op_truncate,
     .open = op_open,
@@ -327,12 +263,114 @@ static const struct fuse_operations operations = {
     .release = op_release,
     .setxattr = op_setxattr,
     .removexattr = op_removexattr,
+    .opendir = op_opendir,
     .readdir = op_readdir,
+    .releasedir = op_releasedir,
     .init = op_init,
     .create = op_create,
-    .ftruncate = op_ftruncate,
     .utimens = op_utimens,
 };
+
+/* ---- names: bytes in the kernel, strings in JavaScript ----
+ *
+ * A file name is bytes; a JavaScript string can only become valid UTF-8. The
+ * mount's JavaScript side shows names as mount/names.ts maps them: valid UTF-8
+ * unchanged, every other byte 0x80-0xff as U+EF80 + (byte - 0x80), and a
+ * character already in U+EF80-U+EFFF escaped byte by byte. Here, at the kernel
+ * boundary, that mapping is undone and redone, so the names the kernel sees are
+ * the stored bytes exactly.
+ */
+
+#define ESC_FIRST 0xEF80u
+#define ESC_LAST 0xEFFFu
+
+/* Length of the valid UTF-8 sequence at s[i] (strict: no overlong forms, no surrogates), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t i, size_t n, uint32_t *cp) {
+  unsigned c = s[i];
+  size_t len;
+  uint32_t min, v;
+  if (c < 0x80) {
+    *cp = c;
+    return 1;
+  }
+  if (c >= 0xc2 && c <= 0xdf) len = 2, min = 0x80, v = c & 0x1f;
+  else if (c >= 0xe0 && c <= 0xef) len = 3, min = 0x800, v = c & 0x0f;
+  else if (c >= 0xf0 && c <= 0xf4) len = 4, min = 0x10000, v = c & 0x07;
+  else return 0;
+  if (i + len > n) return 0;
+  for (size_t k = 1; k < len; k++) {
+    unsigned d = s[i + k];
+    if ((d & 0xc0) != 0x80) return 0;
+    v = (v << 6) | (d & 0x3f);
+  }
+  if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return 0;
+  *cp = v;
+  return len;
+}
+
+static void put_escape(char *out, size_t *o, unsigned char b) {
+  uint32_t cp = ESC_FIRST + (b - 0x80);
+  out[(*o)++] = (char)(0xe0 | (cp >> 12));
+  out[(*o)++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+  out[(*o)++] = (char)(0x80 | (cp & 0x3f));
+}
+
+/* Kernel bytes → the UTF-8 of the string JavaScript shows. The result is malloc'd (NULL: no memory). */
+static char *bytes_to_shown(const char *in, size_t *outlen) {
+  const unsigned char *s = (const unsigned char *)in;
+  size_t n = strlen(in), o = 0;
+  char *out = malloc(n * 3 + 1);
+  if (!out) return NULL;
+  for (size_t i = 0; i < n;) {
+    uint32_t cp;
+    size_t len = utf8_seq(s, i, n, &cp);
+    if (len == 0) {
+      put_escape(out, &o, s[i]);
+      i++;
+    } else if (cp >= ESC_FIRST && cp <= ESC_LAST) {
+      for (size_t k = 0; k < len; k++) put_escape(out, &o, s[i + k]);
+      i += len;
+    } else {
+      memcpy(out + o, s + i, len);
+      o += len;
+      i += len;
+    }
+  }
+  out[o] = 0;
+  *outlen = o;
+  return out;
+}
+
+/* The UTF-8 of a shown string → the bytes it stands for, in place; returns the new length. */
+static size_t shown_to_bytes(char *buf, size_t n) {
+  unsigned char *s = (unsigned char *)buf;
+  size_t o = 0;
+  for (size_t i = 0; i < n;) {
+    /* U+EF80-U+EFFF is EE BE 80 … EE BF BF. */
+    if (i + 2 < n && s[i] == 0xee && (s[i + 1] == 0xbe || s[i + 1] == 0xbf) && (s[i + 2] & 0xc0) == 0x80) {
+      uint32_t cp = ((uint32_t)(s[i] & 0x0f) << 12) | ((uint32_t)(s[i + 1] & 0x3f) << 6) | (s[i + 2] & 0x3f);
+      s[o++] = (unsigned char)(cp - ESC_FIRST + 0x80);
+      i += 3;
+    } else {
+      s[o++] = s[i++];
+    }
+  }
+  s[o] = 0;
+  return o;
+}
+
+/* A JavaScript string as the bytes it shows, into buf (NUL-terminated); 0 if it does not fit. */
+static int shown_string(napi_env env, napi_value v, char *buf, size_t cap, size_t *len) {
+  size_t n;
+  if (napi_get_value_string_utf8(env, v, buf, cap, &n) != napi_ok) return 0;
+  if (n >= cap - 1) {
+    /* Maybe cut short: ask for the full length to be sure. */
+    size_t full;
+    if (napi_get_value_string_utf8(env, v, NULL, 0, &full) != napi_ok || full >= cap) return 0;
+  }
+  *len = shown_to_bytes(buf, n);
+  return 1;
+}
 
 /* ---- the JavaScript side of a request ---- */
 
@@ -356,7 +394,16 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   napi_create_int32(env, r->op, &argv[0]);
   napi_create_external(env, r, NULL, NULL, &ext);
   argv[1] = ext;
-  napi_create_string_utf8(env, r->path ? r->path : "", NAPI_AUTO_LENGTH, &argv[2]);
+  size_t plen;
+  char *shown = bytes_to_shown(r->path ? r->path : "", &plen);
+  if (!shown) {
+    r->result = -ENOMEM;
+    r->replied = 1;
+    sem_post(&r->done);
+    return;
+  }
+  napi_create_string_utf8(env, shown, plen, &argv[2]);
+  free(shown);
   napi_create_double(env, (double)r->fh, &argv[3]);
   napi_create_double(env, (double)r->size, &argv[4]);
   napi_create_double(env, r->op == OP_OPEN ? (double)r->flags : (double)r->offset, &argv[5]);
@@ -517,19 +564,25 @@ static napi_value ReplyLink(napi_env env, napi_callback_info info) {
   request_t *r = request_arg(env, argv[0]);
   if (!r) return NULL;
   /* libfuse wants the target NUL-terminated and cut to the buffer, as readlink(2) would. */
-  if (r->size == 0 || napi_get_value_string_utf8(env, argv[1], r->buf, r->size, &len) != napi_ok) {
+  char *target = malloc(PATH_MAX * 3 + 1);
+  if (r->size == 0 || !target || !shown_string(env, argv[1], target, PATH_MAX * 3 + 1, &len)) {
+    free(target);
     finish(r, -EIO);
     return NULL;
   }
+  size_t n = len < r->size - 1 ? len : r->size - 1;
+  memcpy(r->buf, target, n);
+  r->buf[n] = 0;
+  free(target);
   finish(r, 0);
   return NULL;
 }
 
 /*
- * replyDir(req, names, modes, inos, attrs | null): the whole listing at once
- * (libfuse keeps it for the following READDIR offsets). attrs holds A_FIELDS
- * numbers per name, NaN as the mode where there are none; those with attributes
- * wait in the table for the lookups `ls -l` sends next.
+ * replyDir(req, names, modes, inos, attrs | null): the whole listing at once,
+ * kept in the directory handle for the READDIRPLUS requests that take it in
+ * pieces. attrs holds A_FIELDS numbers per name, NaN as the mode where there
+ * are none (those entries go without attributes, and the kernel looks them up).
  */
 static napi_value ReplyDir(napi_env env, napi_callback_info info) {
   size_t argc = 5, an = 0;
@@ -548,39 +601,37 @@ static napi_value ReplyDir(napi_env env, napi_callback_info info) {
   if (argc >= 5 && napi_typeof(env, argv[4], &t) == napi_ok && t == napi_object) {
     if (!float64_array(env, argv[4], &attrs, &an) || an < (size_t)count * A_FIELDS) attrs = NULL;
   }
-  attr_table_t *table = &r->session->attrs;
-  /* Key: the directory's path, a slash unless it is the root, the name. */
-  size_t dlen = strlen(r->path);
-  if (dlen == 1 && r->path[0] == '/') dlen = 0;
-  size_t cap = dlen + 1024;
-  char *key = malloc(cap);
+  listing_t *l = r->listing;
+  l->names = calloc(count ? count : 1, sizeof(char *));
+  l->st = calloc(count ? count : 1, sizeof(struct stat));
+  l->has_attr = calloc(count ? count : 1, 1);
+  if (!l->names || !l->st || !l->has_attr) {
+    listing_clear(l);
+    finish(r, -ENOMEM);
+    return NULL;
+  }
   char name[1024];
-  double expires = now_ms() + table->ttl_ms;
-  int locked = 0;
-  if (key) memcpy(key, r->path, dlen), key[dlen] = '/';
   for (uint32_t i = 0; i < count; i++) {
     napi_value v;
     size_t len;
     double mode = 0, ino = 0;
-    if (napi_get_element(env, argv[1], i, &v) != napi_ok || napi_get_value_string_utf8(env, v, name, sizeof(name), &len) != napi_ok) continue;
-    if (len >= sizeof(name) - 1) continue; /* longer than any file system allows: skip */
+    /* A name longer than any file system allows is left out. */
+    if (napi_get_element(env, argv[1], i, &v) != napi_ok || !shown_string(env, v, name, sizeof(name), &len)) continue;
     if (napi_get_element(env, argv[2], i, &v) == napi_ok) napi_get_value_double(env, v, &mode);
     if (napi_get_element(env, argv[3], i, &v) == napi_ok) napi_get_value_double(env, v, &ino);
-    struct stat st;
-    memset(&st, 0, sizeof(st));
-    st.st_mode = (mode_t)mode;
-    st.st_ino = (ino_t)ino;
-    if (r->filler(r->dirbuf, name, &st, 0)) break;
-    if (!attrs || !key || isnan(attrs[(size_t)i * A_FIELDS + A_MODE])) continue;
-    if (!(len == 1 && name[0] == '.') && !(len == 2 && name[0] == '.' && name[1] == '.')) {
-      memcpy(key + dlen + 1, name, len + 1);
-      fill_stat(attrs + (size_t)i * A_FIELDS, &st);
-      if (!locked) pthread_mutex_lock(&table->lock), locked = 1;
-      table_put(table, key, dlen + 1 + len, &st, expires);
+    size_t at = l->count;
+    if (!(l->names[at] = strdup(name))) break;
+    l->count++;
+    struct stat *st = &l->st[at];
+    int dot = (len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.');
+    if (attrs && !dot && !isnan(attrs[(size_t)i * A_FIELDS + A_MODE])) {
+      fill_stat(attrs + (size_t)i * A_FIELDS, st);
+      l->has_attr[at] = 1;
+      continue;
     }
+    st->st_mode = (mode_t)mode;
+    st->st_ino = (ino_t)ino;
   }
-  if (locked) pthread_mutex_unlock(&table->lock);
-  free(key);
   finish(r, 0);
   return NULL;
 }
@@ -588,7 +639,6 @@ static napi_value ReplyDir(napi_env env, napi_callback_info info) {
 /* ---- mounting ---- */
 
 static void session_free(session_t *s) {
-  table_free(&s->attrs);
   free(s->mnt);
   free(s);
 }
@@ -603,9 +653,12 @@ static void *loop_thread(void *arg) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
-  fuse_loop_mt(s->fuse);
+  struct fuse_loop_config *config = fuse_loop_cfg_create();
+  if (config) fuse_loop_cfg_set_idle_threads(config, 10);
+  fuse_loop_mt(s->fuse, config);
+  if (config) fuse_loop_cfg_destroy(config);
   /* fuse_unmount leaves alone a mount point the kernel already let go of. */
-  fuse_unmount(s->mnt, s->ch);
+  fuse_unmount(s->fuse);
   fuse_destroy(s->fuse);
   s->fuse = NULL;
   napi_call_threadsafe_function(s->events, (void *)(intptr_t)EV_EXIT, napi_tsfn_blocking);
@@ -632,22 +685,21 @@ static char *string_arg(napi_env env, napi_value v) {
 }
 
 /*
- * mount(mountpoint, "-o…", dispatch, onEvent, attrTtlMs, attrMax) → session.
+ * mount(mountpoint, "-o…", dispatch, onEvent, maxReadahead) → session.
  * Mounts at once (errors from libfuse go to stderr, as libfuse writes them);
  * onEvent(1) follows when the kernel's INIT arrives, onEvent(2) when the loop
  * has ended after an unmount.
  */
 static napi_value Mount(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6], name, result;
-  double ttl, max;
+  size_t argc = 5;
+  napi_value argv[5], name, result;
+  double readahead;
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 6) {
-    napi_throw_type_error(env, NULL, "mount(mountpoint, options, dispatch, onEvent, attrTtlMs, attrMax)");
+  if (argc < 5) {
+    napi_throw_type_error(env, NULL, "mount(mountpoint, options, dispatch, onEvent, maxReadahead)");
     return NULL;
   }
-  CHECK(env, napi_get_value_double(env, argv[4], &ttl));
-  CHECK(env, napi_get_value_double(env, argv[5], &max));
+  CHECK(env, napi_get_value_double(env, argv[4], &readahead));
   char *mnt = string_arg(env, argv[0]);
   char *opts = string_arg(env, argv[1]);
   if (!mnt || !opts) {
@@ -657,25 +709,23 @@ static napi_value Mount(napi_env env, napi_callback_info info) {
   }
   session_t *s = calloc(1, sizeof(session_t));
   s->mnt = mnt;
-  table_init(&s->attrs, (size_t)max, ttl);
+  s->max_readahead = (unsigned)readahead;
 
   struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
   fuse_opt_add_arg(&args, "aegis");
   fuse_opt_add_arg(&args, opts);
   free(opts);
-  s->ch = fuse_mount(mnt, &args);
-  if (!s->ch) {
-    fuse_opt_free_args(&args);
-    session_free(s);
-    napi_throw_error(env, "EFUSEMOUNT", "libfuse could not mount (its message is above)");
-    return NULL;
-  }
-  s->fuse = fuse_new(s->ch, &args, &operations, sizeof(operations), s);
+  s->fuse = fuse_new(&args, &operations, sizeof(operations), s);
   fuse_opt_free_args(&args);
   if (!s->fuse) {
-    fuse_unmount(mnt, s->ch);
     session_free(s);
     napi_throw_error(env, "EFUSEMOUNT", "libfuse refused the options (its message is above)");
+    return NULL;
+  }
+  if (fuse_mount(s->fuse, mnt) != 0) {
+    fuse_destroy(s->fuse);
+    session_free(s);
+    napi_throw_error(env, "EFUSEMOUNT", "libfuse could not mount (its message is above)");
     return NULL;
   }
   napi_create_string_utf8(env, "aegis fuse request", NAPI_AUTO_LENGTH, &name);
@@ -692,25 +742,6 @@ static napi_value Mount(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* stats(session) → [entries waiting, lookups answered here, lookups passed on]. */
-static napi_value Stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], out, v;
-  void *p;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  CHECK(env, napi_get_value_external(env, argv[0], &p));
-  session_t *s = p;
-  pthread_mutex_lock(&s->attrs.lock);
-  double f[3] = {(double)s->attrs.count, (double)s->attrs.hits, (double)s->attrs.misses};
-  pthread_mutex_unlock(&s->attrs.lock);
-  napi_create_array_with_length(env, 3, &out);
-  for (uint32_t i = 0; i < 3; i++) {
-    napi_create_double(env, f[i], &v);
-    napi_set_element(env, out, i, v);
-  }
-  return out;
-}
-
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"mount", NULL, Mount, NULL, NULL, NULL, napi_default, NULL},
@@ -720,7 +751,6 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"replyStatfs", NULL, ReplyStatfs, NULL, NULL, NULL, napi_default, NULL},
       {"replyLink", NULL, ReplyLink, NULL, NULL, NULL, napi_default, NULL},
       {"replyDir", NULL, ReplyDir, NULL, NULL, NULL, napi_default, NULL},
-      {"stats", NULL, Stats, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -8,9 +8,8 @@
     {
       "target_name": "aegis_fuse",
       "sources": ["aegis_fuse.c"],
-      "include_dirs": ["<!(node -p \"require('fuse-shared-library').include\")"],
-      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "libraries": ["-l:libfuse.so.2", "-lpthread"]
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "<!@(pkg-config --cflags fuse3)"],
+      "libraries": ["<!@(pkg-config --libs fuse3)"]
     }
   ]
 }
