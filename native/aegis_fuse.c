@@ -508,19 +508,29 @@ static napi_value ReplyOpen(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* replyAttr(req, Float64Array(A_FIELDS)) */
-static napi_value ReplyAttr(napi_env env, napi_callback_info info) {
+/*
+ * The request and numbers of a reply(req, Float64Array) call, or NULL (the
+ * request, if any, then answered EIO and a TypeError thrown).
+ */
+static request_t *numbers_reply(napi_env env, napi_callback_info info, size_t want, double **a, const char *what) {
   size_t argc = 2, n;
   napi_value argv[2];
-  double *a;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   request_t *r = request_arg(env, argv[0]);
   if (!r) return NULL;
-  if (!float64_array(env, argv[1], &a, &n) || n < A_FIELDS) {
+  if (!float64_array(env, argv[1], a, &n) || n < want) {
     finish(r, -EIO);
-    napi_throw_type_error(env, NULL, "replyAttr: expected a Float64Array of attributes");
+    napi_throw_type_error(env, NULL, what);
     return NULL;
   }
+  return r;
+}
+
+/* replyAttr(req, Float64Array(A_FIELDS)) */
+static napi_value ReplyAttr(napi_env env, napi_callback_info info) {
+  double *a;
+  request_t *r = numbers_reply(env, info, A_FIELDS, &a, "replyAttr: expected a Float64Array of attributes");
+  if (!r) return NULL;
   fill_stat(a, r->st);
   finish(r, 0);
   return NULL;
@@ -528,17 +538,9 @@ static napi_value ReplyAttr(napi_env env, napi_callback_info info) {
 
 /* replyStatfs(req, Float64Array(S_FIELDS)) */
 static napi_value ReplyStatfs(napi_env env, napi_callback_info info) {
-  size_t argc = 2, n;
-  napi_value argv[2];
   double *a;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  request_t *r = request_arg(env, argv[0]);
+  request_t *r = numbers_reply(env, info, S_FIELDS, &a, "replyStatfs: expected a Float64Array");
   if (!r) return NULL;
-  if (!float64_array(env, argv[1], &a, &n) || n < S_FIELDS) {
-    finish(r, -EIO);
-    napi_throw_type_error(env, NULL, "replyStatfs: expected a Float64Array");
-    return NULL;
-  }
   struct statvfs *sv = r->sv;
   memset(sv, 0, sizeof(*sv));
   sv->f_bsize = (unsigned long)a[S_BSIZE];
