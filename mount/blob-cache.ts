@@ -49,10 +49,14 @@ const MAX_GAP = 256 * 1024;
 /**
  * A blob in a buffer of its own: a small blob may come back as a slice of Node's
  * shared 8 KiB pool (Buffer.allocUnsafe below 4 KiB), which would keep the whole
- * pool, and whatever else is in it, alive for as long as the blob is cached.
+ * pool, and whatever else is in it, alive for as long as the blob is cached. A
+ * view that leaves a few bytes unused (the sealed blob's nonce, codec and tag,
+ * when a worker decrypted in place) is its own already.
  */
+const OWN_SLACK = 64;
+
 function own(b: Buffer): Buffer {
-  if (b.byteOffset <= 1 && b.buffer.byteLength - b.length <= 1) return b;
+  if (b.buffer.byteLength - b.length <= OWN_SLACK) return b;
   const copy = Buffer.allocUnsafeSlow(b.length);
   b.copy(copy);
   return copy;

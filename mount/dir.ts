@@ -48,15 +48,17 @@ export class TreeDir implements DirNode {
     const names = new Array<string>(n);
     const modes = new Array<number>(n);
     const inos = new Array<number>(n);
+    const attrs = new Array<Attr>(n);
     for (let i = 0; i < n; i++) {
       const e = tree.entries[i]!;
       names[i] = e.name;
       modes[i] = e.mode;
       inos[i] = entryIno(this, e);
+      attrs[i] = entryAttr(e, inos[i]!);
     }
     // Whoever lists a directory usually looks into its subdirectories next.
     this.ctx.trees.prefetch(subdirTrees(tree));
-    return { names, modes, inos };
+    return { names, modes, inos, attrs };
   }
 }
 

@@ -1,20 +1,23 @@
 import fsp from 'node:fs/promises';
-import Fuse, { type FuseOperations, type FuseOptions, type FuseStat } from 'fuse-native';
-import { mountAt } from './mounts.js';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { fusermountUnmount, mountAt } from './mounts.js';
 import { TRACE, traceMemory } from './trace.js';
-import { type Attr, EIO, EROFS, FsError, type Listing } from './types.js';
+import { type Attr, EIO, FsError, type Listing } from './types.js';
 
 /**
- * The only file that touches fuse-native (2.2.6, libfuse 2). Everything above it
- * works with promises, typed attributes and errno numbers; this file turns them
- * into fuse-native's callbacks, and builds the mount options.
+ * The only file that touches the FUSE binding (native/aegis_fuse.c, libfuse 3).
+ * Everything above it works with promises, typed attributes and errno numbers;
+ * this file answers the binding's requests with them, and builds the mount options.
  *
  * Facts this relies on (docs/MOUNT.md, checked by test/mount-fuse.test.ts):
- *  - every handler runs on the main JavaScript thread, so nothing here blocks;
- *  - `timeout: false`, or fuse-native fails any request slower than 15 s;
- *  - fuse-native knows no `ro`, `use_ino` or `max_readahead` option, but joins
- *    its option list unescaped into one "-o…" argument, so extra options ride in
- *    the value of `fsname` (the passthrough below, in one place only).
+ *  - every request reaches the main JavaScript thread, so nothing here blocks;
+ *  - a request waits as long as its answer takes (no per-operation timeout);
+ *  - each request is answered exactly once: after the answer the binding's
+ *    request is gone, so every handler below replies last, outside its try;
+ *  - a listing may carry its entries' attributes: they reach the kernel with the
+ *    names (READDIRPLUS), so `ls -l` afterwards costs no request per entry.
  */
 
 export interface Statfs {
@@ -61,52 +64,92 @@ export interface KernelOptions {
   debug?: boolean;
 }
 
-/** Options fuse-native does not know, passed through libfuse's -o list. */
-export function passthroughOptions(opts: KernelOptions): string[] {
-  return ['ro', 'use_ino', `max_readahead=${Math.max(4096, Math.floor(opts.maxReadahead))}`];
+/** The "-o…" argument handed to libfuse for these options (the read-ahead goes separately, to INIT). */
+export function optionString(_mountpoint: string, opts: KernelOptions): string {
+  const list = [
+    'ro',
+    `fsname=${cleanFsname(opts.fsname)}`,
+    'subtype=aegis',
+    `entry_timeout=${opts.entryTimeout}`,
+    `attr_timeout=${opts.attrTimeout}`,
+  ];
+  if (opts.allowOther) list.push('allow_other');
+  if (opts.defaultPermissions) list.push('default_permissions');
+  if (opts.kernelCache) list.push('kernel_cache');
+  if (opts.autoUnmount) list.push('auto_unmount');
+  if (opts.debug) list.push('debug');
+  return `-o${list.join(',')}`;
 }
 
 function cleanFsname(s: string): string {
   return s.replace(/[,\s\\=]/g, '_').slice(0, 200) || 'aegis';
 }
 
-/** The option object for fuse-native, with the passthrough options inside `fsname`. */
-export function fuseNativeOptions(opts: KernelOptions): FuseOptions {
-  return {
-    timeout: false,
-    fsname: [cleanFsname(opts.fsname), ...passthroughOptions(opts)].join(','),
-    subtype: 'aegis',
-    allowOther: Boolean(opts.allowOther),
-    defaultPermissions: Boolean(opts.defaultPermissions),
-    kernelCache: opts.kernelCache,
-    autoUnmount: opts.autoUnmount,
-    entryTimeout: opts.entryTimeout,
-    attrTimeout: opts.attrTimeout,
-    debug: Boolean(opts.debug),
-  };
+const enum Op {
+  Getattr = 1,
+  Readdir,
+  Readlink,
+  Open,
+  Read,
+  Release,
+  Statfs,
+}
+const OP_NAMES = ['', 'getattr', 'readdir', 'readlink', 'open', 'read', 'release', 'statfs'];
+const EV_INIT = 1;
+const EV_EXIT = 2;
+
+/** A request of the binding: opaque, valid until it is answered. */
+type Request = object;
+
+type Dispatch = (op: Op, req: Request, path: string, fh: number, size: number, offsetOrFlags: number, buf: Buffer | undefined) => void;
+
+interface FuseBinding {
+  mount(mountpoint: string, options: string, dispatch: Dispatch, onEvent: (event: number) => void, maxReadahead: number): object;
+  reply(req: Request, result: number): void;
+  replyOpen(req: Request, fh: number): void;
+  replyAttr(req: Request, attr: Float64Array): void;
+  replyStatfs(req: Request, statfs: Float64Array): void;
+  replyLink(req: Request, target: string): void;
+  replyDir(req: Request, names: string[], modes: number[], inos: number[], attrs: Float64Array | null): void;
 }
 
-/** The "-o…" argument fuse-native will hand to libfuse for these options (no mount). */
-export function optionString(mountpoint: string, opts: KernelOptions): string {
-  return new Fuse(mountpoint, {}, fuseNativeOptions(opts))._fuseOptions();
+let loaded: FuseBinding | undefined;
+
+function fuseBinding(): FuseBinding {
+  if (!loaded) {
+    // mount/fuse.ts under vitest, dist/mount/fuse.js when built.
+    const here = path.dirname(fileURLToPath(import.meta.url));
+    const root = path.basename(path.dirname(here)) === 'dist' ? path.dirname(path.dirname(here)) : path.dirname(here);
+    const file = path.join(root, 'native', 'build', 'Release', 'aegis_fuse.node');
+    try {
+      loaded = createRequire(import.meta.url)(file) as FuseBinding;
+    } catch (err) {
+      throw new Error(`the FUSE module ${file} cannot be loaded (${(err as Error).message.split('\n')[0]}); run "npm run setup"`);
+    }
+  }
+  return loaded;
 }
 
-function toFuseStat(a: Attr): FuseStat {
-  return {
-    mode: a.mode,
-    uid: a.uid,
-    gid: a.gid,
-    size: a.size,
-    nlink: a.nlink,
-    ino: a.ino,
-    rdev: a.rdev,
-    blksize: 128 * 1024,
-    blocks: a.blocks,
-    // fuse-native carries milliseconds in unsigned 64-bit: times before 1970 show as 1970.
-    atime: a.atimeMs > 0 ? a.atimeMs : 0,
-    mtime: a.mtimeMs > 0 ? a.mtimeMs : 0,
-    ctime: a.ctimeMs > 0 ? a.ctimeMs : 0,
-  };
+// Field order shared with native/aegis_fuse.c (A_* and S_*).
+const ATTR_FIELDS = 12;
+
+function putAttr(out: Float64Array, at: number, a: Attr): void {
+  out[at] = a.mode;
+  out[at + 1] = a.uid;
+  out[at + 2] = a.gid;
+  out[at + 3] = a.size;
+  out[at + 4] = a.nlink;
+  out[at + 5] = a.ino;
+  out[at + 6] = a.rdev;
+  out[at + 7] = a.blocks;
+  out[at + 8] = 128 * 1024;
+  out[at + 9] = a.atimeMs;
+  out[at + 10] = a.mtimeMs;
+  out[at + 11] = a.ctimeMs;
+}
+
+function statfsArray(s: Statfs): Float64Array {
+  return Float64Array.of(s.bsize, s.frsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.favail, s.fsid, s.flag, s.namemax);
 }
 
 export type ErrorReporter = (op: string, path: string, err: unknown) => void;
@@ -133,86 +176,82 @@ function traceLine(): string {
   return `aegis mount trace: requests ${JSON.stringify(opCounts)} memory ${JSON.stringify(mem)}\n`;
 }
 
-function operations(fs: FsOperations, report: ErrorReporter): FuseOperations {
-  if (TRACE) setInterval(() => process.stderr.write(traceLine()), 2000).unref();
-  const rofs = (...args: unknown[]) => (args[args.length - 1] as (e: number) => void)(-EROFS);
-  return {
-    getattr(p, cb) {
-      if (TRACE) opCounts.getattr = (opCounts.getattr ?? 0) + 1;
-      let r: Attr | Promise<Attr>;
-      try {
-        r = fs.getattr(p);
-      } catch (err) {
-        return cb(errnoOf(err, 'getattr', p, report));
+/** The binding's one entry point into JavaScript: run the request, answer it once. */
+function dispatcher(fs: FsOperations, report: ErrorReporter, b: FuseBinding): Dispatch {
+  const fail = (req: Request, op: Op, p: string) => (err: unknown) => b.reply(req, errnoOf(err, OP_NAMES[op]!, p, report));
+  const attrOut = new Float64Array(ATTR_FIELDS);
+  const replyAttr = (req: Request, a: Attr) => {
+    putAttr(attrOut, 0, a);
+    b.replyAttr(req, attrOut);
+  };
+  const replyDir = (req: Request, l: Listing) => {
+    let attrs: Float64Array | null = null;
+    if (l.attrs) {
+      attrs = new Float64Array(l.names.length * ATTR_FIELDS).fill(NaN);
+      for (let i = 0; i < l.names.length; i++) {
+        const a = l.attrs[i];
+        if (a) putAttr(attrs, i * ATTR_FIELDS, a);
       }
-      if (isPromise(r)) r.then((a) => cb(0, toFuseStat(a)), (err) => cb(errnoOf(err, 'getattr', p, report)));
-      else cb(0, toFuseStat(r));
-    },
-    readdir(p, cb) {
-      if (TRACE) opCounts.readdir = (opCounts.readdir ?? 0) + 1;
-      fs.readdir(p).then(
-        (l) => {
-          const stats: FuseStat[] = new Array(l.names.length);
-          for (let i = 0; i < l.names.length; i++) stats[i] = { mode: l.modes[i]!, ino: l.inos[i]!, atime: 0, mtime: 0, ctime: 0 };
-          cb(0, l.names, stats);
-        },
-        (err) => cb(errnoOf(err, 'readdir', p, report)),
-      );
-    },
-    readlink(p, cb) {
-      fs.readlink(p).then(
-        (t) => cb(0, t),
-        (err) => cb(errnoOf(err, 'readlink', p, report)),
-      );
-    },
-    open(p, flags, cb) {
-      if (TRACE) opCounts.open = (opCounts.open ?? 0) + 1;
-      fs.open(p, flags).then(
-        (fd) => cb(0, fd),
-        (err) => cb(errnoOf(err, 'open', p, report)),
-      );
-    },
-    read(p, fd, buf, len, pos, cb) {
-      if (TRACE) opCounts.read = (opCounts.read ?? 0) + 1;
-      let r: number | Promise<number>;
-      try {
-        r = fs.read(p, fd, buf, len, pos);
-      } catch (err) {
-        return cb(errnoOf(err, 'read', p, report));
+    }
+    b.replyDir(req, l.names, l.modes, l.inos, attrs);
+  };
+  return (op, req, p, fh, size, offsetOrFlags, buf) => {
+    if (TRACE) opCounts[OP_NAMES[op]!] = (opCounts[OP_NAMES[op]!] ?? 0) + 1;
+    let pending: Promise<unknown>;
+    switch (op) {
+      case Op.Getattr: {
+        let r: Attr | Promise<Attr>;
+        try {
+          r = fs.getattr(p);
+        } catch (err) {
+          return fail(req, op, p)(err);
+        }
+        if (!isPromise(r)) return replyAttr(req, r);
+        pending = r.then((a) => replyAttr(req, a));
+        break;
       }
-      if (isPromise(r)) r.then((n) => cb(n), (err) => cb(errnoOf(err, 'read', p, report)));
-      else cb(r);
-    },
-    release(p, fd, cb) {
-      try {
-        const r = fs.release(p, fd);
-        if (isPromise(r)) r.then(() => cb(0), () => cb(0));
-        else cb(0);
-      } catch {
-        cb(0);
+      case Op.Read: {
+        let r: number | Promise<number>;
+        try {
+          r = fs.read(p, fh, buf!, size, offsetOrFlags);
+        } catch (err) {
+          return fail(req, op, p)(err);
+        }
+        if (!isPromise(r)) return b.reply(req, r);
+        pending = r.then((n) => b.reply(req, n));
+        break;
       }
-    },
-    statfs(p, cb) {
-      cb(0, fs.statfs(p));
-    },
-    // Read-only: the mount is also mounted "ro", so the kernel refuses these before
-    // they reach us; the handlers are the second line.
-    write: (_p, _fd, _buf, _len, _pos, cb) => cb(-EROFS),
-    create: rofs,
-    truncate: rofs,
-    ftruncate: rofs,
-    utimens: rofs,
-    chown: rofs,
-    chmod: rofs,
-    mknod: rofs,
-    setxattr: rofs,
-    removexattr: rofs,
-    unlink: rofs,
-    rename: rofs,
-    link: rofs,
-    symlink: rofs,
-    mkdir: rofs,
-    rmdir: rofs,
+      case Op.Readdir:
+        pending = fs.readdir(p).then((l) => replyDir(req, l));
+        break;
+      case Op.Readlink:
+        pending = fs.readlink(p).then((t) => b.replyLink(req, t));
+        break;
+      case Op.Open:
+        pending = fs.open(p, offsetOrFlags).then((fd) => b.replyOpen(req, fd));
+        break;
+      case Op.Release:
+        // Closing never fails for the caller; whatever release does, answer 0.
+        pending = Promise.resolve()
+          .then(() => fs.release(p, fh))
+          .then(
+            () => b.reply(req, 0),
+            () => b.reply(req, 0),
+          );
+        break;
+      case Op.Statfs: {
+        let s: Statfs;
+        try {
+          s = fs.statfs(p);
+        } catch (err) {
+          return fail(req, op, p)(err);
+        }
+        return b.replyStatfs(req, statfsArray(s));
+      }
+      default:
+        return b.reply(req, -EIO);
+    }
+    pending.catch(fail(req, op, p));
   };
 }
 
@@ -239,22 +278,42 @@ export async function tuneReadahead(mountpoint: string, bytes: number): Promise<
   }
 }
 
+/** How long an unmount waits for the binding's loop to end (requests still being answered). */
+const EXIT_WAIT_MS = 5000;
+
 export class FuseSession {
   private unmounted = false;
 
   private constructor(
-    private readonly fuse: Fuse,
+    private readonly handle: object,
     readonly mountpoint: string,
+    /** Settles when the binding's loop has ended (after any unmount). */
+    readonly exited: Promise<void>,
   ) {}
 
   /** Mount and resolve once the kernel has sent INIT (the file system answers from then on). */
   static mount(mountpoint: string, fs: FsOperations, opts: KernelOptions, report: ErrorReporter): Promise<FuseSession> {
-    const fuse = new Fuse(mountpoint, operations(fs, report), fuseNativeOptions(opts));
+    const b = fuseBinding();
+    if (TRACE) setInterval(() => process.stderr.write(traceLine()), 2000).unref();
     return new Promise((resolve, reject) => {
-      fuse.mount((err) => {
-        if (err) reject(new Error(`cannot mount at ${mountpoint}: ${err.message === 'fuse failed' ? 'libfuse refused (its message is above)' : err.message}`));
-        else resolve(new FuseSession(fuse, fuse.mnt));
-      });
+      let session: FuseSession | undefined;
+      let onExit!: () => void;
+      const exited = new Promise<void>((r) => (onExit = r));
+      const onEvent = (event: number) => {
+        if (event === EV_INIT && session) resolve(session);
+        else if (event === EV_EXIT) {
+          onExit();
+          // Unmounted before INIT arrived: there will be no session.
+          reject(new Error(`cannot mount at ${mountpoint}: the kernel ended the connection`));
+        }
+      };
+      try {
+        const readahead = Math.max(4096, Math.floor(opts.maxReadahead));
+        const handle = b.mount(mountpoint, optionString(mountpoint, opts), dispatcher(fs, report, b), onEvent, readahead);
+        session = new FuseSession(handle, mountpoint, exited);
+      } catch (err) {
+        reject(new Error(`cannot mount at ${mountpoint}: ${(err as Error).message}`));
+      }
     });
   }
 
@@ -262,9 +321,13 @@ export class FuseSession {
   async unmount(): Promise<void> {
     if (this.unmounted) return;
     this.unmounted = true;
-    if (!(await mountAt(this.mountpoint))) return;
-    const err = await new Promise<Error | null>((resolve) => this.fuse.unmount((e) => resolve(e)));
-    // Someone else (aegis umount) may have unmounted it in the meantime: that is success too.
-    if (err && (await mountAt(this.mountpoint))) throw new Error(`unmounting ${this.mountpoint} failed: ${err.message}`);
+    if (await mountAt(this.mountpoint)) {
+      const r = await fusermountUnmount(this.mountpoint, true);
+      // Someone else (aegis umount) may have unmounted it in the meantime: that is success too.
+      if (!r.ok && (await mountAt(this.mountpoint))) throw new Error(`unmounting ${this.mountpoint} failed: ${r.message}`);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.exited, new Promise<void>((r) => (timer = setTimeout(r, EXIT_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 }

@@ -127,6 +127,7 @@ class MountFs implements FsOperations {
       names: ['.', '..', ...l.names],
       modes: [S_IFDIR, S_IFDIR, ...l.modes],
       inos: [node.ino, parent?.ino ?? node.ino, ...l.inos],
+      attrs: l.attrs && [undefined, undefined, ...l.attrs],
     };
   }
 
@@ -364,6 +365,10 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
     await tuneReadahead(mnt, kernelReadahead);
     tracePhase('ready');
 
+    // The binding's loop ends when the kernel lets go (aegis umount, fusermount -u).
+    void session.exited.then(() => {
+      if (!finished) void cleanup(false);
+    });
     const watchMs = options.watchIntervalMs ?? 250;
     let checking = false;
     watch = setInterval(() => {

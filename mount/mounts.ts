@@ -3,8 +3,8 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 
 /**
- * The system's mount table and fusermount, without loading fuse-native (so that
- * `aegis umount` and the CLI's start-up never need the native module).
+ * The system's mount table and fusermount, without loading the FUSE binding (so
+ * that `aegis umount` and the CLI's start-up never need the native module).
  */
 
 function run(cmd: string, args: string[]): Promise<{ code: number; stderr: string }> {
@@ -85,7 +85,7 @@ export async function recoverStaleMount(mountpoint: string): Promise<boolean> {
 
 /**
  * fusermount helpers that will unmount `mountpoint` when their FUSE process
- * ends (the `auto_unmount` option). libfuse 2 unmounts by path, so a helper left
+ * ends (the `auto_unmount` option). fusermount unmounts by path, so a helper left
  * from an earlier mount can unmount a new mount made at the same place in the
  * moment between its process ending and itself acting.
  */
@@ -104,7 +104,7 @@ export async function autoUnmountHelpers(mountpoint: string): Promise<number[]> 
       .map(async (pid) => {
         try {
           const argv = (await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter(Boolean);
-          if (argv.length > 2 && path.basename(argv[0]!) === 'fusermount' && argv.some((a) => a.includes('auto_unmount')) && argv[argv.length - 1] === abs) out.push(Number(pid));
+          if (argv.length > 2 && /^fusermount3?$/.test(path.basename(argv[0]!)) && argv.some((a) => a.includes('auto_unmount')) && argv[argv.length - 1] === abs) out.push(Number(pid));
         } catch {
           /* gone meanwhile */
         }

@@ -1,11 +1,8 @@
 /**
- * Names as the mount shows them.
+ * Names as the mount's JavaScript side holds them.
  *
- * fuse-native hands every path to JavaScript through napi_create_string_utf8
- * (bytes that are not UTF-8 arrive as U+FFFD) and encodes every name we return
- * with napi_get_value_string_utf8 (a JavaScript string can only become valid
- * UTF-8). So a name holding byte 0xff cannot appear with its original bytes.
- * The honest mapping used instead is the one MirBSD calls OPTU-8:
+ * A file name is bytes, and a JavaScript string can only become valid UTF-8, so
+ * inside the mount a name is a string under the mapping MirBSD calls OPTU-8:
  *
  *  - a name that is valid UTF-8 is shown unchanged;
  *  - every byte 0x80–0xff that is not part of a valid UTF-8 sequence is shown as
@@ -13,7 +10,9 @@
  *  - so that the mapping stays one-to-one, a name that already contains a
  *    character in U+EF80–U+EFFF has those characters escaped byte by byte too.
  *
- * `decodeName` reverses it exactly. docs/MOUNT.md documents what users see.
+ * `decodeName` reverses it exactly. The FUSE binding (native/aegis_fuse.c) undoes
+ * and redoes the same mapping at the kernel boundary, so users see the stored
+ * bytes (docs/MOUNT.md).
  */
 
 const ESC_BASE = 0xef80;

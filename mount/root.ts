@@ -4,8 +4,8 @@ import { type SnapshotSet } from './snapshots-dir.js';
 import { ENOENT, ENOTDIR, FsError, type MountNode } from './types.js';
 
 /**
- * Path resolution from the root of the mount. fuse-native (libfuse's high-level
- * API) names every request by its full path, so resolved nodes are cached by
+ * Path resolution from the root of the mount. libfuse's high-level API (the
+ * FUSE binding) names every request by its full path, so resolved nodes are cached by
  * path: `ls -l` of a directory costs one map lookup per entry after the first.
  * The cache is bounded by an estimate of its memory, and forgotten as a whole
  * when the snapshot list changes (the directories made from it are rebuilt).

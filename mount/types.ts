@@ -22,6 +22,12 @@ export interface Listing {
   /** st_mode of each entry (only the type bits matter to the kernel here). */
   modes: number[];
   inos: number[];
+  /**
+   * Optional: what getattr would answer for each entry (undefined where unknown).
+   * They go to the kernel with the names (READDIRPLUS), so `ls -l` after a
+   * listing costs no lookup request per entry.
+   */
+  attrs?: (Attr | undefined)[];
 }
 
 export interface BaseNode {

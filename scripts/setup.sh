@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_debs=(libfuse2 fuse)
+# libfuse 3 and its headers for the mount's FUSE binding (native/aegis_fuse.c); fuse3
+# also provides the fusermount commands (it replaces Debian's libfuse 2 "fuse").
+want_debs=(fuse3 libfuse3-3 libfuse3-dev pkg-config)
 for arg in "$@"; do
   case "$arg" in
     --test) want_debs+=(rsync radosgw ceph-mon ceph-osd ceph-common bc curl psmisc) ;;
@@ -43,9 +45,10 @@ if [ ! -f "$stamp" ] || [ package.json -nt "$stamp" ] || { [ -f package-lock.jso
   touch "$stamp"
 fi
 
-# The small native addon (nanosecond utimensat, mknod) for exact restores.
+# The native addons: aegis_native (syscalls, AES-GCM, chunking) and aegis_fuse (the mount).
 addon=native/build/Release/aegis_native.node
-if [ ! -f "$addon" ] || [ native/aegis_native.c -nt "$addon" ] || [ native/binding.gyp -nt "$addon" ]; then
+fuse_addon=native/build/Release/aegis_fuse.node
+if [ ! -f "$addon" ] || [ ! -f "$fuse_addon" ] || [ native/aegis_native.c -nt "$addon" ] || [ native/aegis_fuse.c -nt "$fuse_addon" ] || [ native/binding.gyp -nt "$addon" ]; then
   npm run --silent build:native >&2
 fi
 

@@ -2,13 +2,13 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type FsOperations, FuseSession, type KernelOptions, fuseNativeOptions, optionString } from '../mount/fuse.js';
+import { type FsOperations, FuseSession, type KernelOptions, optionString } from '../mount/fuse.js';
 import { mountAt } from '../mount/mounts.js';
 import { type Attr, ENOENT, FsError, type Listing, S_IFDIR, S_IFREG } from '../mount/types.js';
 import { forceUnmount, run } from './helpers/mount.js';
 
 /**
- * mount/fuse.ts against the real fuse-native and kernel, in this process. The
+ * mount/fuse.ts against the real FUSE binding and kernel, in this process. The
  * handlers run on this thread, so the test only touches the mount through
  * promises and child processes (a synchronous fs call here would deadlock).
  */
@@ -21,13 +21,13 @@ const KOPTS: KernelOptions = {
   autoUnmount: true,
 };
 
-const SLOW_MS = 16_000; // longer than fuse-native's default 15 s per-operation timeout
+const SLOW_MS = 16_000; // longer than the 15 s per-operation timeout of fuse-native, the binding used before
 
 function attr(mode: number, size: number, ino: number): Attr {
   return { mode, uid: 0, gid: 0, size, nlink: 1, ino, rdev: 0, blocks: 1, atimeMs: 1_700_000_000_123, mtimeMs: 1_700_000_000_123, ctimeMs: 1_700_000_000_123 };
 }
 
-describe('mount/fuse.ts: the fuse-native wrapper', () => {
+describe('mount/fuse.ts: the FUSE binding', () => {
   let dir: string;
   let mnt: string;
   let session: FuseSession | undefined;
@@ -36,6 +36,7 @@ describe('mount/fuse.ts: the fuse-native wrapper', () => {
     ['/plain', { data: Buffer.from('plain\n'), ino: 4242 }],
     ['/slow', { data: Buffer.from('worth the wait\n'), ino: 4343, slow: true }],
     ['/caf\u00e9 \uefff', { data: Buffer.from('mapped\n'), ino: 4444 }],
+    ['/listed', { data: Buffer.from('listed with its attributes\n'), ino: 4545 }],
   ]);
 
   const ops: FsOperations = {
@@ -48,7 +49,14 @@ describe('mount/fuse.ts: the fuse-native wrapper', () => {
     },
     async readdir(): Promise<Listing> {
       const names = [...files.keys()].map((k) => k.slice(1));
-      return { names: ['.', '..', ...names], modes: [S_IFDIR, S_IFDIR, ...names.map(() => S_IFREG)], inos: [1, 1, ...names.map((n) => files.get(`/${n}`)!.ino)] };
+      // Only /listed comes with its attributes, which say something getattr would not.
+      const attrs = names.map((n) => (n === 'listed' ? { ...attr(S_IFREG | 0o400, files.get('/listed')!.data.length, 4545), uid: 77, mtimeMs: -86_400_500 } : undefined));
+      return {
+        names: ['.', '..', ...names],
+        modes: [S_IFDIR, S_IFDIR, ...names.map(() => S_IFREG)],
+        inos: [1, 1, ...names.map((n) => files.get(`/${n}`)!.ino)],
+        attrs: [undefined, undefined, ...attrs],
+      };
     },
     async readlink() {
       throw new FsError(22, 'not a link');
@@ -81,16 +89,15 @@ describe('mount/fuse.ts: the fuse-native wrapper', () => {
     await fsp.rm(dir, { recursive: true, force: true });
   });
 
-  it('passes ro, use_ino and max_readahead to libfuse inside the fsname option, and disables the per-operation timeout', () => {
+  it('passes ro, our file system name and the timeouts to libfuse', () => {
     const s = optionString('/mnt/x', KOPTS);
     expect(s.startsWith('-o')).toBe(true);
     const list = s.slice(2).split(',');
-    for (const o of ['ro', 'use_ino', 'max_readahead=4194304', 'fsname=aegis:/some_repo_with_comma', 'subtype=aegis', 'auto_unmount', 'kernel_cache', 'entry_timeout=1', 'attr_timeout=1']) {
+    for (const o of ['ro', 'fsname=aegis:/some_repo_with_comma', 'subtype=aegis', 'auto_unmount', 'kernel_cache', 'entry_timeout=1', 'attr_timeout=1']) {
       expect(list).toContain(o);
     }
     expect(list).not.toContain('allow_other');
     expect(optionString('/mnt/x', { ...KOPTS, allowOther: true, defaultPermissions: true }).slice(2).split(',')).toEqual(expect.arrayContaining(['allow_other', 'default_permissions']));
-    expect(fuseNativeOptions(KOPTS).timeout).toBe(false);
   });
 
   it('the kernel mounts read-only, with our file system name and our inode numbers', async () => {
@@ -106,14 +113,31 @@ describe('mount/fuse.ts: the fuse-native wrapper', () => {
     await expect(fsp.writeFile(path.join(mnt, 'new'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
   });
 
-  it('names: readdir strings go out as UTF-8; path bytes that are not UTF-8 arrive as U+FFFD', async () => {
+  it('names: the shown form of mount/names.ts reaches the kernel as the bytes it stands for, and back', async () => {
     const names = (await fsp.readdir(mnt, { encoding: 'buffer' })).map((b) => b.toString('hex'));
-    expect(names).toContain(Buffer.from('caf\u00e9 \uefff', 'utf8').toString('hex'));
-    expect(await fsp.readFile(path.join(mnt, 'caf\u00e9 \uefff'), 'utf8')).toBe('mapped\n');
-    // A name with byte 0xff: fuse-native decodes it to U+FFFD, so the original byte cannot reach us.
-    const raw = Buffer.concat([Buffer.from(`${mnt}/x`), Buffer.from([0xff])]);
-    await expect(fsp.stat(raw)).rejects.toMatchObject({ code: 'ENOENT' });
-    expect(seenPaths).toContain('/x\ufffd');
+    // U+EFFF stands for byte 0xff: the kernel sees "café " and that byte.
+    const raw = Buffer.concat([Buffer.from('caf\u00e9 ', 'utf8'), Buffer.of(0xff)]);
+    expect(names).toContain(raw.toString('hex'));
+    expect(await fsp.readFile(Buffer.concat([Buffer.from(`${mnt}/`), raw]), 'utf8')).toBe('mapped\n');
+    // A path with bytes that are not UTF-8 arrives in the shown form, byte for byte reversible.
+    const odd = Buffer.concat([Buffer.from(`${mnt}/x`), Buffer.of(0xfe, 0xc3), Buffer.from('\uef80', 'utf8')]);
+    await expect(fsp.stat(odd)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(seenPaths).toContain('/x\ueffe\uefc3\uefee\uefbe\uef80');
+  });
+
+  it('a stat after a listing is answered from the attributes the listing carried (READDIRPLUS), without asking getattr', async () => {
+    await fsp.readdir(mnt);
+    const st = await fsp.lstat(path.join(mnt, 'listed'));
+    expect(seenPaths).not.toContain('/listed');
+    expect(st.uid).toBe(77);
+    expect(st.mode).toBe(S_IFREG | 0o400);
+    // Times before 1970 come through too (fuse-native showed them as 1970).
+    expect(st.mtimeMs).toBe(-86_400_500);
+    expect(await fsp.readFile(path.join(mnt, 'listed'), 'utf8')).toBe('listed with its attributes\n');
+    // Entries listed without attributes still go to getattr.
+    const seen = seenPaths.length;
+    await fsp.lstat(path.join(mnt, 'slow'));
+    expect(seenPaths.slice(seen)).toContain('/slow');
   });
 
   it('a read slower than 15 seconds still completes (no ETIMEDOUT)', async () => {

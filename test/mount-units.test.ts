@@ -70,14 +70,20 @@ describe('inode numbers', () => {
   it('are stable, never 0 or 1, and differ by name and parent', () => {
     expect(childIno(1, 'snapshots')).toBe(childIno(1, 'snapshots'));
     const all = new Set<number>();
-    for (let i = 0; i < 20_000; i++) {
-      const n = childIno(12345, `entry-${i}`);
+    let above32 = 0;
+    for (let i = 0; i < 200_000; i++) {
+      const n = childIno(12345 + 2 ** 40, `entry-${i}`);
       expect(n).toBeGreaterThan(1);
-      expect(n).toBeLessThan(2 ** 32);
+      expect(Number.isSafeInteger(n) && n < 2 ** 52).toBe(true);
+      if (n >= 2 ** 32) above32++;
       all.add(n);
     }
-    expect(all.size).toBeGreaterThan(19_990); // 32-bit hashes: a collision or two at most
+    // 52-bit numbers: 200,000 names share none (32 bits would give about 5 pairs).
+    expect(all.size).toBe(200_000);
+    expect(above32).toBeGreaterThan(190_000);
     expect(childIno(2, 'x')).not.toBe(childIno(3, 'x'));
+    // The parent's high bits count too.
+    expect(childIno(5, 'x')).not.toBe(childIno(5 + 2 ** 40, 'x'));
     expect(hardlinkIno(99, '2049:1234')).toBe(hardlinkIno(99, '2049:1234'));
     expect(hardlinkIno(99, '2049:1234')).not.toBe(hardlinkIno(100, '2049:1234'));
   });

@@ -90,6 +90,15 @@ export function openBlobTransient(keys: MasterKeys, type: BlobType, id: Buffer, 
   return openWith(openInPlace, decompressScratch, keys, type, id, sealed, packId);
 }
 
+/**
+ * `openBlob` for a caller that owns `sealed` and keeps the plaintext (a worker
+ * thread answering for the mount's cache): decrypted in place, so a blob stored
+ * uncompressed comes back as a view of `sealed` instead of a fresh copy.
+ */
+export function openBlobOwned(keys: MasterKeys, type: BlobType, id: Buffer, sealed: Buffer, packId?: string): Buffer {
+  return openWith(openInPlace, decompress, keys, type, id, sealed, packId);
+}
+
 function openWith(
   decrypt: (key: Buffer, ad: Uint8Array, sealed: Buffer) => Buffer,
   inflate: (codec: number, payload: Buffer) => Buffer,

@@ -6,7 +6,7 @@ import { Chunker } from '../chunker/fastcdc.js';
 import { gearTable } from '../chunker/gear.js';
 import { keyedId } from '../crypto/ids.js';
 import { type MasterKeys } from '../crypto/keys.js';
-import { BlobType, DamagedBlobError, blobPayload, openBlob, sealBlobInto } from '../repo/blob.js';
+import { BlobType, DamagedBlobError, blobPayload, openBlob, openBlobOwned, sealBlobInto } from '../repo/blob.js';
 import { newPackId, packTrailer } from '../repo/pack.js';
 import { Claims } from './claims.js';
 import { type CompressionMode } from '../repo/compression.js';
@@ -302,8 +302,14 @@ function readPackRange(src: PackFileRange): Buffer | null {
   }
 }
 
-function openRequest(req: OpenBlobRequest): Buffer {
-  return openBlob(keys, req.type, Buffer.from(req.id), Buffer.from(req.sealed.buffer, req.sealed.byteOffset, req.sealed.byteLength), req.packId);
+/** Open a blob the request brought (this thread owns its bytes); with what to move back. */
+function openRequest(req: OpenBlobRequest): { plain: Buffer; transfer: ArrayBuffer[] } {
+  const sealed = Buffer.from(req.sealed.buffer, req.sealed.byteOffset, req.sealed.byteLength);
+  const plain = openBlobOwned(keys, req.type, Buffer.from(req.id), sealed, req.packId);
+  // A blob stored raw is a view of the sealed bytes, a buffer no one else here holds:
+  // move it back whole rather than have postMessage copy it.
+  const transfer = plain.buffer === sealed.buffer && sealed.buffer instanceof ArrayBuffer ? [sealed.buffer] : transferList(plain);
+  return { plain, transfer };
 }
 
 // Chunking tasks and flushes run one after another: they share the read window and the pack.
@@ -324,8 +330,8 @@ parentPort!.on('message', (msg: WorkerRequest) => {
     }
     case 'open': {
       try {
-        const plain = openRequest(msg);
-        post({ task: msg.task, kind: 'done', result: plain }, transferList(plain));
+        const { plain, transfer } = openRequest(msg);
+        post({ task: msg.task, kind: 'done', result: plain }, transfer);
       } catch (err) {
         post({ task: msg.task, kind: 'error', error: describe(err) });
       }

@@ -122,7 +122,7 @@ export const mountCommand: CommandModule<GlobalArgs, Args> = {
       await lock?.release().catch(() => {});
       await repo.close().catch(() => {});
     }
-    // fuse-native keeps a libuv handle open after an unmount it did not do itself.
+    // A request still waiting on storage keeps the FUSE loop thread, and so the process, alive.
     process.exit(process.exitCode ?? 0);
   },
 };
