@@ -27,6 +27,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { BenchToolHandle, MountBenchOptions, PhaseResult } from './bench-types.js';
+import { primeMemory } from './bench-measure.js';
 
 /** The standalone form: one aegis repository, optional peers. */
 export interface SimpleMountBenchOptions {
@@ -115,11 +116,12 @@ async function unmount(child: ChildProcess, mnt: string): Promise<void> {
   if (isMounted(mnt)) await wall('fusermount', ['-u', '-z', mnt]);
 }
 
-async function measureTool(t: ToolRun, workDir: string, log: (m: string) => void): Promise<Measured> {
+async function measureTool(t: ToolRun, workDir: string, prime: boolean, log: (m: string) => void): Promise<Measured> {
   const out: Measured = { tool: t.name };
   const mnt = path.join(workDir, `mnt-${t.name}`);
   fs.mkdirSync(mnt, { recursive: true });
   if (isMounted(mnt)) await wall('fusermount', ['-u', '-z', mnt]);
+  if (prime) primeMemory();
   let stderr = '';
   const t0 = process.hrtime.bigint();
   const child = spawn(t.argv[0]!, [...t.argv.slice(1), mnt], { env: t.env, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -142,6 +144,7 @@ async function measureTool(t: ToolRun, workDir: string, log: (m: string) => void
     out.readySeconds = Number(process.hrtime.bigint() - t0) / 1e9;
     log(`mount: ${t.name} ready in ${out.readySeconds.toFixed(2)} s`);
 
+    if (prime) primeMemory();
     const ls = await wall('sh', ['-c', 'exec ls -lR "$1" > /dev/null', 'sh', dir]);
     if (ls.code !== 0) throw new Error(`ls -lR failed: ${ls.stderr.trim()}`);
     out.lsSeconds = ls.seconds;
@@ -150,6 +153,7 @@ async function measureTool(t: ToolRun, workDir: string, log: (m: string) => void
     const big = path.join(dir, t.bigRel);
     out.bigBytes = fs.statSync(big).size;
     for (const which of ['first', 'second'] as const) {
+      if (prime) primeMemory();
       const c = await wall('sh', ['-c', 'exec cat "$1" > /dev/null', 'sh', big]);
       if (c.code !== 0) throw new Error(`cat failed: ${c.stderr.trim()}`);
       const mbps = out.bigBytes / 1e6 / c.seconds;
@@ -158,6 +162,7 @@ async function measureTool(t: ToolRun, workDir: string, log: (m: string) => void
       log(`mount: ${t.name} ${which} cat ${mbps.toFixed(0)} MB/s`);
     }
 
+    if (prime) primeMemory();
     const all = await wall('sh', ['-c', 'find "$1" -type f -print0 | xargs -0 -r cat > /dev/null', 'sh', dir]);
     if (all.code !== 0) throw new Error(`reading every file failed: ${all.stderr.trim()}`);
     out.readAllSeconds = all.seconds;
@@ -245,7 +250,7 @@ export async function benchMount(opts: MountBenchOptions | SimpleMountBenchOptio
     if (!big) return [{ section: 'mount', tool: 'aegis', phase: 'mount', ok: false, skipped: true, note: 'the dataset has no files' }];
     const runs = toolRuns(opts.tools, opts.dataRoot, path.relative(opts.dataRoot, big));
     const results: Measured[] = [];
-    for (const t of runs) results.push(await measureTool(t, opts.workDir, opts.log));
+    for (const t of runs) results.push(await measureTool(t, opts.workDir, opts.prime ?? true, opts.log));
     return rows(results);
   }
   const log = (m: string) => process.stderr.write(`${m}\n`);
@@ -256,7 +261,7 @@ export async function benchMount(opts: MountBenchOptions | SimpleMountBenchOptio
   if (opts.restic) handles.push({ name: 'restic', repo: opts.restic.repo, command: ['restic'], env: opts.restic.env as Record<string, string>, globalArgs: ['-r', opts.restic.repo], latest: 'latest', scratch: opts.workDir });
   if (opts.borg) handles.push({ name: 'borg', repo: opts.borg.repo, command: ['borg'], env: opts.borg.env as Record<string, string>, globalArgs: [], latest: opts.borg.archive, scratch: opts.workDir });
   const results: Measured[] = [];
-  for (const t of toolRuns(handles, opts.snapshotSubdir, bigRel)) results.push(await measureTool(t, opts.workDir, log));
+  for (const t of toolRuns(handles, opts.snapshotSubdir, bigRel)) results.push(await measureTool(t, opts.workDir, true, log));
   const flat: Record<string, number | string> = {};
   for (const r of results) {
     const k = r.tool;

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { MARKER } from './bench-data.js';
-import { type CommandSpec, type Measurement, dropCaches, failureNote, measure, syncDisks } from './bench-measure.js';
+import { type CommandSpec, type Measurement, dropCaches, failureNote, measure, primeMemory, syncDisks } from './bench-measure.js';
 import type { ToolAdapter, ToolContext } from './bench-tools.js';
 import type { PhaseResult, Section } from './bench-types.js';
 import { type Manifest, findMarkedRoot, verifyTree } from './bench-verify.js';
@@ -15,6 +15,8 @@ import { type Manifest, findMarkedRoot, verifyTree } from './bench-verify.js';
 export interface PhaseSettings {
   /** Drop the page cache before each timed command (root only). */
   cold: boolean;
+  /** Fault in and free memory before each timed command (bench-measure.ts, primeMemory). */
+  prime: boolean;
   /** Keep restore targets instead of deleting them after verification. */
   keep: boolean;
   log: (message: string) => void;
@@ -36,6 +38,7 @@ export async function timedPhase(
   settings: PhaseSettings,
 ): Promise<PhaseRun> {
   if (settings.cold) dropCaches();
+  if (settings.prime) primeMemory();
   settings.log(`  ${row.tool}: ${row.phase} …`);
   const m = await measure(spec);
   syncDisks();

@@ -68,6 +68,8 @@ export interface MountBenchOptions {
   tools: BenchToolHandle[];
   /** Scratch directory for the hook, removed afterwards unless --keep. */
   workDir: string;
+  /** Fault in and free memory before each timed step (bench-measure.ts, primeMemory). */
+  prime?: boolean;
   /** Run and time a command the way the rest of the bench does (wall time, peak RSS). */
   measure: (spec: { cmd: string; args: string[]; env?: Record<string, string>; cwd?: string }) => Promise<{
     ok: boolean;

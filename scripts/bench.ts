@@ -9,7 +9,7 @@
  * the issue's targets, writes JSON (--out) and a Markdown snippet (--markdown).
  *
  * Usage: node dist/scripts/bench.js [--scale 0.1] [--only aegis,restic,borg] [--data DIR]
- *        [--work DIR] [--out FILE] [--markdown FILE] [--no-mount] [--no-s3] [--cold] [--keep]
+ *        [--work DIR] [--out FILE] [--markdown FILE] [--no-mount] [--no-s3] [--cold] [--no-prime] [--keep]
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -37,6 +37,7 @@ const USAGE = `usage: node dist/scripts/bench.js [options]
   --no-mount        skip the mount section (scripts/bench-mount.ts)
   --no-s3           skip the S3 section (scripts/s3-server.sh)
   --cold            drop the page cache before every timed command (root only; default: warm cache)
+  --no-prime        do not fault in and free 2 GiB of memory before every timed command (see primeMemory)
   --seed N          dataset seed (default ${DEFAULT_SEED})
   --keep            keep repositories and restores (and a started S3 server)`;
 
@@ -50,6 +51,7 @@ interface Options {
   mount: boolean;
   s3: boolean;
   cold: boolean;
+  prime: boolean;
   keep: boolean;
   seed: number;
 }
@@ -67,6 +69,7 @@ function parseOptions(argv: string[]): Options {
       'no-mount': { type: 'boolean', default: false },
       'no-s3': { type: 'boolean', default: false },
       cold: { type: 'boolean', default: false },
+      'no-prime': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       seed: { type: 'string', default: String(DEFAULT_SEED) },
       help: { type: 'boolean', short: 'h', default: false },
@@ -94,6 +97,7 @@ function parseOptions(argv: string[]): Options {
     mount: !values['no-mount'],
     s3: !values['no-s3'],
     cold: values.cold,
+    prime: !values['no-prime'],
     keep: values.keep,
   };
 }
@@ -110,7 +114,7 @@ interface Lane {
 }
 
 /** The optional mount section: scripts/bench-mount.ts (another engineer's file) when it exists. */
-async function runMountHook(lanes: Lane[], source: string, bytes: number, files: number, workDir: string, notes: string[]): Promise<PhaseResult[]> {
+async function runMountHook(lanes: Lane[], source: string, bytes: number, files: number, workDir: string, prime: boolean, notes: string[]): Promise<PhaseResult[]> {
   // MOUNT HOOK — loaded dynamically so that the bench builds and runs without it.
   const compiled = path.join(PROJECT_ROOT, 'dist', 'scripts', 'bench-mount.js');
   if (!fs.existsSync(compiled)) {
@@ -141,6 +145,7 @@ async function runMountHook(lanes: Lane[], source: string, bytes: number, files:
       tools: lanes.filter((l) => l.ctx.latest === 'mutated').map((l) => l.adapter.handle(l.ctx)), // every backup succeeded
       workDir: dir,
       measure: (spec) => measure(spec),
+      prime,
       log,
     });
     if (!Array.isArray(rows)) {
@@ -160,7 +165,7 @@ async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const results: PhaseResult[] = [];
   const notes: string[] = [];
-  const settings: PhaseSettings = { cold: opts.cold, keep: opts.keep, log };
+  const settings: PhaseSettings = { cold: opts.cold, prime: opts.prime, keep: opts.keep, log };
 
   // Tools.
   const toolInfo: ToolInfo[] = [];
@@ -226,9 +231,11 @@ async function main(): Promise<void> {
     }
   };
 
-  const pageCache = opts.cold
-    ? 'cold page cache (dropped before every timed command)'
-    : 'warm page cache (source read once before each tool’s first backup, never dropped; same for every tool)';
+  const pageCache =
+    (opts.cold
+      ? 'cold page cache (dropped before every timed command)'
+      : 'warm page cache (source read once before each tool’s first backup, never dropped; same for every tool)') +
+    (opts.prime ? '; 2 GiB of memory faulted in and freed before every timed command, for every tool (--no-prime: not)' : '; memory not primed (--no-prime)');
   log(`page cache: ${pageCache}`);
 
   await phase('init', async (lane) => (await timedPhase(lane.adapter.init(lane.ctx), { section: 'local', tool: lane.adapter.name, phase: 'init' }, settings)).result);
@@ -268,7 +275,7 @@ async function main(): Promise<void> {
 
   await phase('restore', (lane) => restorePhase(lane.adapter, lane.ctx, 'local', manifest, settings));
 
-  if (opts.mount) results.push(...(await runMountHook(lanes, source, manifest.bytes, manifest.files.size, workDir, notes)));
+  if (opts.mount) results.push(...(await runMountHook(lanes, source, manifest.bytes, manifest.files.size, workDir, opts.prime, notes)));
   else notes.push('mount section skipped (--no-mount)');
 
   if (opts.s3) {
