@@ -14,7 +14,7 @@ import { type BackupSummary, type Snapshot } from '../snapshot/snapshot.js';
 import { type TreeNode, compareNames } from '../snapshot/tree.js';
 import { type CachedDir, type CachedFile, FileCache } from '../state/filecache.js';
 import { openStateDb } from '../state/statedb.js';
-import { MEMO_HEADER, MEMO_VERSION, TreeMemo } from '../state/treememo.js';
+import { MemoReader, TreeMemo } from '../state/treememo.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../workers/pool.js';
 import { ExcludeMatcher } from './excludes.js';
 import { DevStrings, REC, nativeScanDir, nodeFromRecord, recordType, u64 } from './dirscan.js';
@@ -623,13 +623,13 @@ class BackupRun {
    */
   private async reuseTree(prefix: Buffer, scanned: Buffer, memo: Buffer, dev: bigint): Promise<string | Map<number, string | undefined>> {
     const subtrees = new Map<number, string | undefined>();
-    const treeId = memo.toString('hex', 1, 33);
+    const row = new MemoReader(memo);
+    const treeId = row.tree;
     if (!this.isStored(treeId)) return subtrees;
     const dirs: Array<{ slot: number; path: Buffer; r: number; expected: string }> = [];
     let files = 0;
     let nonDirs = 0;
     let bytes = 0;
-    let x = MEMO_HEADER + scanned.length;
     for (let o = 0, slot = 0; o < scanned.length; slot++) {
       const nameLength = scanned.readUInt16LE(o);
       const r = o + 2 + nameLength;
@@ -640,25 +640,22 @@ class BackupRun {
       if (!this.excludes.empty && this.excludes.excluded(childPath().toString('utf8'), name.toString('utf8'))) return subtrees;
       const type = recordType(scanned, r);
       if (type === 'file') {
-        const count = memo.readUInt32LE(x);
-        x += 4;
-        for (let i = 0; i < count; i++, x += 32) if (!this.isStoredAt(memo, x)) return subtrees;
+        const { at, count } = row.file();
+        for (let i = 0; i < count; i++) if (!this.isStoredAt(memo, at + 32 * i)) return subtrees;
         files++;
         nonDirs++;
         bytes += u64(scanned, r + REC.SIZE);
       } else if (type === 'dir') {
-        dirs.push({ slot, path: childPath(), r, expected: memo.toString('hex', x, x + 32) });
-        x += 32;
+        dirs.push({ slot, path: childPath(), r, expected: row.dir() });
       } else if (type === 'symlink') {
-        const length = memo.readUInt16LE(x);
+        const stored = row.symlink();
         let target: Buffer;
         try {
           target = fs.readlinkSync(childPath(), { encoding: 'buffer' });
         } catch {
           return subtrees; // the usual path reports it
         }
-        if (!target.equals(memo.subarray(x + 2, x + 2 + length))) return subtrees;
-        x += 2 + length;
+        if (!target.equals(stored)) return subtrees;
         nonDirs++;
       } else {
         nonDirs++;
@@ -685,31 +682,11 @@ class BackupRun {
    */
   private rememberTree(dir: Buffer, tree: string, scanned: Buffer, slots: Array<TreeNode | undefined>, stored: Buffer | undefined): void {
     if (this.opts.dryRun) return;
-    let length = MEMO_HEADER + scanned.length;
     for (const n of slots) {
       if (!n) return;
-      if (n.type === 'file') {
-        if (!n.content || this.readWhileChanging.has(n.content)) return;
-        length += 4 + 32 * n.content.length;
-      } else if (n.type === 'dir') length += 32;
-      else if (n.type === 'symlink') length += 2 + n.linkTarget!.length;
+      if (n.type === 'file' && (!n.content || this.readWhileChanging.has(n.content))) return;
     }
-    const memo = Buffer.allocUnsafe(length);
-    memo[0] = MEMO_VERSION;
-    memo.write(tree, 1, 'hex');
-    this.memos.accounts.copy(memo, 33);
-    memo.writeUInt32LE(scanned.length, 65);
-    let x = MEMO_HEADER + scanned.copy(memo, MEMO_HEADER);
-    for (const n of slots) {
-      if (n!.type === 'file') {
-        x = memo.writeUInt32LE(n!.content!.length, x);
-        for (const id of n!.content!) x += memo.write(id, x, 'hex');
-      } else if (n!.type === 'dir') x += memo.write(n!.subtree!, x, 'hex');
-      else if (n!.type === 'symlink') {
-        x = memo.writeUInt16LE(n!.linkTarget!.length, x);
-        x += n!.linkTarget!.copy(memo, x);
-      }
-    }
+    const memo = this.memos.encode(tree, scanned, slots as TreeNode[]);
     if (stored?.equals(memo)) return;
     this.memos.record(dir, memo);
   }

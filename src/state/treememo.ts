@@ -22,8 +22,82 @@ import { RowBatch } from './row-batch.js';
  *   ‖ per entry, in the records' order: file: u32 count ‖ IDs (32 each);
  *     directory: subtree ID (32); symlink: u16 length ‖ target; other: nothing.
  */
-export const MEMO_VERSION = 1;
+const MEMO_VERSION = 1;
 export const MEMO_HEADER = 1 + 32 + 32 + 4;
+const RECORDS_LENGTH_AT = 1 + 32 + 32;
+
+/** What a row keeps of one scanned entry beyond its lstat (a tree node has these fields). */
+export interface MemoEntry {
+  type: string;
+  content?: string[];
+  subtree?: string;
+  linkTarget?: Buffer;
+}
+
+function encodeMemo(tree: string, accounts: Buffer, records: Buffer, entries: readonly MemoEntry[]): Buffer {
+  let length = MEMO_HEADER + records.length;
+  for (const e of entries) {
+    if (e.type === 'file') length += 4 + 32 * e.content!.length;
+    else if (e.type === 'dir') length += 32;
+    else if (e.type === 'symlink') length += 2 + e.linkTarget!.length;
+  }
+  const memo = Buffer.allocUnsafe(length);
+  memo[0] = MEMO_VERSION;
+  memo.write(tree, 1, 'hex');
+  accounts.copy(memo, 33);
+  memo.writeUInt32LE(records.length, RECORDS_LENGTH_AT);
+  let x = MEMO_HEADER + records.copy(memo, MEMO_HEADER);
+  for (const e of entries) {
+    if (e.type === 'file') {
+      x = memo.writeUInt32LE(e.content!.length, x);
+      for (const id of e.content!) x += memo.write(id, x, 'hex');
+    } else if (e.type === 'dir') x += memo.write(e.subtree!, x, 'hex');
+    else if (e.type === 'symlink') {
+      x = memo.writeUInt16LE(e.linkTarget!.length, x);
+      x += e.linkTarget!.copy(memo, x);
+    }
+  }
+  return memo;
+}
+
+/**
+ * Reads what a row keeps per entry, in the records' order: the caller, walking
+ * the records, asks for the part of the entry's type. IDs are left as bytes
+ * (`idsAt`), so checking them against the index makes no hex strings.
+ */
+export class MemoReader {
+  private x: number;
+
+  constructor(readonly memo: Buffer) {
+    this.x = MEMO_HEADER + memo.readUInt32LE(RECORDS_LENGTH_AT);
+  }
+
+  /** The tree the row was made for. */
+  get tree(): string {
+    return this.memo.toString('hex', 1, 33);
+  }
+
+  /** A file's content IDs: `count` of 32 bytes each from `memo[at]`. */
+  file(): { at: number; count: number } {
+    const count = this.memo.readUInt32LE(this.x);
+    const at = this.x + 4;
+    this.x = at + 32 * count;
+    return { at, count };
+  }
+
+  /** A subdirectory's tree ID. */
+  dir(): string {
+    this.x += 32;
+    return this.memo.toString('hex', this.x - 32, this.x);
+  }
+
+  /** A symlink's target. */
+  symlink(): Buffer {
+    const length = this.memo.readUInt16LE(this.x);
+    this.x += 2 + length;
+    return this.memo.subarray(this.x - length, this.x);
+  }
+}
 /** Rows read ahead at most (the bench tree's 1,500 directories: 4.4 MB; a million files: ~150 MB). */
 const PRELOAD_MAX_BYTES = 64 * 1024 * 1024;
 
@@ -94,10 +168,15 @@ export class TreeMemo {
    */
   matches(memo: Buffer, records: Buffer): boolean {
     if (memo.length < MEMO_HEADER || memo[0] !== MEMO_VERSION) return false;
-    if (memo.compare(this.accounts, 0, 32, 33, 65) !== 0) return false;
-    const length = memo.readUInt32LE(65);
+    if (memo.compare(this.accounts, 0, 32, 33, RECORDS_LENGTH_AT) !== 0) return false;
+    const length = memo.readUInt32LE(RECORDS_LENGTH_AT);
     if (length !== records.length || MEMO_HEADER + length > memo.length) return false;
     return memo.compare(records, 0, length, MEMO_HEADER, MEMO_HEADER + length) === 0;
+  }
+
+  /** The row for `tree`, made from the scan's `records` and, in their order, its `entries`, under this run's account names. */
+  encode(tree: string, records: Buffer, entries: readonly MemoEntry[]): Buffer {
+    return encodeMemo(tree, this.accounts, records, entries);
   }
 
   /** Remember a directory's tree; written in batches by `commit`. */
