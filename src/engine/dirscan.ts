@@ -1,6 +1,6 @@
 import { type NodeType, type TreeNode } from '../snapshot/tree.js';
 import { nativeSyscalls } from '../native/syscalls.js';
-import { accounts } from './fsmeta.js';
+import { withNamesAndDevice } from './fsmeta.js';
 
 /**
  * A directory read in one native call (`scanDir` in native/aegis_native.c):
@@ -81,14 +81,12 @@ export function u64String(buf: Buffer, at: number): string {
  * by the caller.
  */
 export function nodeFromRecord(name: Buffer, buf: Buffer, r: number, type: NodeType, devString: string): TreeNode {
-  const uid = buf.readUInt32LE(r + REC.UID);
-  const gid = buf.readUInt32LE(r + REC.GID);
   const node: TreeNode = {
     name,
     type,
     mode: buf.readUInt32LE(r + REC.MODE) & 0o7777,
-    uid,
-    gid,
+    uid: buf.readUInt32LE(r + REC.UID),
+    gid: buf.readUInt32LE(r + REC.GID),
     mtimeNs: buf.readBigInt64LE(r + REC.MTIME),
     atimeNs: buf.readBigInt64LE(r + REC.ATIME),
     ctimeNs: buf.readBigInt64LE(r + REC.CTIME),
@@ -97,12 +95,7 @@ export function nodeFromRecord(name: Buffer, buf: Buffer, r: number, type: NodeT
     inode: u64String(buf, r + REC.INO),
     links: u64(buf, r + REC.NLINK),
   };
-  const user = accounts.user(uid);
-  const group = accounts.group(gid);
-  if (user !== undefined) node.user = user;
-  if (group !== undefined) node.group = group;
-  if (type === 'chardev' || type === 'blockdev') node.rdev = u64(buf, r + REC.RDEV);
-  return node;
+  return withNamesAndDevice(node, type === 'chardev' || type === 'blockdev' ? u64(buf, r + REC.RDEV) : 0);
 }
 
 /** Decimal device numbers of a scan's records: a directory's entries nearly always share one. */

@@ -53,14 +53,12 @@ export function nodeType(st: BigIntStats): NodeType | undefined {
 
 /** A tree node's metadata from lstat; content, subtree and link target are filled in by the caller. */
 export function nodeFromStat(name: Buffer, st: BigIntStats, type: NodeType): TreeNode {
-  const uid = Number(st.uid);
-  const gid = Number(st.gid);
   const node: TreeNode = {
     name,
     type,
     mode: Number(st.mode) & 0o7777,
-    uid,
-    gid,
+    uid: Number(st.uid),
+    gid: Number(st.gid),
     mtimeNs: st.mtimeNs,
     atimeNs: st.atimeNs,
     ctimeNs: st.ctimeNs,
@@ -69,10 +67,18 @@ export function nodeFromStat(name: Buffer, st: BigIntStats, type: NodeType): Tre
     inode: st.ino.toString(),
     links: Number(st.nlink),
   };
-  const user = accounts.user(uid);
-  const group = accounts.group(gid);
+  return withNamesAndDevice(node, Number(st.rdev));
+}
+
+/**
+ * What a node adds to the lstat fields, wherever they came from (nodeFromStat,
+ * or a native scan's record in dirscan.ts): owner names, and a device's number.
+ */
+export function withNamesAndDevice(node: TreeNode, rdev: number): TreeNode {
+  const user = accounts.user(node.uid);
+  const group = accounts.group(node.gid);
   if (user !== undefined) node.user = user;
   if (group !== undefined) node.group = group;
-  if (type === 'chardev' || type === 'blockdev') node.rdev = Number(st.rdev);
+  if (node.type === 'chardev' || node.type === 'blockdev') node.rdev = rdev;
   return node;
 }
