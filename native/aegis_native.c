@@ -211,6 +211,26 @@ static napi_value set_mmap_threshold(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// alignedBytes(size, align): a Uint8Array of `size` bytes whose first byte lies on
+// an `align` boundary (a power of two), inside a V8-owned ArrayBuffer. O_DIRECT
+// writes need such memory, and JavaScript cannot see an address to align by.
+static napi_value aligned_bytes(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv, "alignedBytes(size, align)")) return NULL;
+  size_t size, align;
+  if (!uint_arg(env, argv[0], &size, "size") || !uint_arg(env, argv[1], &align, "align")) return NULL;
+  if (align == 0 || (align & (align - 1)) != 0 || align > 1 << 20) {
+    napi_throw_range_error(env, NULL, "alignedBytes: align must be a power of two up to 1 MiB");
+    return NULL;
+  }
+  void *data;
+  napi_value ab, out;
+  if (napi_create_arraybuffer(env, size + align, &data, &ab) != napi_ok) return NULL;
+  size_t skip = (align - ((uintptr_t)data & (align - 1))) & (align - 1);
+  if (napi_create_typedarray(env, napi_uint8_array, size, ab, skip, &out) != napi_ok) return NULL;
+  return out;
+}
+
 // ---- AES-256-GCM ----------------------------------------------------------------
 // Node's Cipher returns a new Buffer from every update(): for a backup that is one
 // allocation per blob, up to 8 MiB each, freed only when V8 next collects. These
@@ -652,6 +672,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"fastcdcCut", fastcdc_cut},
       {"mallocTrim", malloc_trim_fn},
       {"setMmapThreshold", set_mmap_threshold},
+      {"alignedBytes", aligned_bytes},
       {"gcmSealInto", gcm_seal_into},
       {"gcmOpenInPlace", gcm_open_in_place},
       {"scanDir", scan_dir},

@@ -27,11 +27,11 @@ describe('worker pool', () => {
     }
   });
 
-  it('seals the chunks of a large file on both threads when one is idle, and every chunk reads back', async () => {
+  it.each([false, true])('seals the chunks of a large file on both threads when one is idle, and every chunk reads back (O_DIRECT packs: %s)', async (direct) => {
     const keys: MasterKeys = { encryption: crypto.randomBytes(32), id: crypto.randomBytes(32), chunker: crypto.randomBytes(32) };
     const packs: Array<FinishedPack & { data: Buffer }> = [];
     const staging = fs.mkdtempSync(path.join(dir, 'staging-'));
-    const pool = new WorkerPool({ keys, chunker: DEFAULT_CHUNKER, size: 2, staging: { dir: staging, sha256: true }, onPack: async (p) => {
+    const pool = new WorkerPool({ keys, chunker: DEFAULT_CHUNKER, size: 2, staging: { dir: staging, sha256: true, direct }, onPack: async (p) => {
         // The pool removes the staged file once this resolves: read it now.
         const data = fs.readFileSync(p.file);
         expect(data.length).toBe(p.length);

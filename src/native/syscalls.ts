@@ -18,6 +18,8 @@ interface NativeSyscalls {
   scanDir?(path: Buffer): Buffer | number;
   /** mallopt(M_MMAP_THRESHOLD): blocks of at least `bytes` get their own mappings, unmapped when freed. */
   setMmapThreshold?(bytes: number): boolean;
+  /** `size` bytes starting on an `align` boundary (for O_DIRECT), in a V8-owned ArrayBuffer. */
+  alignedBytes?(size: number, align: number): Uint8Array;
   /** AES-256-GCM of a‖b into out[offset…] plus the 16-byte tag; returns the bytes written. */
   gcmSealInto?(key: Uint8Array, iv: Uint8Array, ad: Uint8Array, a: Uint8Array, b: Uint8Array, out: Uint8Array, offset: number): number;
   /** Decrypt `data` where it lies; false if `tag` does not authenticate it (data is then garbage). */

@@ -102,7 +102,7 @@ export class LocalStorage implements Storage {
       const dir = path.join(this.location, '.tmp-staging');
       await fsp.mkdir(dir, { recursive: true });
       await removeStaleFiles(dir);
-      return { dir, sha256: false };
+      return { dir, sha256: false, direct: true };
     })();
     return this.stagingArea;
   }

@@ -63,6 +63,12 @@ export interface Staging {
   dir: string;
   /** putFile wants PutFileOptions.sha256 (the backend signs payloads). */
   sha256: boolean;
+  /**
+   * Write the files with O_DIRECT where the filesystem allows: true where nothing
+   * reads them back soon (the local backend renames them into place); a remote
+   * backend reads each file again to upload it, from the page cache.
+   */
+  direct?: boolean;
 }
 
 export interface Storage {

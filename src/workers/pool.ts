@@ -133,6 +133,7 @@ export class WorkerPool {
       packSize: packSize ?? 16 * 1024 * 1024,
       staging: staging?.dir ?? null,
       packSha256: staging?.sha256 ?? false,
+      packDirect: staging?.direct ?? false,
       peers: new SharedArrayBuffer(2 * this.threads * Int32Array.BYTES_PER_ELEMENT),
     };
   }

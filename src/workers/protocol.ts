@@ -21,6 +21,8 @@ export interface WorkerInit {
   staging: string | null;
   /** Compute each pack's SHA-256 while writing it (for backends that sign payloads). */
   packSha256: boolean;
+  /** Write packs with O_DIRECT where the filesystem allows (Staging.direct). */
+  packDirect: boolean;
   /** This thread's number, 0 … threads − 1. */
   index: number;
   /**

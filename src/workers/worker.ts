@@ -13,6 +13,7 @@ import { type CompressionMode } from '../repo/compression.js';
 import type { ChunkFilesRequest, ChunkFilesResult, ChunkFileResult, OpenBlobRequest, OpenRangeResult, PackFileRange, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { type PackedBlob } from '../repo/pack.js';
 import { transferList } from './transfer.js';
+import { PackFile, PackWriteError, WriteBuffers } from './pack-file.js';
 import { decodeRangeWrites, writeRangeBlobs } from './restored-file.js';
 
 const init = workerData as WorkerInit;
@@ -94,76 +95,38 @@ const WRITE_BUFFER = 1024 * 1024;
 
 interface OpenPack {
   packId: string;
-  file: string;
-  fd: number;
-  /** Bytes of the pack so far, including those still in the write buffer. */
-  bytes: number;
+  out: PackFile;
   blobs: PackedBlob[];
-  hash: crypto.Hash | undefined;
 }
 
 let pack: OpenPack | undefined;
-/** Sealed blobs not yet written; grows to the largest sealed blob (at most a maximum chunk plus overhead). */
-let writeBuf = Buffer.allocUnsafe(0);
-let buffered = 0;
+/** This thread's write buffers, reused from pack to pack; they grow to the largest sealed blob. */
+let writeBuffers: WriteBuffers | undefined;
 let packsOut = 0;
 /** Sealing a chunk another thread handed over failed (see 'seal' below). */
 let sealFailure: unknown;
 let packWaiters: Array<() => void> = [];
 
-/**
- * Writing a pack failed: a repository problem (a full disk, a removed staging
- * directory), never the source file's. It fails the whole batch, and so the
- * backup, instead of being reported as one unreadable file.
- */
-class PackWriteError extends Error {
-  constructor(file: string, cause: unknown) {
-    super(`cannot write a new pack at ${file}: ${(cause as Error).message}`, { cause });
-    this.name = 'PackWriteError';
-  }
-}
-
-function packIo<T>(file: string, io: () => T): T {
-  try {
-    return io();
-  } catch (err) {
-    throw new PackWriteError(file, err);
-  }
-}
-
 function openPack(): OpenPack {
   if (!init.staging) throw new Error('internal error: this worker pool has no staging directory for packs');
   const packId = newPackId();
-  const file = path.join(init.staging, packId);
-  const fd = packIo(file, () => fs.openSync(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600));
-  return { packId, file, fd, bytes: 0, blobs: [], hash: init.packSha256 ? crypto.createHash('sha256') : undefined };
-}
-
-function writeOut(p: OpenPack, data: Uint8Array): void {
-  let done = 0;
-  while (done < data.length) done += packIo(p.file, () => fs.writeSync(p.fd, data, done, data.length - done));
-  p.hash?.update(data);
-}
-
-function flushWrites(p: OpenPack): void {
-  if (buffered === 0) return;
-  writeOut(p, writeBuf.subarray(0, buffered));
-  buffered = 0;
+  writeBuffers ??= WriteBuffers.create(WRITE_BUFFER);
+  const hash = init.packSha256 ? crypto.createHash('sha256') : undefined;
+  return { packId, out: new PackFile(path.join(init.staging, packId), writeBuffers, init.packDirect, hash), blobs: [] };
 }
 
 /** Compress and seal a new data blob and append it to this thread's pack. */
 async function addToPack(type: BlobType, id: Buffer, plaintext: Uint8Array, compression: CompressionMode): Promise<void> {
+  // `payload` may lie in the compressor's scratch buffer; it survives the await for
+  // room because this thread's addToPack calls run one at a time (see `queue`).
   const { codec, payload, sealedLength } = blobPayload(plaintext, compression);
   const p = (pack ??= openPack());
-  if (buffered + sealedLength > writeBuf.length) {
-    flushWrites(p);
-    if (sealedLength > writeBuf.length) writeBuf = Buffer.allocUnsafe(Math.max(WRITE_BUFFER, sealedLength));
-  }
-  const length = sealBlobInto(writeBuf, buffered, keys, type, id, codec, payload);
-  buffered += length;
-  p.blobs.push({ type, id, offset: p.bytes, length, rawLength: plaintext.length });
-  p.bytes += length;
-  if (p.bytes >= init.packSize) await emitPack();
+  const offset = p.out.length;
+  const { buf, at } = await p.out.room(sealedLength);
+  const length = sealBlobInto(buf, at, keys, type, id, codec, payload);
+  p.out.advance(length);
+  p.blobs.push({ type, id, offset, length, rawLength: plaintext.length });
+  if (p.out.length >= init.packSize) await emitPack();
 }
 
 async function emitPack(): Promise<void> {
@@ -173,19 +136,14 @@ async function emitPack(): Promise<void> {
   pack = undefined;
   let length: number;
   try {
-    flushWrites(p);
-    const trailer = packTrailer(keys, p.packId, p.blobs);
-    writeOut(p, trailer);
-    length = p.bytes + trailer.length;
+    await p.out.append(packTrailer(keys, p.packId, p.blobs));
+    length = await p.out.finish();
   } catch (err) {
-    fs.rmSync(p.file, { force: true });
+    await p.out.abort();
     throw err;
-  } finally {
-    buffered = 0;
-    fs.closeSync(p.fd);
   }
   packsOut++;
-  post({ task: 0, kind: 'pack', pack: { packId: p.packId, file: p.file, length, sha256: p.hash?.digest('hex'), blobs: p.blobs } });
+  post({ task: 0, kind: 'pack', pack: { packId: p.packId, file: p.out.file, length, sha256: p.out.sha256(), blobs: p.blobs } });
   while (packsOut >= MAX_PACKS_OUT) await new Promise<void>((r) => packWaiters.push(r));
 }
 
