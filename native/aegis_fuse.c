@@ -481,13 +481,24 @@ static int float64_array(napi_env env, napi_value v, double **data, size_t *leng
   return type == napi_float64_array;
 }
 
+/*
+ * The request a reply call names in its first argument, with its first `argc`
+ * arguments in argv (those not passed read as undefined); NULL if it is not a
+ * pending request (an exception is pending if the arguments could not be read).
+ */
+static request_t *reply_args(napi_env env, napi_callback_info info, size_t argc, napi_value *argv) {
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, NULL, "aegis_fuse: cannot read the arguments of a reply");
+    return NULL;
+  }
+  return request_arg(env, argv[0]);
+}
+
 /* reply(req, result): read (bytes), release, or any error. */
 static napi_value Reply(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
   int32_t result;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  request_t *r = request_arg(env, argv[0]);
+  request_t *r = reply_args(env, info, 2, argv);
   if (!r) return NULL;
   CHECK(env, napi_get_value_int32(env, argv[1], &result));
   finish(r, result);
@@ -496,11 +507,9 @@ static napi_value Reply(napi_env env, napi_callback_info info) {
 
 /* replyOpen(req, fh) */
 static napi_value ReplyOpen(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
   double fh;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  request_t *r = request_arg(env, argv[0]);
+  request_t *r = reply_args(env, info, 2, argv);
   if (!r) return NULL;
   CHECK(env, napi_get_value_double(env, argv[1], &fh));
   r->fi->fh = (uint64_t)fh;
@@ -513,10 +522,9 @@ static napi_value ReplyOpen(napi_env env, napi_callback_info info) {
  * request, if any, then answered EIO and a TypeError thrown).
  */
 static request_t *numbers_reply(napi_env env, napi_callback_info info, size_t want, double **a, const char *what) {
-  size_t argc = 2, n;
+  size_t n;
   napi_value argv[2];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
-  request_t *r = request_arg(env, argv[0]);
+  request_t *r = reply_args(env, info, 2, argv);
   if (!r) return NULL;
   if (!float64_array(env, argv[1], a, &n) || n < want) {
     finish(r, -EIO);
@@ -560,10 +568,9 @@ static napi_value ReplyStatfs(napi_env env, napi_callback_info info) {
 
 /* replyLink(req, target) */
 static napi_value ReplyLink(napi_env env, napi_callback_info info) {
-  size_t argc = 2, len;
+  size_t len;
   napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  request_t *r = request_arg(env, argv[0]);
+  request_t *r = reply_args(env, info, 2, argv);
   if (!r) return NULL;
   /* libfuse wants the target NUL-terminated and cut to the buffer, as readlink(2) would. */
   char *target = malloc(PATH_MAX * 3 + 1);
@@ -587,12 +594,11 @@ static napi_value ReplyLink(napi_env env, napi_callback_info info) {
  * are none (those entries go without attributes, and the kernel looks them up).
  */
 static napi_value ReplyDir(napi_env env, napi_callback_info info) {
-  size_t argc = 5, an = 0;
+  size_t an = 0;
   napi_value argv[5];
   uint32_t count;
   double *attrs = NULL;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  request_t *r = request_arg(env, argv[0]);
+  request_t *r = reply_args(env, info, 5, argv);
   if (!r) return NULL;
   if (napi_get_array_length(env, argv[1], &count) != napi_ok) {
     finish(r, -EIO);
@@ -600,7 +606,7 @@ static napi_value ReplyDir(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_valuetype t;
-  if (argc >= 5 && napi_typeof(env, argv[4], &t) == napi_ok && t == napi_object) {
+  if (napi_typeof(env, argv[4], &t) == napi_ok && t == napi_object) {
     if (!float64_array(env, argv[4], &attrs, &an) || an < (size_t)count * A_FIELDS) attrs = NULL;
   }
   listing_t *l = r->listing;

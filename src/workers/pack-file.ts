@@ -44,11 +44,6 @@ function alignedBuffer(size: number): Buffer {
   return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
 }
 
-function writeAll(fd: number, data: Buffer, position: number): void {
-  let done = 0;
-  while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, position + done);
-}
-
 function writeAllAsync(fd: number, data: Buffer, position: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const step = (done: number): void => {
@@ -79,7 +74,7 @@ export class WriteBuffers {
  * With `direct`, the file is written with O_DIRECT: the bytes go from the buffer
  * to the device without a copy into the page cache. On this VM class a buffered
  * write of 1 GiB cost 0.8–1.4 s of system time plus the flusher's work, a direct
- * one 0.1 s (docs/DECISIONS.md, "Pack files"), and the backup never reads a pack
+ * one 0.1 s (docs/DECISIONS.md, "Backup pipeline"), and the backup never reads a pack
  * back. Direct writes need aligned offsets and lengths, so a flush writes the
  * aligned part and carries the tail (under one block) into the other buffer;
  * `finish` pads the last block with zeros and truncates the file to its true
@@ -137,12 +132,18 @@ export class PackFile {
     this.closed = false;
   }
 
-  /** Write `data` at `position` (aligned, for a direct file), in libuv's pool. */
-  private async put(data: Buffer, position: number): Promise<void> {
-    this.hash?.update(data);
+  /**
+   * Write `buf[0, length)` at `position` (a block boundary), in libuv's pool. A
+   * direct file gets whole blocks: `buf` past `length` up to the next boundary
+   * is padding, zeroed here (the caller truncates the file after the last).
+   */
+  private async put(buf: Buffer, length: number, position: number): Promise<void> {
+    this.hash?.update(buf.subarray(0, length));
     if (this.direct) {
+      const padded = roundUp(length);
+      buf.fill(0, length, padded);
       try {
-        await writeAllAsync(this.fd, data, position);
+        await writeAllAsync(this.fd, buf.subarray(0, padded), position);
         return;
       } catch (err) {
         if (!isEinval(err)) throw new PackWriteError(this.file, err);
@@ -150,7 +151,7 @@ export class PackFile {
       }
     }
     try {
-      await writeAllAsync(this.fd, data, position);
+      await writeAllAsync(this.fd, buf.subarray(0, length), position);
     } catch (err) {
       throw new PackWriteError(this.file, err);
     }
@@ -180,7 +181,7 @@ export class PackFile {
     this.used -= length;
     this.written += length;
     if (length > 0) {
-      const write = this.put(full.subarray(0, length), position);
+      const write = this.put(full, length, position);
       // Awaited by the next flush or by finish; until then a failure must not go unhandled.
       write.catch(() => {});
       this.inFlight = write;
@@ -211,22 +212,8 @@ export class PackFile {
       this.inFlight = undefined;
       const length = this.length;
       if (this.used > 0) {
-        const tail = this.buf.subarray(0, this.used);
-        this.hash?.update(tail);
-        let direct = this.direct;
-        if (direct) {
-          const padded = roundUp(this.used);
-          this.buf.fill(0, this.used, padded);
-          try {
-            writeAll(this.fd, this.buf.subarray(0, padded), this.written);
-          } catch (err) {
-            if (!isEinval(err)) throw new PackWriteError(this.file, err);
-            this.leaveDirect();
-            direct = false;
-          }
-          if (direct) packIo(this.file, () => fs.ftruncateSync(this.fd, length));
-        }
-        if (!direct) packIo(this.file, () => writeAll(this.fd, tail, this.written));
+        await this.put(this.buf, this.used, this.written);
+        if (this.direct) packIo(this.file, () => fs.ftruncateSync(this.fd, length));
         this.written = length;
         this.used = 0;
       }
