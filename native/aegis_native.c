@@ -10,6 +10,7 @@
 //   restoreWholeFile(...)                             create, write, finish and rename a restored file
 //                                                     in one call (seven fs calls from JavaScript before)
 //   restoreDirDone()                                  forget the directory restoreWholeFile kept open
+//   willNeed(fd, offset, length)                      start reading a file range into the page cache
 // Paths are Buffers so names that are not UTF-8 pass through untouched.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -662,6 +663,25 @@ static napi_value restore_whole_file(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// willNeed(fd, offset, length) -> 0 or an errno. A restore reads each range of a
+// pack once, in a worker thread that waits for the disk and then decrypts: asked
+// for while the thread is still busy with the range before, the kernel reads it
+// meanwhile (posix_fadvise returns once the reads are queued).
+static napi_value will_need(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv, "willNeed(fd, offset, length)")) return NULL;
+  int32_t fd;
+  size_t offset, length;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, "fd must be an integer");
+    return NULL;
+  }
+  if (!uint_arg(env, argv[1], &offset, "offset") || !uint_arg(env, argv[2], &length, "length")) return NULL;
+  napi_value out;
+  napi_create_int32(env, posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_WILLNEED), &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -678,6 +698,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"scanDir", scan_dir},
       {"restoreWholeFile", restore_whole_file},
       {"restoreDirDone", restore_dir_done},
+      {"willNeed", will_need},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

@@ -234,7 +234,21 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   const inFlight = new Set<Promise<void>>();
   let writeFailure: { err: unknown } | undefined;
   let onIdle: (() => void) | undefined;
+  // Queue entries before this one have had their read-ahead asked for (readSoon):
+  // those in flight and the next few, so that the disk works ahead of the threads.
+  let hintedTo = 0;
+  const hintAhead = (): void => {
+    if (!opts.pool) return;
+    const end = Math.min(queue.length, queueHead + limit + READ_AHEAD_RANGES);
+    for (let i = Math.max(hintedTo, queueHead); i < end; i++) {
+      const { plan, range } = queue[i]!;
+      const file = repo.packFile(plan.packId);
+      if (file) readSoon(file, range.start, range.end - range.start);
+    }
+    hintedTo = Math.max(hintedTo, end);
+  };
   const pump = (): void => {
+    hintAhead();
     while (!writeFailure && inFlight.size < limit && queueHead < queue.length) {
       if (opts.signal?.aborted) {
         writeFailure = { err: new InterruptedError() };
@@ -255,6 +269,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     }
     if (queueHead === queue.length || queueHead >= 4096) {
       queue.splice(0, queueHead);
+      hintedTo = Math.max(0, hintedTo - queueHead);
       queueHead = 0;
     }
     if (inFlight.size === 0 && (queue.length === 0 || writeFailure)) onIdle?.();
@@ -545,5 +560,32 @@ async function verifyFile(repo: Repository, dest: Buffer, entry: WalkEntry): Pro
     }
   } finally {
     await fh.close();
+  }
+}
+
+/** Ranges past those in flight whose reading the kernel is asked to start (readSoon). */
+const READ_AHEAD_RANGES = 4;
+
+/**
+ * Have the kernel start reading a range of a local pack now. The worker thread
+ * it goes to is still busy with the range before (two are in flight per
+ * thread) and would otherwise wait for the disk before it can decrypt: after a
+ * backup the packs are not in the page cache (they were written with O_DIRECT).
+ * Best effort: without the addon, or if the pack cannot be opened here, the
+ * worker's own read is all there is.
+ */
+function readSoon(file: string, offset: number, length: number): void {
+  const willNeed = nativeSyscalls()?.willNeed;
+  if (!willNeed) return;
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch {
+    return;
+  }
+  try {
+    willNeed(fd, offset, length);
+  } finally {
+    fs.closeSync(fd);
   }
 }

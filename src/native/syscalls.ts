@@ -43,6 +43,8 @@ interface NativeSyscalls {
   ): number;
   /** Close the directory restoreWholeFile keeps open for the next file in it. */
   restoreDirDone?(): void;
+  /** posix_fadvise(WILLNEED): have the kernel start reading the range now; 0 or an errno. */
+  willNeed?(fd: number, offset: number, length: number): number;
 }
 
 function projectRoot(): string {
