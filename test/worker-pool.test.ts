@@ -27,13 +27,21 @@ describe('worker pool', () => {
     }
   });
 
-  it.each([false, true])('seals the chunks of a large file on both threads when one is idle, and every chunk reads back (O_DIRECT packs: %s)', async (direct) => {
+  it.each(['buffered files', 'O_DIRECT files', 'memory'] as const)('seals the chunks of a large file on both threads when one is idle, and every chunk reads back (packs in %s)', async (mode) => {
     const keys: MasterKeys = { encryption: crypto.randomBytes(32), id: crypto.randomBytes(32), chunker: crypto.randomBytes(32) };
     const packs: Array<FinishedPack & { data: Buffer }> = [];
     const staging = fs.mkdtempSync(path.join(dir, 'staging-'));
-    const pool = new WorkerPool({ keys, chunker: DEFAULT_CHUNKER, size: 2, staging: { dir: staging, sha256: true, direct }, onPack: async (p) => {
-        // The pool removes the staged file once this resolves: read it now.
-        const data = fs.readFileSync(p.file);
+    const inMemory = mode === 'memory';
+    const pool = new WorkerPool({
+      keys,
+      chunker: DEFAULT_CHUNKER,
+      size: 2,
+      staging: inMemory ? { inMemory, sha256: true } : { dir: staging, sha256: true, direct: mode === 'O_DIRECT files' },
+      onPack: async (p) => {
+        // The pool removes the staged file, or hands the memory back to be filled
+        // again, once this resolves: copy the bytes now.
+        expect(p.file === undefined).toBe(inMemory);
+        const data = inMemory ? Buffer.from(p.data!) : fs.readFileSync(p.file!);
         expect(data.length).toBe(p.length);
         expect(p.sha256).toBe(crypto.createHash('sha256').update(data).digest('hex'));
         packs.push({ ...p, data });

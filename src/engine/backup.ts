@@ -96,8 +96,6 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   const lock = opts.dryRun ? undefined : await repo.lock(false);
   const db = openStateDb();
   let pool: WorkerPool | undefined;
-  // A dry run writes nothing into the repository, not even staged packs.
-  let scratch: string | undefined;
   try {
     await repo.loadIndex();
     if (!opts.dryRun) await adoptUnindexedPacks(repo);
@@ -106,7 +104,6 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     const parent = parentEntry?.id;
 
     const staging = await repo.staging(opts.dryRun);
-    if (opts.dryRun) scratch = staging.dir;
     let run: BackupRun | undefined;
     pool = new WorkerPool({
       keys: repo.keys,
@@ -148,7 +145,6 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     return { snapshotId, snapshot, summary, warnings: run.warnings };
   } finally {
     await pool?.close();
-    if (scratch) await fsp.rm(scratch, { recursive: true, force: true });
     db.close();
     await lock?.release();
   }
@@ -305,7 +301,8 @@ class BackupRun {
       this.summary.data_added_packed += b.length;
     }
     if (this.opts.dryRun) return;
-    await this.repo.storePackFile(pack.packId, pack.file, pack.sha256);
+    if (pack.data) await this.repo.storePack(pack.packId, pack.data, pack.sha256);
+    else await this.repo.storePackFile(pack.packId, pack.file!, pack.sha256);
     await this.onStored({ packId: pack.packId, blobs: pack.blobs });
   }
 

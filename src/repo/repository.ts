@@ -6,7 +6,6 @@ import { RepositoryMissingError, UserError } from '../errors.js';
 import { type Tree, decodeTree, encodeTree } from '../snapshot/tree.js';
 import { type Snapshot, type SnapshotEntry, sortByTime } from '../snapshot/snapshot.js';
 import { type GetOptions, type Staging, type Storage, StorageError, collectList, isNotFound } from '../storage/storage.js';
-import { privateStagingDir } from '../storage/staging.js';
 import { BlobType, DamagedBlobError, blobId, openBlob, sealBlobWithId } from './blob.js';
 import { type CompressionMode } from './compression.js';
 import { FORMAT_VERSION, type RepoConfig, newConfig, validatePackSize } from './config.js';
@@ -259,13 +258,17 @@ export class Repository {
     return this.storage.putFile(packName(packId), file, { sha256 });
   }
 
+  /** Store a finished pack a worker assembled in memory. The caller indexes it once this resolves. */
+  storePack(packId: string, data: Buffer, sha256?: string): Promise<void> {
+    return this.storage.put(packName(packId), data, { sha256 });
+  }
+
   /**
-   * Where packs are assembled before storePackFile (Storage.staging). `scratch`:
-   * a private directory outside the repository instead, for a dry run, which
-   * writes nothing into it; the caller removes it.
+   * How packs are assembled before they are stored (Storage.staging). A dry run
+   * stores nothing, so its packs are assembled in memory and dropped.
    */
-  async staging(scratch = false): Promise<Staging> {
-    return scratch ? { dir: await privateStagingDir(), sha256: false } : this.storage.staging();
+  async staging(dryRun = false): Promise<Staging> {
+    return dryRun ? { inMemory: true, sha256: false } : this.storage.staging();
   }
 
   /** Bytes [offset, offset + length) of a pack: several neighbouring blobs in one read. */

@@ -19,7 +19,6 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { type ByteRange, type ObjectInfo, type PutFileOptions, type PutOptions, type Staging, type Storage, StorageError } from './storage.js';
-import { privateStagingDir } from './staging.js';
 import { type S3Location } from './s3-location.js';
 
 /**
@@ -128,7 +127,6 @@ export class S3Storage implements Storage {
   private readonly bucket: string;
   private readonly prefix: string;
   private bucketReady: Promise<void> | undefined;
-  private stagingArea: Promise<string> | undefined;
   /** Set once this client created the bucket. */
   createdBucket = false;
 
@@ -185,7 +183,8 @@ export class S3Storage implements Storage {
 
   async put(name: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
     const body = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    await this.withBucket(name, () => this.putOnce(name, { size: body.length, whole: () => body, part: async (o, n) => body.subarray(o, o + n) }, options));
+    const source: BodySource = { size: body.length, whole: () => body, part: async (o, n) => body.subarray(o, o + n), sha256: options.sha256 };
+    await this.withBucket(name, () => this.putOnce(name, source, options));
   }
 
   /**
@@ -209,9 +208,9 @@ export class S3Storage implements Storage {
     await fsp.rm(file, { force: true });
   }
 
+  /** Packs are assembled in memory and uploaded from there (see PackBuffer). */
   async staging(): Promise<Staging> {
-    this.stagingArea ??= privateStagingDir();
-    return { dir: await this.stagingArea, sha256: true };
+    return { inMemory: true, sha256: true };
   }
 
   /** Run a write; if the bucket is missing and we may create it, create it and write again. */
@@ -428,7 +427,6 @@ export class S3Storage implements Storage {
 
   async close(): Promise<void> {
     this.client.destroy();
-    if (this.stagingArea) await fsp.rm(await this.stagingArea, { recursive: true, force: true }).catch(() => {});
   }
 
   // ---- errors -------------------------------------------------------------------

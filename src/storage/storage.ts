@@ -23,6 +23,8 @@ export interface PutOptions {
    * create the same object cannot both believe they won.
    */
   ifNotExists?: boolean;
+  /** Hex SHA-256 of `data`, when the caller has it: a backend that signs payloads (S3) sends it instead of hashing again. */
+  sha256?: string;
 }
 
 /**
@@ -53,23 +55,28 @@ export interface PutFileOptions {
   sha256?: string;
 }
 
-export interface Staging {
-  /**
-   * A directory where the caller may create files for putFile. The local backend
-   * answers inside the repository, on the same filesystem, so that putFile is a
-   * rename; remote backends answer in a private temporary directory. Files left
-   * there by a killed process are removed by a later run once a day old.
-   */
-  dir: string;
-  /** putFile wants PutFileOptions.sha256 (the backend signs payloads). */
-  sha256: boolean;
-  /**
-   * Write the files with O_DIRECT where the filesystem allows: true where nothing
-   * reads them back soon (the local backend renames them into place); a remote
-   * backend reads each file again to upload it, from the page cache.
-   */
-  direct?: boolean;
-}
+/**
+ * How a writer should prepare large objects (data packs) for this storage: as
+ * files for putFile, or in memory for put. The local backend wants files in a
+ * directory inside the repository, on the same filesystem, so that putFile is a
+ * rename; files left there by a killed process are removed by a later run once
+ * a day old. A backend that uploads (S3) wants memory: a file would be written
+ * only to be read back for the upload.
+ */
+export type Staging =
+  | {
+      inMemory?: false;
+      dir: string;
+      /** putFile wants PutFileOptions.sha256 (the backend signs payloads). */
+      sha256: boolean;
+      /** Write the files with O_DIRECT where the filesystem allows (nothing reads them back soon). */
+      direct?: boolean;
+    }
+  | {
+      inMemory: true;
+      /** put wants PutOptions.sha256 (the backend signs payloads). */
+      sha256: boolean;
+    };
 
 export interface Storage {
   /** A human-readable location (never contains credentials). */

@@ -16,12 +16,15 @@ import { type RangeBlobWrites, type RangeWriteResult, encodeRangeWrites } from '
 
 /**
  * A complete pack a worker thread wrote into a staged file, ready to be stored
- * with Storage.putFile. The pool removes the file if it is still there once
- * onPack settles (a failed store, a dry run).
+ * with Storage.putFile, or assembled in memory, for Storage.put. The pool
+ * removes the file if it is still there once onPack settles (a failed store, a
+ * dry run), and hands the memory back to the thread.
  */
 export interface FinishedPack {
   packId: string;
-  file: string;
+  file?: string;
+  /** The pack's bytes; valid until onPack settles. */
+  data?: Buffer;
   length: number;
   sha256?: string;
   blobs: PackedBlob[];
@@ -131,9 +134,10 @@ export class WorkerPool {
       knownCount: count,
       claims: newClaimTable(claimSlots ?? 256 * 1024),
       packSize: packSize ?? 16 * 1024 * 1024,
-      staging: staging?.dir ?? null,
+      staging: staging && !staging.inMemory ? staging.dir : null,
       packSha256: staging?.sha256 ?? false,
-      packDirect: staging?.direct ?? false,
+      packDirect: (staging && !staging.inMemory && staging.direct) ?? false,
+      packsInMemory: staging?.inMemory ?? false,
       peers: new SharedArrayBuffer(2 * this.threads * Int32Array.BYTES_PER_ELEMENT),
     };
   }
@@ -361,6 +365,7 @@ export class WorkerPool {
     const pack: FinishedPack = {
       packId: wire.packId,
       file: wire.file,
+      data: wire.data && Buffer.from(wire.data.buffer, wire.data.byteOffset, wire.length),
       length: wire.length,
       sha256: wire.sha256,
       blobs: wire.blobs.map((b) => ({ ...b, id: Buffer.from(b.id.buffer, b.id.byteOffset, b.id.byteLength) })),
@@ -371,10 +376,16 @@ export class WorkerPool {
       .catch((err) => {
         this.packFailure ??= err;
       })
-      .then(() => fs.promises.rm(wire.file, { force: true }).catch(() => {}))
+      .then(() => (wire.file ? fs.promises.rm(wire.file, { force: true }).catch(() => {}) : undefined))
       .then(() => {
-        // Tell the thread even after a failure: it must not wait forever.
-        if (!this.closed) slot.worker.postMessage({ op: 'pack-stored' } satisfies WorkerRequest);
+        // Tell the thread even after a failure: it must not wait forever. An
+        // in-memory pack's buffer goes back with it (storage is done with it).
+        if (this.closed) return;
+        const buffer = wire.data?.buffer;
+        if (buffer instanceof ArrayBuffer) slot.worker.postMessage({ op: 'pack-stored', buffer } satisfies WorkerRequest, [buffer]);
+        else slot.worker.postMessage({ op: 'pack-stored' } satisfies WorkerRequest);
+      })
+      .then(() => {
         this.packJobs.delete(job);
         if (!this.closed && slot.active === 0 && this.packJobs.size === 0) slot.worker.unref();
       });

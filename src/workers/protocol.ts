@@ -23,6 +23,8 @@ export interface WorkerInit {
   packSha256: boolean;
   /** Write packs with O_DIRECT where the filesystem allows (Staging.direct). */
   packDirect: boolean;
+  /** Assemble packs in memory and send them whole instead of staging files (Staging.inMemory). */
+  packsInMemory: boolean;
   /** This thread's number, 0 … threads − 1. */
   index: number;
   /**
@@ -99,6 +101,8 @@ export interface SealRequest {
 /** The main thread is done with a pack this thread wrote (stored, or failed and removed). */
 export interface PackStoredMessage {
   op: 'pack-stored';
+  /** An in-memory pack's buffer, moved back to be filled again. */
+  buffer?: ArrayBuffer;
 }
 
 /** Finish the partial pack now (end of backup, or interruption). */
@@ -139,10 +143,13 @@ export interface WirePackedBlob {
   rawLength: number;
 }
 
-/** A complete pack (blobs, sealed header, trailer) in a staged file, ready to store. */
+/** A complete pack (blobs, sealed header, trailer) in a staged file or in memory, ready to store. */
 export interface WirePack {
   packId: string;
-  file: string;
+  /** The staged file that holds it, or */
+  file?: string;
+  /** the buffer whose first `length` bytes are the pack (moved, not copied). */
+  data?: Uint8Array;
   length: number;
   sha256?: string;
   blobs: WirePackedBlob[];

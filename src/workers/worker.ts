@@ -14,6 +14,7 @@ import type { ChunkFilesRequest, ChunkFilesResult, ChunkFileResult, OpenBlobRequ
 import { type PackedBlob } from '../repo/pack.js';
 import { transferList } from './transfer.js';
 import { PackFile, PackWriteError, WriteBuffers } from './pack-file.js';
+import { PackBuffer } from './pack-buffer.js';
 import { decodeRangeWrites, writeRangeBlobs } from './restored-file.js';
 
 const init = workerData as WorkerInit;
@@ -84,34 +85,43 @@ function isKnown(id: Buffer): boolean {
 
 /**
  * This thread's pack under construction lives in a file in the staging
- * directory (Storage.staging), not in memory: sealed blobs gather in a small
- * write buffer and are appended to it. A finished pack goes to the main thread
- * by name; the local backend renames it into the repository, so pack bytes are
- * written once and never held whole in memory. At most MAX_PACKS_OUT finished
- * packs per thread wait for storage, which bounds the staging directory.
+ * directory (Storage.staging) for the local backend: sealed blobs gather in a
+ * small write buffer and are appended to it, the finished pack goes to the main
+ * thread by name and is renamed into the repository, so pack bytes are written
+ * once and never held whole in memory. For a backend that uploads (S3) the
+ * pack is assembled in memory instead (PackBuffer) and moves to the main thread
+ * whole. At most MAX_PACKS_OUT finished packs per thread wait for storage,
+ * which bounds the staging directory, or the memory.
  */
 const MAX_PACKS_OUT = 2;
 const WRITE_BUFFER = 1024 * 1024;
+/** Room past the target size of an in-memory pack: its last blob and the trailer, usually. */
+const PACK_BUFFER_SLACK = 2 * 1024 * 1024;
 
 interface OpenPack {
   packId: string;
-  out: PackFile;
+  out: PackFile | PackBuffer;
   blobs: PackedBlob[];
 }
 
 let pack: OpenPack | undefined;
 /** This thread's write buffers, reused from pack to pack; they grow to the largest sealed blob. */
 let writeBuffers: WriteBuffers | undefined;
+/** In-memory packs the main thread has stored and sent back, to be filled again. */
+const spareBuffers: Buffer[] = [];
 let packsOut = 0;
 /** Sealing a chunk another thread handed over failed (see 'seal' below). */
 let sealFailure: unknown;
 let packWaiters: Array<() => void> = [];
 
 function openPack(): OpenPack {
-  if (!init.staging) throw new Error('internal error: this worker pool has no staging directory for packs');
   const packId = newPackId();
-  writeBuffers ??= WriteBuffers.create(WRITE_BUFFER);
   const hash = init.packSha256 ? crypto.createHash('sha256') : undefined;
+  if (init.packsInMemory) {
+    return { packId, out: new PackBuffer(spareBuffers.pop() ?? PackBuffer.fresh(init.packSize, PACK_BUFFER_SLACK), hash), blobs: [] };
+  }
+  if (!init.staging) throw new Error('internal error: this worker pool has no staging directory for packs');
+  writeBuffers ??= WriteBuffers.create(WRITE_BUFFER);
   return { packId, out: new PackFile(path.join(init.staging, packId), writeBuffers, init.packDirect, hash), blobs: [] };
 }
 
@@ -143,7 +153,13 @@ async function emitPack(): Promise<void> {
     throw err;
   }
   packsOut++;
-  post({ task: 0, kind: 'pack', pack: { packId: p.packId, file: p.out.file, length, sha256: p.out.sha256(), blobs: p.blobs } });
+  const wire = { packId: p.packId, length, sha256: p.out.sha256(), blobs: p.blobs };
+  if (p.out instanceof PackBuffer) {
+    const data = new Uint8Array(p.out.buffer.buffer, p.out.buffer.byteOffset, p.out.buffer.byteLength);
+    post({ task: 0, kind: 'pack', pack: { ...wire, data } }, transferList(data));
+  } else {
+    post({ task: 0, kind: 'pack', pack: { ...wire, file: p.out.file } });
+  }
   while (packsOut >= MAX_PACKS_OUT) await new Promise<void>((r) => packWaiters.push(r));
 }
 
@@ -281,6 +297,7 @@ parentPort!.on('message', (msg: WorkerRequest) => {
       return;
     case 'pack-stored': {
       packsOut--;
+      if (msg.buffer && spareBuffers.length < MAX_PACKS_OUT) spareBuffers.push(Buffer.from(msg.buffer));
       const w = packWaiters;
       packWaiters = [];
       for (const r of w) r();
