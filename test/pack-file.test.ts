@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { nativeSyscalls } from '../src/native/syscalls.js';
-import { DIRECT_ALIGN, PackFile, PackWriteError, WriteBuffers } from '../src/workers/pack-file.js';
+import { DIRECT_ALIGN, PackFile, PackWriteError, WriteBuffers, appendTo } from '../src/workers/pack-file.js';
 
 /** Whether files in `dir` can be opened with O_DIRECT (ext4 can; tmpfs cannot). */
 function directWorks(dir: string): boolean {
@@ -35,7 +35,7 @@ async function writePack(file: string, buffers: WriteBuffers, direct: boolean): 
   }
   const trailer = crypto.randomBytes(333);
   pieces.push(trailer);
-  await out.append(trailer);
+  await appendTo(out, trailer);
   const length = await out.finish();
   return { out, expected: Buffer.concat(pieces), length };
 }
@@ -81,7 +81,7 @@ describe('staged pack files', () => {
   it('abort removes the file', async () => {
     const file = path.join(onDisk, 'aborted');
     const out = new PackFile(file, WriteBuffers.create(1 << 20), true, undefined);
-    await out.append(crypto.randomBytes(3 << 20));
+    await appendTo(out, crypto.randomBytes(3 << 20));
     await out.abort();
     expect(fs.existsSync(file)).toBe(false);
   });

@@ -1,4 +1,5 @@
 import type crypto from 'node:crypto';
+import type { PackOut } from './pack-file.js';
 
 /**
  * A pack being assembled in memory, for a backend that uploads it (S3). A
@@ -12,7 +13,7 @@ import type crypto from 'node:crypto';
  * thread without a copy; the main thread sends it back once stored, to be
  * filled again (a fresh 17 MiB buffer per pack costs its page faults again).
  */
-export class PackBuffer {
+export class PackBuffer implements PackOut {
   private used = 0;
 
   constructor(
@@ -41,12 +42,6 @@ export class PackBuffer {
 
   advance(n: number): void {
     this.used += n;
-  }
-
-  async append(data: Uint8Array): Promise<void> {
-    const { buf, at } = await this.room(data.length);
-    buf.set(data, at);
-    this.advance(data.length);
   }
 
   /** The pack is complete; its length. */

@@ -54,6 +54,26 @@ function writeAllAsync(fd: number, data: Buffer, position: number): Promise<void
   });
 }
 
+/** Where a worker seals blobs: a pack in a staged file (PackFile) or in memory (PackBuffer). */
+export interface PackOut {
+  readonly length: number;
+  /** The buffer and the offset in it where `n` more bytes may be written. */
+  room(n: number): Promise<{ buf: Buffer; at: number }>;
+  /** `n` bytes were written at the offset `room` gave. */
+  advance(n: number): void;
+  /** Everything is in: the pack's length. */
+  finish(): Promise<number>;
+  abort(): Promise<void>;
+  sha256(): string | undefined;
+}
+
+/** Copy bytes in at the end of a pack (its trailer). */
+export async function appendTo(out: PackOut, data: Uint8Array): Promise<void> {
+  const { buf, at } = await out.room(data.length);
+  buf.set(data, at);
+  out.advance(data.length);
+}
+
 /** Two write buffers a thread keeps from pack to pack: one fills while the other is written. */
 export class WriteBuffers {
   constructor(
@@ -81,7 +101,7 @@ export class WriteBuffers {
  * length. Where the filesystem refuses O_DIRECT (tmpfs, some network
  * filesystems) the file is written the ordinary way instead.
  */
-export class PackFile {
+export class PackFile implements PackOut {
   private fd: number;
   private closed = false;
   private direct: boolean;
@@ -197,12 +217,6 @@ export class PackFile {
   /** `n` bytes were written at the offset `room` gave. */
   advance(n: number): void {
     this.used += n;
-  }
-
-  async append(data: Uint8Array): Promise<void> {
-    const { buf, at } = await this.room(data.length);
-    buf.set(data, at);
-    this.advance(data.length);
   }
 
   /** Write everything and close the file; the pack's length. */

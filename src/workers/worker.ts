@@ -13,7 +13,7 @@ import { type CompressionMode } from '../repo/compression.js';
 import type { ChunkFilesRequest, ChunkFilesResult, ChunkFileResult, OpenBlobRequest, OpenRangeResult, PackFileRange, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { type PackedBlob } from '../repo/pack.js';
 import { transferList } from './transfer.js';
-import { PackFile, PackWriteError, WriteBuffers } from './pack-file.js';
+import { PackFile, PackWriteError, WriteBuffers, appendTo } from './pack-file.js';
 import { PackBuffer } from './pack-buffer.js';
 import { decodeRangeWrites, writeRangeBlobs } from './restored-file.js';
 
@@ -146,7 +146,7 @@ async function emitPack(): Promise<void> {
   pack = undefined;
   let length: number;
   try {
-    await p.out.append(packTrailer(keys, p.packId, p.blobs));
+    await appendTo(p.out, packTrailer(keys, p.packId, p.blobs));
     length = await p.out.finish();
   } catch (err) {
     await p.out.abort();
