@@ -518,25 +518,6 @@ static bool path_into(napi_env env, napi_value v, char *out) {
   return true;
 }
 
-static int64_t bigint_arg(napi_env env, napi_value v) {
-  int64_t n = 0;
-  bool lossless;
-  napi_get_value_bigint_int64(env, v, &n, &lossless);
-  return n;
-}
-
-static struct timespec ns_to_timespec(int64_t ns) {
-  struct timespec ts;
-  int64_t sec = ns / 1000000000, rem = ns % 1000000000;
-  if (rem < 0) {
-    rem += 1000000000;
-    sec -= 1;
-  }
-  ts.tv_sec = (time_t)sec;
-  ts.tv_nsec = (long)rem;
-  return ts;
-}
-
 // The directory of the last restored file, open, so that the next files in it
 // are created and renamed relative to it instead of walking their whole paths
 // again (perf: ~3% of a restore's CPU in path walks, for three walks per file).
@@ -609,7 +590,8 @@ static napi_value restore_whole_file(napi_env env, napi_callback_info info) {
   napi_get_value_uint32(env, argv[5], &uid);
   napi_get_value_uint32(env, argv[6], &gid);
   napi_get_value_uint32(env, argv[7], &mode);
-  struct timespec ts[2] = {ns_to_timespec(bigint_arg(env, argv[8])), ns_to_timespec(bigint_arg(env, argv[9]))};
+  struct timespec ts[2];
+  if (!ns_arg(env, argv[8], &ts[0]) || !ns_arg(env, argv[9], &ts[1])) return NULL;
   off_t size = (off_t)size_d;
 
   int err = 0;

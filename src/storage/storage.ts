@@ -47,13 +47,8 @@ export interface GetOptions {
   keep?: boolean;
 }
 
-export interface PutFileOptions {
-  /**
-   * Hex SHA-256 of the file, when the caller computed it while writing: a backend
-   * that signs payloads (S3) sends it instead of reading the file twice.
-   */
-  sha256?: string;
-}
+/** For a file, only the payload hash applies: a backend that signs payloads (S3) sends it instead of reading the file twice. */
+export type PutFileOptions = Pick<PutOptions, 'sha256'>;
 
 /**
  * How a writer should prepare large objects (data packs) for this storage: as

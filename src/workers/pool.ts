@@ -134,10 +134,7 @@ export class WorkerPool {
       knownCount: count,
       claims: newClaimTable(claimSlots ?? 256 * 1024),
       packSize: packSize ?? 16 * 1024 * 1024,
-      staging: staging && !staging.inMemory ? staging.dir : null,
-      packSha256: staging?.sha256 ?? false,
-      packDirect: (staging && !staging.inMemory && staging.direct) ?? false,
-      packsInMemory: staging?.inMemory ?? false,
+      staging: staging ?? null,
       peers: new SharedArrayBuffer(2 * this.threads * Int32Array.BYTES_PER_ELEMENT),
     };
   }

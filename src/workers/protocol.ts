@@ -2,6 +2,7 @@ import { type ChunkerParams } from '../chunker/fastcdc.js';
 import { type CompressionMode } from '../repo/compression.js';
 import { type BlobType } from '../repo/blob.js';
 import { type ClaimTable } from './claims.js';
+import { type Staging } from '../storage/storage.js';
 import type { RangeWriteResult } from './restored-file.js';
 
 /** What a worker thread is started with. */
@@ -17,14 +18,8 @@ export interface WorkerInit {
   claims: ClaimTable;
   /** Target pack size in bytes for packs this thread assembles. */
   packSize: number;
-  /** Directory where this thread writes the packs it assembles (Storage.staging), or null: no backup. */
-  staging: string | null;
-  /** Compute each pack's SHA-256 while writing it (for backends that sign payloads). */
-  packSha256: boolean;
-  /** Write packs with O_DIRECT where the filesystem allows (Staging.direct). */
-  packDirect: boolean;
-  /** Assemble packs in memory and send them whole instead of staging files (Staging.inMemory). */
-  packsInMemory: boolean;
+  /** How this thread assembles the packs of a backup (Storage.staging), or null: no backup. */
+  staging: Staging | null;
   /** This thread's number, 0 … threads − 1. */
   index: number;
   /**

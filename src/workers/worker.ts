@@ -116,13 +116,14 @@ let packWaiters: Array<() => void> = [];
 
 function openPack(): OpenPack {
   const packId = newPackId();
-  const hash = init.packSha256 ? crypto.createHash('sha256') : undefined;
-  if (init.packsInMemory) {
+  const { staging } = init;
+  if (!staging) throw new Error('internal error: this worker pool was not given a way to stage packs');
+  const hash = staging.sha256 ? crypto.createHash('sha256') : undefined;
+  if (staging.inMemory) {
     return { packId, out: new PackBuffer(spareBuffers.pop() ?? PackBuffer.fresh(init.packSize, PACK_BUFFER_SLACK), hash), blobs: [] };
   }
-  if (!init.staging) throw new Error('internal error: this worker pool has no staging directory for packs');
   writeBuffers ??= WriteBuffers.create(WRITE_BUFFER);
-  return { packId, out: new PackFile(path.join(init.staging, packId), writeBuffers, init.packDirect, hash), blobs: [] };
+  return { packId, out: new PackFile(path.join(staging.dir, packId), writeBuffers, staging.direct ?? false, hash), blobs: [] };
 }
 
 /** Compress and seal a new data blob and append it to this thread's pack. */
@@ -155,8 +156,7 @@ async function emitPack(): Promise<void> {
   packsOut++;
   const wire = { packId: p.packId, length, sha256: p.out.sha256(), blobs: p.blobs };
   if (p.out instanceof PackBuffer) {
-    const data = new Uint8Array(p.out.buffer.buffer, p.out.buffer.byteOffset, p.out.buffer.byteLength);
-    post({ task: 0, kind: 'pack', pack: { ...wire, data } }, transferList(data));
+    post({ task: 0, kind: 'pack', pack: { ...wire, data: p.out.buffer } }, transferList(p.out.buffer));
   } else {
     post({ task: 0, kind: 'pack', pack: { ...wire, file: p.out.file } });
   }
