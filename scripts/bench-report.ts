@@ -227,7 +227,7 @@ export function renderMarkdown(report: BenchReport): string {
   const s3 = report.results.filter((r) => r.section === 's3');
   if (s3.length > 0) {
     const s3names = names.filter((n) => s3.some((r) => r.tool === n));
-    lines.push('', 'S3 (local Ceph RADOS gateway over loopback; requests counted by a proxy):', '');
+    lines.push('', 'S3 (local Ceph RADOS gateway over loopback; requests counted by the gateway):', '');
     lines.push(`| step | ${s3names.join(' | ')} |`, `|---|${s3names.map(() => '---:').join('|')}|`);
     const phases = [...new Set(s3.map((r) => r.phase))];
     for (const p of phases) {

@@ -1,16 +1,17 @@
 /**
  * The optional S3 section: back up to and restore from a local S3 server (the Ceph
  * RADOS gateway of scripts/s3-server.sh, on its own ports so that it never disturbs
- * a test server), through a request-counting proxy. For each tool with an S3
+ * a test server), straight to the gateway. For each tool with an S3
  * backend (aegis, restic): init, first backup, restore, then `snapshots` and `ls`
  * twice each from a second client that starts with empty caches — the second run
- * shows what its local cache saves — with the request count of every step.
+ * shows what its local cache saves — with the request count of every step, from
+ * the gateway's own counters.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { type PhaseSettings, restorePhase, skippedPhase, timedPhase } from './bench-phases.js';
-import { CountingProxy } from './bench-s3-proxy.js';
+import { GatewayRequestCounter } from './bench-s3-counters.js';
 import { PROJECT_ROOT, type ToolAdapter, type ToolContext, prepareContext } from './bench-tools.js';
 import type { PhaseResult } from './bench-types.js';
 import type { Manifest } from './bench-verify.js';
@@ -32,7 +33,7 @@ const SERVER_SCRIPT = path.join(PROJECT_ROOT, 'scripts', 's3-server.sh');
 // Ports of the bench's own gateway, away from the test suite's default 17480/16789.
 const SERVER_ENV = { AEGIS_S3_PORT: '17590', AEGIS_S3_MON_PORT: '16890', AEGIS_S3_DIR: '/tmp/aegis-bench-s3' };
 
-function server(command: 'start' | 'stop' | 'env'): { ok: boolean; output: string } {
+function server(command: 'start' | 'stop' | 'env' | 'requests'): { ok: boolean; output: string } {
   const r = spawnSync('bash', [SERVER_SCRIPT, command], { encoding: 'utf8', env: { ...process.env, ...SERVER_ENV }, timeout: 300_000 });
   return { ok: r.status === 0, output: `${r.stdout ?? ''}${r.stderr ?? ''}`.trim() };
 }
@@ -69,9 +70,15 @@ export async function benchS3(opts: S3BenchOptions): Promise<S3BenchOutcome> {
     if (startedByUs) server('stop');
     return { results, notes };
   }
-  const proxy = new CountingProxy(new URL(endpoint));
-  const proxyUrl = await proxy.start();
-  notes.push(`S3: Ceph RADOS gateway (in-memory OSD) at ${endpoint}, requests counted by a proxy at ${proxyUrl}`);
+  let counter: GatewayRequestCounter;
+  try {
+    counter = new GatewayRequestCounter(() => server('requests'));
+  } catch (err) {
+    notes.push(`S3 section skipped: ${(err as Error).message}`);
+    if (startedByUs) server('stop');
+    return { results, notes };
+  }
+  notes.push(`S3: Ceph RADOS gateway (in-memory OSD) at ${endpoint}, requests counted by the gateway's own counters`);
   const credentials = {
     AWS_ACCESS_KEY_ID: vars.AWS_ACCESS_KEY_ID ?? '',
     AWS_SECRET_ACCESS_KEY: vars.AWS_SECRET_ACCESS_KEY ?? '',
@@ -82,11 +89,11 @@ export async function benchS3(opts: S3BenchOptions): Promise<S3BenchOutcome> {
   try {
     for (const tool of tools) {
       const bucket = `bench-${tool.name}-${opts.runId}`.toLowerCase();
-      const ctx = prepareContext(path.join(opts.workDir, 's3', tool.name), tool.s3Location(proxyUrl, bucket)!, credentials);
+      const ctx = prepareContext(path.join(opts.workDir, 's3', tool.name), tool.s3Location(endpoint, bucket)!, credentials);
       const step = async (phase: string, spec: ReturnType<ToolAdapter['init']>, bytes?: number): Promise<PhaseResult> => {
-        proxy.take();
+        counter.take();
         const { result } = await timedPhase(spec, { section: 's3', tool: tool.name, phase, bytes }, opts);
-        const c = proxy.take();
+        const c = counter.take();
         result.requests = c.total;
         result.requestsByMethod = c.byMethod;
         results.push(result);
@@ -95,9 +102,9 @@ export async function benchS3(opts: S3BenchOptions): Promise<S3BenchOutcome> {
       if (!(await step('init', tool.init(ctx))).ok) continue;
       if (!(await step('first backup', tool.backup(ctx, opts.source, 'first'), opts.manifest.bytes)).ok) continue;
       ctx.latest = 'first';
-      proxy.take();
+      counter.take();
       const restored = await restorePhase(tool, ctx, 's3', opts.manifest, opts);
-      const c = proxy.take();
+      const c = counter.take();
       if (!restored.skipped) Object.assign(restored, { requests: c.total, requestsByMethod: c.byMethod });
       results.push(restored);
       // Each listing from another client that starts with empty caches, then once more.
@@ -116,7 +123,6 @@ export async function benchS3(opts: S3BenchOptions): Promise<S3BenchOutcome> {
       } else results.push(skippedPhase('s3', tool.name, 'ls latest', `${tool.name} has no ls command yet`));
     }
   } finally {
-    await proxy.stop();
     if (startedByUs && !opts.keep) {
       server('stop');
       opts.log('S3: gateway stopped');

@@ -235,6 +235,13 @@ case "${1:-}" in
   status)
     if answering; then say "answering at $URL"; else say "not answering at $URL"; exit 1; fi
     ;;
+  requests)
+    # The gateway's own request counters (JSON: rgw.req, rgw.get, rgw.put, ...),
+    # so that a bench can count requests without a proxy in the timed path.
+    # (No `answering` check here: its request would be counted.)
+    [ -S "$D/run/client.rgw.a.asok" ] || fail "no gateway admin socket under $D/run"
+    ceph --admin-daemon "$D/run/client.rgw.a.asok" perf dump rgw
+    ;;
   env)
     echo "AWS_ACCESS_KEY_ID=$AK"
     echo "AWS_SECRET_ACCESS_KEY=$SK"
@@ -242,7 +249,7 @@ case "${1:-}" in
     echo "AEGIS_S3_ENDPOINT=$URL"
     ;;
   *)
-    echo "usage: scripts/s3-server.sh start|stop|status|env" >&2
+    echo "usage: scripts/s3-server.sh start|stop|status|env|requests" >&2
     exit 2
     ;;
 esac
