@@ -21,6 +21,7 @@ export interface GlobalArgs {
   s3Timeout?: number;
   s3PathStyle?: boolean;
   s3CreateBucket?: boolean;
+  s3SignPayload?: string;
 }
 
 export function repoLocation(args: GlobalArgs): string {
@@ -31,7 +32,7 @@ export function repoLocation(args: GlobalArgs): string {
 
 export async function storageFor(args: GlobalArgs): Promise<Storage> {
   const options: Record<string, unknown> = { noCache: args.cache === false };
-  for (const k of ['s3Region', 's3Connections', 's3StorageClass', 's3Sse', 's3SseKmsKeyId', 's3Timeout', 's3PathStyle', 's3CreateBucket'] as const) {
+  for (const k of ['s3Region', 's3Connections', 's3StorageClass', 's3Sse', 's3SseKmsKeyId', 's3Timeout', 's3PathStyle', 's3CreateBucket', 's3SignPayload'] as const) {
     if (args[k] !== undefined) options[k] = args[k];
   }
   options.onNotice = (msg: string) => {

@@ -25,7 +25,13 @@ function globalOptions(y: Argv): Argv {
     .option('s3-sse-kms-key-id', { type: 'string', describe: 'KMS key for aws:kms server-side encryption', group: 'S3 options:' })
     .option('s3-timeout', { type: 'number', describe: 'S3 request timeout in seconds', group: 'S3 options:' })
     .option('s3-path-style', { type: 'boolean', describe: 'path-style addressing (default for custom endpoints; --no-s3-path-style for virtual hosts)', group: 'S3 options:' })
-    .option('s3-create-bucket', { type: 'boolean', describe: 'let init create a missing bucket (default true)', group: 'S3 options:' });
+    .option('s3-create-bucket', { type: 'boolean', describe: 'let init create a missing bucket (default true)', group: 'S3 options:' })
+    .option('s3-sign-payload', {
+      type: 'string',
+      choices: ['auto', 'always', 'never'],
+      describe: "sign each upload's SHA-256 (auto: only over plain HTTP to another host)",
+      group: 'S3 options:',
+    });
 }
 
 /** One line on stderr and the documented exit code; a stack trace only with --debug. */

@@ -8,7 +8,7 @@ import { LocalStorage } from './local.js';
 import { RETRY_DEFAULTS, type RetryEvent, type RetryOptions, RetryingStorage } from './retrying.js';
 // The S3 backend (and the AWS SDK, ~100 ms to load) is imported only for S3 locations.
 import type { S3Config, S3Options } from './s3.js';
-import { isS3Location, parseS3Location } from './s3-location.js';
+import { SIGN_PAYLOAD_MODES, isS3Location, parseS3Location, payloadSigned } from './s3-location.js';
 import { type Storage } from './storage.js';
 
 export { RequestCounter } from './counting.js';
@@ -158,6 +158,8 @@ function resolveS3(location: string, o: OpenStorageOptions, S3_DEFAULTS: typeof 
   const region = loc.region ?? o.s3Region ?? (loc.provider === 'custom' ? (process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1') : undefined);
   const partSize = option(o.s3PartSize, 's3PartSize', parseByteSize) ?? S3_DEFAULTS.partSize;
   if (partSize < 5 * 1024 * 1024) throw new UserError('option s3PartSize: S3 needs parts of at least 5 MiB');
+  const signMode = (o.s3SignPayload ?? 'auto') as (typeof SIGN_PAYLOAD_MODES)[number];
+  if (!(SIGN_PAYLOAD_MODES as readonly string[]).includes(signMode)) throw new UserError(`option s3SignPayload: "${signMode}" is not one of ${SIGN_PAYLOAD_MODES.join(', ')}`);
   return {
     location: loc,
     region,
@@ -171,6 +173,7 @@ function resolveS3(location: string, o: OpenStorageOptions, S3_DEFAULTS: typeof 
     listPageSize: count(o.s3ListPageSize, 's3ListPageSize', 1, 1000) ?? S3_DEFAULTS.listPageSize,
     multipartThreshold: option(o.s3MultipartThreshold, 's3MultipartThreshold', parseByteSize) ?? S3_DEFAULTS.multipartThreshold,
     partSize,
+    signPayload: payloadSigned(signMode, loc.endpoint),
     credentials: o.s3Credentials,
     onNotice: o.onNotice,
   };

@@ -44,6 +44,8 @@ import { type S3Location } from './s3-location.js';
  *   s3ListPageSize      keys per ListObjectsV2 page, 1–1000 (default 1000; tests use small pages).
  *   s3MultipartThreshold  objects at least this large are uploaded in parts, default 32 MiB.
  *   s3PartSize          part size of those uploads, default 16 MiB (S3 needs ≥ 5 MiB).
+ *   s3SignPayload       auto (default), always or never (--s3-sign-payload): whether an upload's
+ *                       SHA-256 goes into its signature; see payloadSigned() below.
  *   s3Credentials       explicit keys, for programs and tests only: the CLI leaves this unset so the
  *                       SDK's default chain applies (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
  *                       AWS_SESSION_TOKEN, AWS_PROFILE and the shared credentials file, SSO, …).
@@ -61,6 +63,7 @@ export interface S3Options {
   s3ListPageSize?: number | string;
   s3MultipartThreshold?: number | string;
   s3PartSize?: number | string;
+  s3SignPayload?: string;
   s3Credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
   onNotice?: (message: string) => void;
 }
@@ -79,6 +82,8 @@ export interface S3Config {
   listPageSize: number;
   multipartThreshold: number;
   partSize: number;
+  /** Resolved from s3SignPayload by payloadSigned(). */
+  signPayload: boolean;
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
   onNotice?: (message: string) => void;
 }
@@ -100,6 +105,23 @@ export const S3_DEFAULTS = {
 } as const;
 
 const MIN_PART = 5 * 1024 * 1024;
+
+/**
+ * Sets the payload hash the signer uses instead of hashing the body itself:
+ * the caller's SHA-256, or UNSIGNED-PAYLOAD.
+ */
+function withPayloadHash<C extends PutObjectCommand | UploadPartCommand>(command: C, hash: string | undefined): C {
+  if (hash === undefined) return command;
+  (command as PutObjectCommand).middlewareStack.add(
+    (next) => async (args) => {
+      const request = args.request as { headers?: Record<string, string> };
+      if (request.headers) request.headers['x-amz-content-sha256'] = hash;
+      return next(args);
+    },
+    { step: 'build', name: 'aegisPayloadHash' },
+  );
+  return command;
+}
 
 /** What an upload sends: a buffer, or a staged file read as a stream or part by part. */
 interface BodySource {
@@ -188,8 +210,8 @@ export class S3Storage implements Storage {
   }
 
   /**
-   * A file's bytes go up as a stream (no copy in memory); its SHA-256, when the
-   * caller has it, signs the payload as the SDK would have for a buffer.
+   * A file's bytes go up as a stream (no copy in memory); when payloads are
+   * signed, its SHA-256 (the caller's) signs it as the SDK would have for a buffer.
    */
   async putFile(name: string, file: string, options: PutFileOptions = {}): Promise<void> {
     let size: number;
@@ -210,7 +232,7 @@ export class S3Storage implements Storage {
 
   /** Packs are assembled in memory and uploaded from there (see PackBuffer). */
   async staging(): Promise<Staging> {
-    return { inMemory: true, sha256: true };
+    return { inMemory: true, sha256: this.config.signPayload };
   }
 
   /** Run a write; if the bucket is missing and we may create it, create it and write again. */
@@ -251,19 +273,13 @@ export class S3Storage implements Storage {
       IfNoneMatch: options.ifNotExists ? '*' : undefined,
       ...this.writeParams(name),
     });
-    const sha256 = body.sha256;
-    if (sha256) {
-      // The signer takes a payload hash already in the headers instead of hashing the body.
-      command.middlewareStack.add(
-        (next) => async (args) => {
-          const request = args.request as { headers?: Record<string, string> };
-          if (request.headers) request.headers['x-amz-content-sha256'] = sha256;
-          return next(args);
-        },
-        { step: 'build', name: 'aegisPayloadHash' },
-      );
-    }
+    withPayloadHash(command, this.payloadHash(body.sha256));
     await this.client.send(command);
+  }
+
+  /** What goes in x-amz-content-sha256; undefined lets the SDK hash the body. */
+  private payloadHash(sha256: string | undefined): string | undefined {
+    return this.config.signPayload ? sha256 : 'UNSIGNED-PAYLOAD';
   }
 
   /** Upload in parts, each read when its turn comes; abort the upload on any failure. */
@@ -283,7 +299,10 @@ export class S3Storage implements Storage {
           const i = next++;
           const chunk = await body.part(i * partSize, Math.min(body.size, (i + 1) * partSize) - i * partSize);
           const res = await this.client.send(
-            new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: i + 1, Body: chunk, ContentLength: chunk.length }),
+            withPayloadHash(
+              new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: i + 1, Body: chunk, ContentLength: chunk.length }),
+              this.payloadHash(undefined),
+            ),
           );
           parts[i] = { PartNumber: i + 1, ETag: res.ETag };
         }
