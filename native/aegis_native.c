@@ -557,8 +557,10 @@ static napi_value restore_dir_done(napi_env env, napi_callback_info info) {
 // The whole of a restored file: create `tmp` (O_EXCL, never through a symlink),
 // write `data`, set the size when it differs (a hole for the rest), owner (if
 // `chown`) then mode (chown clears setuid/setgid), each only if it differs,
-// times, close, and rename onto `dest`. Returns 0, or an errno after removing the `tmp` it made;
-// the caller then repeats the work with Node's calls, whose errors it reports.
+// times, close, and rename onto `dest` (no rename when `tmp` is `dest`: the
+// file is then made under its final name, which O_EXCL says did not exist).
+// Returns 0, or an errno after removing the file it made (never one it did not
+// make); the caller then repeats the work with Node's calls, whose errors it reports.
 // Each Node fs call costs a few microseconds beyond its system call; 30,000
 // small files made seven each, on the restore's worker threads.
 static napi_value restore_whole_file(napi_env env, napi_callback_info info) {
@@ -639,7 +641,7 @@ static napi_value restore_whole_file(napi_env env, napi_callback_info info) {
   if (!err && (set_owner || (st.st_mode & 07777) != (mode & 07777)) && fchmod(fd, (mode_t)mode) != 0) err = errno;
   if (!err && futimens(fd, ts) != 0) err = errno;
   if (close(fd) != 0 && !err) err = errno;
-  if (!err && renameat(dfd, tname, dfd, dname) != 0) err = errno;
+  if (!err && strcmp(tname, dname) != 0 && renameat(dfd, tname, dfd, dname) != 0) err = errno;
   if (err) unlinkat(dfd, tname, 0);
   napi_create_int32(env, err, &result);
   return result;

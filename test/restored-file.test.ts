@@ -27,7 +27,7 @@ describe('writing a restored file that is one blob', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-restored-file-'));
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('writes content, size, mode bits and nanosecond times, and renames into place', () => {
+  it('writes content, size, mode bits and nanosecond times, under its final name', () => {
     const dest = path.join(dir, 'a');
     const plain = crypto.randomBytes(5000);
     const { data, blobs } = range(plain, dest, { mode: 0o4751 });
@@ -40,6 +40,28 @@ describe('writing a restored file that is one blob', () => {
     expect(near(st.mtimeNs, 1_600_000_000_987_654_321n), String(st.mtimeNs)).toBe(true);
     expect(near(st.atimeNs, 1_700_000_000_123_456_789n), String(st.atimeNs)).toBe(true);
     expect(fs.readdirSync(dir).filter((n) => n.startsWith('.aegis-restore-'))).toEqual([]);
+  });
+
+  it('replaces a file that is there already (through a temporary name and a rename)', () => {
+    const dest = path.join(dir, 'existing');
+    fs.writeFileSync(dest, 'an older, longer content');
+    const { data, blobs } = range(Buffer.from('new'), dest, { mode: 0o640 });
+    expect(writeRangeBlobs(keys, 'p', data, blobs, true)).toEqual([{ writes: [null] }]);
+    expect(fs.readFileSync(dest, 'utf8')).toBe('new');
+    expect(fs.statSync(dest).mode & 0o7777).toBe(0o640);
+    expect(fs.readdirSync(dir).filter((n) => n.startsWith('.aegis-restore-'))).toEqual([]);
+  });
+
+  it('replaces a symlink at the destination instead of writing through it', () => {
+    const outside = path.join(dir, 'outside');
+    fs.writeFileSync(outside, 'not to be touched');
+    const dest = path.join(dir, 'planted');
+    fs.symlinkSync(outside, dest);
+    const { data, blobs } = range(Buffer.from('restored'), dest, { mode: 0o644 });
+    expect(writeRangeBlobs(keys, 'p', data, blobs, true)).toEqual([{ writes: [null] }]);
+    expect(fs.lstatSync(dest).isFile()).toBe(true);
+    expect(fs.readFileSync(dest, 'utf8')).toBe('restored');
+    expect(fs.readFileSync(outside, 'utf8')).toBe('not to be touched');
   });
 
   it('gives modes the umask would narrow, and (as root) another owner', () => {

@@ -205,12 +205,22 @@ function writeAll(fd: number, data: Buffer, offset: number): void {
   while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, offset + done);
 }
 
-/** A file whose content is one blob (or none): create, write, finish, rename, with one open. */
+/**
+ * A file whose content is one blob (or none), with one open. One call into the
+ * addon creates it under its final name when nothing is there yet (O_EXCL) and
+ * writes and finishes it: no temporary name and no rename, ~0.25 s less system
+ * time over the bench tree's 30,000 files. The file is complete before control
+ * comes back here, so an interrupted restore never leaves one half written (a
+ * process killed inside the call can; its time is then not the snapshot's, so
+ * `--overwrite if-changed` writes it again). If that fails (something is there
+ * already, or an error, after removing what it created), the usual path runs
+ * with Node's calls: a temporary name, then a rename that replaces what is
+ * there, and errors in Node's words.
+ */
 function writeWholeFile(tmp: Buffer, data: Buffer | null, spec: FinishSpec): void {
   const { meta } = spec;
-  // One call into the addon does it all; if it fails (and has removed what it
-  // created), Node's calls do it again and report the error in Node's words.
-  if (wholeFileNative?.(tmp, bytes(spec.dest), data, spec.size, isRoot, meta.uid, meta.gid, meta.mode, meta.atimeNs, meta.mtimeNs) === 0) return;
+  const dest = bytes(spec.dest);
+  if (wholeFileNative?.(dest, dest, data, spec.size, isRoot, meta.uid, meta.gid, meta.mode, meta.atimeNs, meta.mtimeNs) === 0) return;
   const written = data?.length ?? 0;
   finishOpen(tmp, fsc.O_EXCL, bytes(spec.dest), spec.size, meta, written, (fd) => {
     if (data) writeAll(fd, data, 0);
