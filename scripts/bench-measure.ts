@@ -26,6 +26,8 @@ export interface Measurement {
   signal: string | null;
   seconds: number;
   peakRssKiB: number | null;
+  /** User plus system CPU time of the command and its children (null: not measured). */
+  cpuSeconds: number | null;
   /** The last few KiB of each stream, for error reports. */
   stdout: string;
   stderr: string;
@@ -42,7 +44,7 @@ const PY_WAIT4 = [
   '    try: os.execvp(sys.argv[2], sys.argv[2:])',
   '    finally: os._exit(127)',
   '_, status, ru = os.wait4(pid, 0)',
-  'open(sys.argv[1], "w").write("%d\\n" % ru.ru_maxrss)',
+  'open(sys.argv[1], "w").write("%d %.2f %.2f\\n" % (ru.ru_maxrss, ru.ru_utime, ru.ru_stime))',
   'code = os.waitstatus_to_exitcode(status)',
   'sys.exit(code if code >= 0 else 128 - code)',
 ].join('\n');
@@ -79,7 +81,7 @@ export async function measure(spec: CommandSpec, timeoutMs = 4 * 3600_000): Prom
   const method = rssMethod();
   const rssFile = path.join(os.tmpdir(), `aegis-bench-rss-${process.pid}-${++scratchCounter}`);
   let argv: string[];
-  if (method === 'GNU time') argv = ['/usr/bin/time', '-f', '%M', '-o', rssFile, spec.cmd, ...spec.args];
+  if (method === 'GNU time') argv = ['/usr/bin/time', '-f', '%M %U %S', '-o', rssFile, spec.cmd, ...spec.args];
   else if (method === 'python3 os.wait4') argv = ['python3', '-c', PY_WAIT4, rssFile, spec.cmd, ...spec.args];
   else argv = [spec.cmd, ...spec.args];
 
@@ -117,18 +119,20 @@ export async function measure(spec: CommandSpec, timeoutMs = 4 * 3600_000): Prom
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
 
   let peakRssKiB: number | null = null;
+  let cpuSeconds: number | null = null;
   if (method !== 'none') {
     try {
-      // GNU time writes "Command exited with non-zero status N" before the figure.
+      // GNU time writes "Command exited with non-zero status N" before the figures.
       const lines = fs.readFileSync(rssFile, 'utf8').trim().split('\n');
-      const n = Number(lines[lines.length - 1]);
-      if (Number.isFinite(n) && n > 0) peakRssKiB = n;
+      const [rss, user, sys] = lines[lines.length - 1]!.trim().split(/\s+/).map(Number);
+      if (rss !== undefined && Number.isFinite(rss) && rss > 0) peakRssKiB = rss;
+      if (user !== undefined && sys !== undefined && Number.isFinite(user) && Number.isFinite(sys)) cpuSeconds = user + sys;
     } catch {
       // the wrapper did not get that far
     }
     fs.rmSync(rssFile, { force: true });
   }
-  return { ok: code === 0, exitCode: code, signal, seconds, peakRssKiB, stdout, stderr };
+  return { ok: code === 0, exitCode: code, signal, seconds, peakRssKiB, cpuSeconds, stdout, stderr };
 }
 
 /** The last meaningful lines of a failed command's output, for a one-line note. */

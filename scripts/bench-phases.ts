@@ -42,13 +42,14 @@ export async function timedPhase(
   settings.log(`  ${row.tool}: ${row.phase} …`);
   const m = await measure(spec);
   syncDisks();
-  const result: PhaseResult = { ...row, ok: m.ok, seconds: m.seconds, peakRssKiB: m.peakRssKiB };
+  const result: PhaseResult = { ...row, ok: m.ok, seconds: m.seconds, peakRssKiB: m.peakRssKiB, cpuSeconds: m.cpuSeconds };
   if (m.ok && row.bytes !== undefined && m.seconds > 0) result.mbPerSec = row.bytes / m.seconds / 1e6;
   if (!m.ok) result.note = failureNote(m);
   settings.log(
     m.ok
       ? `  ${row.tool}: ${row.phase} took ${m.seconds.toFixed(2)} s` +
           (result.mbPerSec !== undefined ? ` (${result.mbPerSec.toFixed(1)} MB/s)` : '') +
+          (m.cpuSeconds !== null ? `, CPU ${m.cpuSeconds.toFixed(2)} s` : '') +
           (m.peakRssKiB !== null ? `, peak RSS ${(m.peakRssKiB / 1024).toFixed(0)} MiB` : '')
       : `  ${row.tool}: ${row.phase} FAILED: ${result.note}`,
   );

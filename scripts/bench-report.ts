@@ -164,11 +164,11 @@ export function renderText(report: BenchReport): string {
   for (const [section, title] of sections) {
     const rows = report.results.filter((r) => r.section === section);
     if (rows.length === 0) continue;
-    const header = ['phase', 'tool', 'time', 'MB/s', 'peak RSS', 'repo size', 'growth'];
+    const header = ['phase', 'tool', 'time', 'CPU', 'MB/s', 'peak RSS', 'repo size', 'growth'];
     if (section === 's3') header.push('requests');
     header.push(...others.map((o) => `aegis vs ${o}`), 'note');
     const body = rows.map((r) => {
-      const cells = [r.phase, r.tool, fmtSec(r.seconds), fmtRate(r.mbPerSec), fmtRss(r.peakRssKiB), r.repoBytes === undefined ? '–' : fmtBytes(r.repoBytes), r.growthBytes === undefined ? '–' : fmtBytes(r.growthBytes)];
+      const cells = [r.phase, r.tool, fmtSec(r.seconds), r.cpuSeconds == null ? '–' : fmtSec(r.cpuSeconds), fmtRate(r.mbPerSec), fmtRss(r.peakRssKiB), r.repoBytes === undefined ? '–' : fmtBytes(r.repoBytes), r.growthBytes === undefined ? '–' : fmtBytes(r.growthBytes)];
       if (section === 's3') cells.push(r.requests === undefined ? '–' : String(r.requests));
       cells.push(...others.map((o) => ratioCell(report.results, r, o)), statusCell(r));
       return cells;

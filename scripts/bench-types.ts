@@ -28,6 +28,8 @@ export interface PhaseResult {
   mbPerSec?: number;
   /** Peak resident set size of the command in KiB (null: could not be measured). */
   peakRssKiB?: number | null;
+  /** User plus system CPU seconds of the command (null: could not be measured). */
+  cpuSeconds?: number | null;
   /** Repository size on disk (du -sb) after the step. */
   repoBytes?: number;
   /** Repository growth caused by this step (mutated backup). */
