@@ -13,7 +13,7 @@ import { type Repository } from '../repo/repository.js';
 import { type BackupSummary, type Snapshot } from '../snapshot/snapshot.js';
 import { type TreeNode, compareNames } from '../snapshot/tree.js';
 import { type CachedDir, type CachedFile, FileCache } from '../state/filecache.js';
-import { openStateDb } from '../state/statedb.js';
+import { forgetStaleRepos, noteBackup, openStateDb } from '../state/statedb.js';
 import { MemoReader, TreeMemo } from '../state/treememo.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../workers/pool.js';
 import { ExcludeMatcher } from './excludes.js';
@@ -142,6 +142,10 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     if (parent) snapshot.parent = parent;
     if (opts.excludes?.length) snapshot.excludes = opts.excludes;
     const snapshotId = opts.dryRun ? undefined : await repo.saveSnapshot(snapshot);
+    if (!opts.dryRun) {
+      noteBackup(db, repo.config.id);
+      forgetStaleRepos(db);
+    }
     return { snapshotId, snapshot, summary, warnings: run.warnings };
   } finally {
     await pool?.close();

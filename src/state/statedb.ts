@@ -37,6 +37,65 @@ export function openStateDb(): Database.Database {
       snapshot TEXT,
       summary TEXT
     );
+    CREATE TABLE IF NOT EXISTS repos (
+      repo TEXT PRIMARY KEY,
+      last_backup INTEGER NOT NULL
+    );
   `);
   return db;
+}
+
+/**
+ * How long the state of a repository no backup has used is kept. Each
+ * repository's rows are about 0.5 KB per file backed up; without an end, a
+ * machine that moves to a new repository (or a developer's, creating test
+ * repositories) keeps the rows of every old one for ever (one such database had
+ * grown to 2 GB). restic drops cache directories unused for 30 days likewise.
+ */
+export const STALE_AFTER_MS = 30 * 24 * 3600 * 1000;
+
+const STATE_TABLES = ['dir_files', 'dir_trees'] as const;
+
+/** Record that a backup of `repo` just used its state. */
+export function noteBackup(db: Database.Database, repo: string, now = Date.now()): void {
+  db.prepare('INSERT INTO repos (repo, last_backup) VALUES (?, ?) ON CONFLICT (repo) DO UPDATE SET last_backup = excluded.last_backup').run(repo, now);
+}
+
+/** The repositories `table` has rows of: one index seek each, however many rows. */
+function reposIn(db: Database.Database, table: (typeof STATE_TABLES)[number]): string[] {
+  const next = db.prepare(`SELECT repo FROM ${table} WHERE repo > ? ORDER BY repo LIMIT 1`).pluck();
+  const out: string[] = [];
+  for (let r = next.get('') as string | undefined; r !== undefined; r = next.get(r) as string | undefined) out.push(r);
+  return out;
+}
+
+/**
+ * Delete the rows of repositories no backup has used for `staleAfterMs`, and
+ * return their IDs. Rows of a repository with no record yet (state written
+ * before records were kept) start their time now. Only speed is at stake: a
+ * backup of a repository whose rows went reads its files again.
+ */
+export function forgetStaleRepos(db: Database.Database, now = Date.now(), staleAfterMs = STALE_AFTER_MS): string[] {
+  const recorded = new Set(db.prepare('SELECT repo FROM repos').pluck().all() as string[]);
+  for (const table of STATE_TABLES) {
+    for (const repo of reposIn(db, table)) {
+      if (recorded.has(repo)) continue;
+      noteBackup(db, repo, now);
+      recorded.add(repo);
+    }
+  }
+  const stale = db.prepare('SELECT repo FROM repos WHERE last_backup < ?').pluck().all(now - staleAfterMs) as string[];
+  if (stale.length === 0) return stale;
+  const forget = db.transaction((repos: string[]) => {
+    for (const repo of repos) {
+      for (const table of STATE_TABLES) db.prepare(`DELETE FROM ${table} WHERE repo = ?`).run(repo);
+      db.prepare('DELETE FROM repos WHERE repo = ?').run(repo);
+    }
+  });
+  forget(stale);
+  // Freed pages stay in the file for later rows; when they are most of it, give them back.
+  const free = db.pragma('freelist_count', { simple: true }) as number;
+  const pages = db.pragma('page_count', { simple: true }) as number;
+  if (free * 2 > pages) db.exec('VACUUM');
+  return stale;
 }
