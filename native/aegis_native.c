@@ -11,6 +11,8 @@
 //                                                     in one call (seven fs calls from JavaScript before)
 //   restoreDirDone()                                  forget the directory restoreWholeFile kept open
 //   willNeed(fd, offset, length)                      start reading a file range into the page cache
+//   moveWithin(bytes, target, start, end)             memmove inside one buffer (V8 moves bytes of
+//                                                     shared memory one word at a time, ~3x slower)
 // Paths are Buffers so names that are not UTF-8 pass through untouched.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -666,6 +668,27 @@ static napi_value will_need(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// moveWithin(bytes, target, start, end): bytes[start, end) to bytes[target, …), like
+// Buffer.copy within one buffer. The backup's read windows live in shared memory
+// (other threads seal chunks straight from them), where V8 copies with relaxed
+// atomic word stores: the window's shift took 51 ms instead of 16 ms for the
+// 256 MiB image.
+static napi_value move_within(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv, "moveWithin(bytes, target, start, end)")) return NULL;
+  uint8_t *data;
+  size_t len, target, start, end;
+  if (!bytes_arg(env, argv[0], &data, &len, "bytes") || !uint_arg(env, argv[1], &target, "target") || !uint_arg(env, argv[2], &start, "start") ||
+      !uint_arg(env, argv[3], &end, "end"))
+    return NULL;
+  if (start > end || end > len || target > len - (end - start)) {
+    napi_throw_range_error(env, NULL, "moveWithin: range outside the buffer");
+    return NULL;
+  }
+  memmove(data + target, data + start, end - start);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -683,6 +706,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"restoreWholeFile", restore_whole_file},
       {"restoreDirDone", restore_dir_done},
       {"willNeed", will_need},
+      {"moveWithin", move_within},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

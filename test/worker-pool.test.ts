@@ -75,4 +75,60 @@ describe('worker pool', () => {
       await pool.close();
     }
   });
+
+  it('takes back a chunk the other thread has not started on, and stores every chunk once (two large files at once)', async () => {
+    const keys: MasterKeys = { encryption: crypto.randomBytes(32), id: crypto.randomBytes(32), chunker: crypto.randomBytes(32) };
+    const packs: Array<FinishedPack & { data: Buffer }> = [];
+    const staging = fs.mkdtempSync(path.join(dir, 'staging-'));
+    const pool = new WorkerPool({
+      keys,
+      chunker: DEFAULT_CHUNKER,
+      size: 2,
+      staging: { dir: staging, sha256: false },
+      onPack: async (p) => {
+        packs.push({ ...p, data: fs.readFileSync(p.file!) });
+      },
+    });
+    try {
+      const small = path.join(dir, 'small-2');
+      fs.writeFileSync(small, 'warm-up');
+      await pool.chunkFile(Buffer.from(small), 'auto');
+      await pool.flushPacks();
+      // One file per thread: each hands chunks to the other, whose queue has its own
+      // file first, so what it handed is still waiting when its window fills again.
+      // The second file is short: that thread then gets to the messages for chunks
+      // the first took back while the first is still handing chunks over through
+      // the same slots (a late message must not seal whatever is there now).
+      const files = [96, 12].map((mib, i) => {
+        const f = path.join(dir, `busy-${i}`);
+        const data = crypto.randomBytes(mib << 20);
+        fs.writeFileSync(f, data);
+        return { f, data };
+      });
+      const results = await Promise.all(files.map(({ f, data }) => pool.chunkFile(Buffer.from(f), 'auto', data.length)));
+      await pool.flushPacks();
+      expect(pool.handedOver).toBeGreaterThan(0);
+      expect(pool.takenBack).toBeGreaterThan(0);
+
+      const where = new Map<string, { pack: FinishedPack & { data: Buffer }; offset: number; length: number }>();
+      let stored = 0;
+      for (const pack of packs) {
+        for (const b of pack.blobs) {
+          where.set(b.id.toString('hex'), { pack, offset: b.offset, length: b.length });
+          stored++;
+        }
+      }
+      expect(stored, 'no chunk stored twice').toBe(where.size);
+      results.forEach((result, i) => {
+        const parts = result.content.map((id) => {
+          const loc = where.get(id);
+          expect(loc, `chunk ${id} was stored`).toBeDefined();
+          return openBlob(keys, BlobType.Data, Buffer.from(id, 'hex'), loc!.pack.data.subarray(loc!.offset, loc!.offset + loc!.length));
+        });
+        expect(Buffer.concat(parts).equals(files[i]!.data)).toBe(true);
+      });
+    } finally {
+      await pool.close();
+    }
+  });
 });

@@ -45,6 +45,8 @@ interface NativeSyscalls {
   restoreDirDone?(): void;
   /** posix_fadvise(WILLNEED): have the kernel start reading the range now; 0 or an errno. */
   willNeed?(fd: number, offset: number, length: number): number;
+  /** memmove of bytes[start, end) to bytes[target, …), for buffers in shared memory. */
+  moveWithin?(bytes: Uint8Array, target: number, start: number, end: number): void;
 }
 
 function projectRoot(): string {

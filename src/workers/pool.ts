@@ -10,6 +10,7 @@ import { type PackedBlob } from '../repo/pack.js';
 import { type Staging } from '../storage/storage.js';
 import { type BlobOpener } from '../repo/repository.js';
 import { newClaimTable } from './claims.js';
+import { peerStateLength } from './protocol.js';
 import type { ChunkFileResult, ChunkFilesResult, OpenRangeResult, PackFileRange, WirePack, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { transferList } from './transfer.js';
 import { type RangeBlobWrites, type RangeWriteResult, encodeRangeWrites } from './restored-file.js';
@@ -114,6 +115,8 @@ export class WorkerPool {
   packFailure: unknown;
   /** Chunks one thread handed to another to seal (see forwardSeal). */
   handedOver = 0;
+  /** Of those, chunks the thread took back before the other started on them. */
+  takenBack = 0;
 
   constructor(private readonly opts: PoolOptions) {
     const size = Math.max(1, opts.size ?? os.availableParallelism());
@@ -124,6 +127,7 @@ export class WorkerPool {
   /** Built when the threads start: sorting every known ID is wasted on a backup that reads nothing. */
   private workerInit(): Omit<WorkerInit, 'index'> {
     const { keys, chunker, knownIds, claimSlots, packSize, staging } = this.opts;
+    const windowBytes = 2 * chunker.max;
     const { buffer, count } = packKnownIds(knownIds);
     return {
       encryptionKey: keys.encryption,
@@ -135,7 +139,8 @@ export class WorkerPool {
       claims: newClaimTable(claimSlots ?? 256 * 1024),
       packSize: packSize ?? 16 * 1024 * 1024,
       staging: staging ?? null,
-      peers: new SharedArrayBuffer(2 * this.threads * Int32Array.BYTES_PER_ELEMENT),
+      peers: new SharedArrayBuffer(peerStateLength(this.threads) * Int32Array.BYTES_PER_ELEMENT),
+      handover: staging ? Array.from({ length: this.threads }, () => new SharedArrayBuffer(windowBytes)) : null,
     };
   }
 
@@ -335,6 +340,10 @@ export class WorkerPool {
       this.forwardSeal(slot, msg);
       return;
     }
+    if (msg.kind === 'taken-back') {
+      this.takenBack++;
+      return;
+    }
     const p = this.pending.get(msg.task);
     if (!p) return;
     this.pending.delete(msg.task);
@@ -353,9 +362,9 @@ export class WorkerPool {
   private forwardSeal(from: Slot, msg: Extract<WorkerResponse, { kind: 'seal' }>): void {
     let to: Slot | undefined;
     for (const s of this.slots) if (s !== from && (!to || s.active < to.active)) to = s;
-    const req: WorkerRequest = { op: 'seal', id: msg.id, data: msg.data, compression: msg.compression, from: msg.from };
+    const req: WorkerRequest = { op: 'seal', id: msg.id, compression: msg.compression, from: msg.from, slot: msg.slot, ticket: msg.ticket, offset: msg.offset, length: msg.length };
     this.handedOver++;
-    (to ?? from).worker.postMessage(req, transferList(msg.data));
+    (to ?? from).worker.postMessage(req);
   }
 
   private receivePack(slot: Slot, wire: WirePack): void {

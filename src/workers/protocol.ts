@@ -23,11 +23,25 @@ export interface WorkerInit {
   /** This thread's number, 0 … threads − 1. */
   index: number;
   /**
-   * Shared Int32 state of all threads: [0, threads) is 1 while thread i has
-   * nothing queued; [threads, 2·threads) counts the chunks thread i handed to
-   * others to seal and that are not sealed yet (see `offload` in worker.ts).
+   * Shared Int32 state of all threads: [0, threads) is how many requests
+   * thread i has queued or under way; then HANDOVER_SLOTS slot states per
+   * thread (see `offload` in worker.ts).
    */
   peers: SharedArrayBuffer;
+  /**
+   * Per thread, the window it reads files into (two maximum chunks), in shared
+   * memory so that a chunk it hands to another thread to seal is never copied;
+   * null when the pool is not for a backup.
+   */
+  handover: SharedArrayBuffer[] | null;
+}
+
+/** Chunks one thread may have handed over and not yet sealed by another. */
+export const HANDOVER_SLOTS = 2;
+
+/** Int32 elements of WorkerInit.peers for `threads` threads. */
+export function peerStateLength(threads: number): number {
+  return threads + threads * HANDOVER_SLOTS;
 }
 
 /**
@@ -83,14 +97,21 @@ export interface PackFileRange {
 /** Per blob of an OpenRangeRequest: its plaintext, or why it could not be opened. */
 export type OpenRangeResult = Array<{ plain?: Uint8Array; error?: string }>;
 
-/** Seal a new chunk another thread cut, hashed and claimed, into this thread's pack. */
+/**
+ * Seal a new chunk another thread cut, hashed and claimed, into this thread's
+ * pack. The chunk is bytes [offset, offset + length) of thread `from`'s window;
+ * `slot` is the handover slot that tracks it, freed once it is sealed.
+ */
 export interface SealRequest {
   op: 'seal';
   id: Uint8Array;
-  data: Uint8Array;
   compression: CompressionMode;
-  /** The thread that handed it over (its count of chunks out goes down when sealed). */
   from: number;
+  slot: number;
+  /** Which handover through that slot this is (see `offload` in worker.ts). */
+  ticket: number;
+  offset: number;
+  length: number;
 }
 
 /** The main thread is done with a pack this thread wrote (stored, or failed and removed). */
@@ -152,6 +173,8 @@ export interface WirePack {
 
 export type WorkerResponse =
   | { task: 0; kind: 'pack'; pack: WirePack }
+  /** A chunk this thread had handed over was still waiting, and it sealed it itself (counted for tests). */
+  | { task: 0; kind: 'taken-back' }
   | ({ task: 0; kind: 'seal' } & Omit<SealRequest, 'op'>)
   | { task: number; kind: 'done'; result: ChunkFilesResult | Uint8Array | OpenRangeResult | RangeWriteResult | null }
   | { task: number; kind: 'error'; error: WorkerError };
