@@ -166,13 +166,15 @@ CONF
   mkdir -p "$D/osd/ceph-$osd"
   ceph-osd -c "$C" -i "$osd" --mkfs --osd-uuid "$osd_uuid" >>"$D/log/setup.out" 2>&1 || fail "ceph-osd --mkfs failed"
   local up=0 attempt
-  # An OSD that dies during init on a loaded machine is started again (three tries).
-  for attempt in 1 2 3; do
+  # An OSD that dies during init on a loaded machine is started again (five tries).
+  for attempt in 1 2 3 4 5; do
     # Its first command to a monitor that has only just started can go out with an
-    # empty fsid ("wrong fsid", seen in a bench run): then ceph-osd exits at once,
-    # and the next try finds the monitor settled.
+    # empty fsid ("wrong fsid", seen in bench runs): then ceph-osd exits at once.
+    # Three tries at once all failed within 0.1 s once; the next try waits a little
+    # longer each time, for the monitor to settle.
     if ! ceph-osd -c "$C" -i "$osd" >>"$D/log/setup.out" 2>&1 9>&-; then
-      say "the OSD failed to start (attempt $attempt); starting it again"
+      say "the OSD failed to start (attempt $attempt); starting it again in $attempt s"
+      sleep "$attempt"
       continue
     fi
     for _ in $(seq 1 120); do
@@ -183,7 +185,7 @@ CONF
     [ $up -eq 1 ] && break
     say "the OSD died while starting (attempt $attempt); starting it again"
   done
-  [ $up -eq 1 ] || fail "the OSD did not come up in three tries"
+  [ $up -eq 1 ] || fail "the OSD did not come up in five tries"
   radosgw -c "$C" -n client.rgw.a >>"$D/log/setup.out" 2>&1 9>&- || fail "radosgw did not start"
   up=0
   for _ in $(seq 1 240); do
