@@ -19,7 +19,7 @@ export interface TargetCheck {
   description: string;
   aegis?: number;
   restic?: number;
-  /** aegis ÷ restic of the figure the target is about. */
+  /** aegis ÷ restic of the figure the target is about (S3: aegis on S3 ÷ aegis on a local disk). */
   ratio?: number;
   limit: string;
   status: 'met' | 'not met' | 'n/a';
@@ -109,7 +109,20 @@ export function checkTargets(results: PhaseResult[]): TargetCheck[] {
     check('mutation-growth', 'repository growth after the mutation', pair('mutated backup', (r) => r.growthBytes), '≤ restic', (_x, a, r) => a <= r, fmtBytes),
     check('restore-throughput', 'restore throughput', pair('restore', (r) => r.mbPerSec), '≥ 2× restic', (x) => x >= 2, (v) => `${v.toFixed(1)} MB/s`),
     check('peak-rss', 'peak RSS (max over the four phases)', [maxLocalRss(results, 'aegis'), maxLocalRss(results, 'restic')], '≤ restic', (_x, a, r) => a <= r, fmtRss),
+    s3Target(results),
   ];
+}
+
+/** The S3 issue's target: aegis's first backup to the local S3 server against its own to a local disk. */
+function s3Target(results: PhaseResult[]): TargetCheck {
+  const id = 's3-backup-throughput';
+  const description = 'first backup to S3 throughput';
+  const limit = '≥ 60% of aegis to a local disk';
+  const s3 = find(results, 's3', 'aegis', 'first backup')?.mbPerSec;
+  const local = find(results, 'local', 'aegis', 'first backup')?.mbPerSec;
+  if (s3 === undefined || !local) return { id, description, limit, status: 'n/a', detail: 'not measured both on S3 and on a local disk' };
+  const ratio = s3 / local;
+  return { id, description, ratio, limit, status: ratio >= 0.6 ? 'met' : 'not met', detail: `S3 ${s3.toFixed(1)} MB/s vs local disk ${local.toFixed(1)} MB/s (${(100 * ratio).toFixed(0)}%)` };
 }
 
 // ---- text tables ------------------------------------------------------------------
@@ -176,7 +189,7 @@ export function renderText(report: BenchReport): string {
     out.push('', `${title}:`, table(header, body));
   }
 
-  out.push('', 'Targets (aegis vs restic, measured side by side in this run):');
+  out.push('', 'Targets (aegis vs restic, and aegis on S3 vs a local disk, measured in this run):');
   for (const t of report.targets) {
     out.push(`  ${t.status === 'met' ? 'met    ' : t.status === 'not met' ? 'NOT MET' : 'n/a    '}  ${t.description} ${t.limit}: ${t.detail}`);
   }

@@ -11,6 +11,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { type PhaseSettings, restorePhase, skippedPhase, timedPhase } from './bench-phases.js';
+import { warmPageCache } from './bench-measure.js';
 import { GatewayRequestCounter } from './bench-s3-counters.js';
 import { PROJECT_ROOT, type ToolAdapter, type ToolContext, prepareContext } from './bench-tools.js';
 import type { PhaseResult } from './bench-types.js';
@@ -100,6 +101,8 @@ export async function benchS3(opts: S3BenchOptions): Promise<S3BenchOutcome> {
         return result;
       };
       if (!(await step('init', tool.init(ctx))).ok) continue;
+      // As before the local first backup: the source in the page cache, so that the two compare.
+      if (!opts.cold) await warmPageCache(opts.source);
       if (!(await step('first backup', tool.backup(ctx, opts.source, 'first'), opts.manifest.bytes)).ok) continue;
       ctx.latest = 'first';
       counter.take();
