@@ -14,6 +14,11 @@ describe('S3 locations', () => {
   it('refuses credentials in the endpoint and relative prefixes', () => {
     expect(() => parseS3Location('s3:https://key:secret@host/bucket')).toThrow(S3LocationError);
     expect(() => parseS3Location('s3:https://host/bucket/a//b')).toThrow(/segment/);
+    // The URL parser would make these "bucket/b" and "bucket/a"; they are refused as typed.
+    expect(() => parseS3Location('s3:https://host/bucket/a/../b')).toThrow(/segment/);
+    expect(() => parseS3Location('s3:https://host/bucket/a/%2E%2E/b')).toThrow(/segment/);
+    expect(() => parseS3Location('s3:https://host/bucket/./a')).toThrow(/segment/);
+    expect(parseS3Location('s3:https://host/bucket/a.b/..c').prefix).toBe('a.b/..c/');
     expect(() => parseS3Location('s3:my-bucket/./b')).toThrow(/segment/);
   });
 });

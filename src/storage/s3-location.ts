@@ -78,6 +78,11 @@ export function parseS3Location(location: string): S3Location {
       throw new S3LocationError(location, 'credentials do not belong in the location; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) instead');
     }
     if (url.search || url.hash) throw new S3LocationError(location, 'the endpoint must not have a query or fragment');
+    // The URL parser resolves "a/../b" to "b": refuse such a path as typed, as the other forms do.
+    const typedPath = rest.replace(/^https?:\/\/[^/]*/i, '');
+    if (typedPath.split('/').some((seg) => seg === '.' || seg === '..' || /^(%2e|\.)(%2e|\.)?$/i.test(seg))) {
+      throw new S3LocationError(location, 'the prefix has an empty, "." or ".." segment');
+    }
     const parts = decodeURIComponent(url.pathname).split('/').slice(1);
     if (parts.length === 0 || parts[0] === '') {
       throw new S3LocationError(location, 'the bucket is missing (expected s3:https://HOST[:PORT]/BUCKET[/PREFIX])');
