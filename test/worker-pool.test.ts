@@ -8,6 +8,9 @@ import { type MasterKeys } from '../src/crypto/keys.js';
 import { BlobType, openBlob } from '../src/repo/blob.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../src/workers/pool.js';
 
+/** What a test keeps of a pack the pool handed over: its blobs and a copy of its bytes. */
+type StoredPack = { blobs: FinishedPack['blobs']; data: Buffer };
+
 describe('worker pool', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-pool-'));
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -29,7 +32,7 @@ describe('worker pool', () => {
 
   it.each(['buffered files', 'O_DIRECT files', 'memory'] as const)('seals the chunks of a large file on both threads when one is idle, and every chunk reads back (packs in %s)', async (mode) => {
     const keys: MasterKeys = { encryption: crypto.randomBytes(32), id: crypto.randomBytes(32), chunker: crypto.randomBytes(32) };
-    const packs: Array<FinishedPack & { data: Buffer }> = [];
+    const packs: Array<StoredPack> = [];
     const staging = fs.mkdtempSync(path.join(dir, 'staging-'));
     const inMemory = mode === 'memory';
     const pool = new WorkerPool({
@@ -44,7 +47,7 @@ describe('worker pool', () => {
         const data = inMemory ? Buffer.from(p.data!) : fs.readFileSync(p.file!);
         expect(data.length).toBe(p.length);
         expect(p.sha256).toBe(crypto.createHash('sha256').update(data).digest('hex'));
-        packs.push({ ...p, data });
+        packs.push({ blobs: p.blobs, data });
       },
     });
     try {
@@ -62,7 +65,7 @@ describe('worker pool', () => {
       expect(pool.handedOver).toBeGreaterThan(0);
       expect(result.size).toBe(data.length);
 
-      const where = new Map<string, { pack: FinishedPack & { data: Buffer }; offset: number; length: number }>();
+      const where = new Map<string, { pack: StoredPack; offset: number; length: number }>();
       for (const pack of packs) for (const b of pack.blobs) where.set(b.id.toString('hex'), { pack, offset: b.offset, length: b.length });
       const parts = result.content.map((id) => {
         const loc = where.get(id);
@@ -78,7 +81,7 @@ describe('worker pool', () => {
 
   it('takes back a chunk the other thread has not started on, and stores every chunk once (two large files at once)', async () => {
     const keys: MasterKeys = { encryption: crypto.randomBytes(32), id: crypto.randomBytes(32), chunker: crypto.randomBytes(32) };
-    const packs: Array<FinishedPack & { data: Buffer }> = [];
+    const packs: Array<StoredPack> = [];
     const staging = fs.mkdtempSync(path.join(dir, 'staging-'));
     const pool = new WorkerPool({
       keys,
@@ -86,7 +89,7 @@ describe('worker pool', () => {
       size: 2,
       staging: { dir: staging, sha256: false },
       onPack: async (p) => {
-        packs.push({ ...p, data: fs.readFileSync(p.file!) });
+        packs.push({ blobs: p.blobs, data: fs.readFileSync(p.file!) });
       },
     });
     try {
@@ -110,7 +113,7 @@ describe('worker pool', () => {
       expect(pool.handedOver).toBeGreaterThan(0);
       expect(pool.takenBack).toBeGreaterThan(0);
 
-      const where = new Map<string, { pack: FinishedPack & { data: Buffer }; offset: number; length: number }>();
+      const where = new Map<string, { pack: StoredPack; offset: number; length: number }>();
       let stored = 0;
       for (const pack of packs) {
         for (const b of pack.blobs) {

@@ -306,7 +306,7 @@ class BackupRun {
     }
     if (this.opts.dryRun) return;
     if (pack.data) await this.repo.storePack(pack.packId, pack.data, pack.sha256);
-    else await this.repo.storePackFile(pack.packId, pack.file!, pack.sha256);
+    else await this.repo.storePackFile(pack.packId, pack.file, pack.sha256);
     await this.onStored({ packId: pack.packId, blobs: pack.blobs });
   }
 

@@ -21,15 +21,13 @@ import { type RangeBlobWrites, type RangeWriteResult, encodeRangeWrites } from '
  * removes the file if it is still there once onPack settles (a failed store, a
  * dry run), and hands the memory back to the thread.
  */
-export interface FinishedPack {
+/** A finished pack, in a staged file or in memory (never both, never neither). */
+export type FinishedPack = {
   packId: string;
-  file?: string;
-  /** The pack's bytes; valid until onPack settles. */
-  data?: Buffer;
   length: number;
   sha256?: string;
   blobs: PackedBlob[];
-}
+} & ({ file: string; data?: undefined } | { /** The pack's bytes; valid until onPack settles. */ data: Buffer; file?: undefined });
 
 export class FileReadError extends Error {
   constructor(readonly code: string | undefined, message: string) {
@@ -368,14 +366,20 @@ export class WorkerPool {
   }
 
   private receivePack(slot: Slot, wire: WirePack): void {
-    const pack: FinishedPack = {
+    const common = {
       packId: wire.packId,
-      file: wire.file,
-      data: wire.data && Buffer.from(wire.data.buffer, wire.data.byteOffset, wire.length),
       length: wire.length,
       sha256: wire.sha256,
       blobs: wire.blobs.map((b) => ({ ...b, id: Buffer.from(b.id.buffer, b.id.byteOffset, b.id.byteLength) })),
     };
+    let pack: FinishedPack;
+    if (wire.data) pack = { ...common, data: Buffer.from(wire.data.buffer, wire.data.byteOffset, wire.length) };
+    else if (wire.file !== undefined) pack = { ...common, file: wire.file };
+    else {
+      this.packFailure ??= new Error(`internal error: pack ${wire.packId} came with neither a file nor its bytes`);
+      slot.worker.postMessage({ op: 'pack-stored' } satisfies WorkerRequest);
+      return;
+    }
     slot.worker.ref();
     const store = this.opts.onPack ? this.opts.onPack(pack) : Promise.resolve();
     const job: Promise<void> = store
