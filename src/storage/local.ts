@@ -1,8 +1,17 @@
-import { promises as fsp, constants as fsc } from 'node:fs';
+import fs, { promises as fsp, constants as fsc } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { promisify } from 'node:util';
+import { mapLimit } from '../util/concurrency.js';
 import { type ByteRange, type ObjectInfo, type PutOptions, type Staging, type Storage, StorageError } from './storage.js';
 import { removeStaleFiles } from './staging.js';
+
+/**
+ * A whole object with the callback API: fs/promises' readFile makes a FileHandle
+ * and four promise round trips per file. Reading 2,000 snapshot objects (a
+ * listing): 54–59 ms against 89 ms of wall time, 74–81 against 124 ms of CPU.
+ */
+const readWhole = promisify(fs.readFile);
 
 /**
  * A repository in a local directory. Every put writes a temporary file, fsyncs
@@ -110,7 +119,7 @@ export class LocalStorage implements Storage {
   async get(name: string, range?: ByteRange): Promise<Buffer> {
     const file = this.resolve(name);
     try {
-      if (!range) return await fsp.readFile(file);
+      if (!range) return await readWhole(file);
       const fh = await fsp.open(file, 'r');
       try {
         const buf = Buffer.allocUnsafe(range.length);
@@ -160,6 +169,7 @@ export class LocalStorage implements Storage {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw wrapFsError(err, rel);
     }
+    const files: string[] = [];
     for (const e of entries) {
       if (e.name.startsWith('.tmp-')) continue;
       const name = rel ? `${rel}/${e.name}` : e.name;
@@ -167,11 +177,17 @@ export class LocalStorage implements Storage {
         if (prefix.startsWith(name + '/') || name.startsWith(prefix) || (name + '/').startsWith(prefix)) {
           yield* this.walk(name, prefix);
         }
-      } else if (e.isFile() && name.startsWith(prefix)) {
-        const st = await fsp.stat(path.join(this.location, name)).catch(() => null);
-        if (st) yield { name, size: st.size };
-      }
+      } else if (e.isFile() && name.startsWith(prefix)) files.push(name);
     }
+    // Sizes of a directory's files, several at a time: one stat after another
+    // was most of listing 2,000 snapshots. One that vanished meanwhile is left out.
+    const sizes = await mapLimit(files, 16, (name) =>
+      fsp.stat(path.join(this.location, name)).then(
+        (st) => st.size,
+        () => undefined,
+      ),
+    );
+    for (let i = 0; i < files.length; i++) if (sizes[i] !== undefined) yield { name: files[i]!, size: sizes[i]! };
   }
 
   async delete(name: string): Promise<void> {
