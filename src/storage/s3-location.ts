@@ -140,7 +140,9 @@ export const SIGN_PAYLOAD_MODES = ['auto', 'always', 'never'] as const;
  * restic's S3 client, makes the same choice); on loopback nothing is in
  * transit. Either way the repository authenticates every blob end to end
  * (AES-GCM, blob IDs recomputed on read), so a payload altered on the way is
- * found by `check` and never restored as data.
+ * found by `check` and never restored as data. (Here, beside the endpoint
+ * parsing, rather than in s3.ts: open.ts resolves options without loading the
+ * AWS SDK.)
  */
 export function payloadSigned(mode: (typeof SIGN_PAYLOAD_MODES)[number], endpoint: string | undefined): boolean {
   if (mode !== 'auto') return mode === 'always';

@@ -17,11 +17,11 @@ import { type RangeBlobWrites, type RangeWriteResult, encodeRangeWrites } from '
 
 /**
  * A complete pack a worker thread wrote into a staged file, ready to be stored
- * with Storage.putFile, or assembled in memory, for Storage.put. The pool
- * removes the file if it is still there once onPack settles (a failed store, a
- * dry run), and hands the memory back to the thread.
+ * with Storage.putFile, or assembled in memory, for Storage.put (one or the
+ * other, never both). The pool removes the file if it is still there once
+ * onPack settles (a failed store, a dry run), and hands the memory back to the
+ * thread.
  */
-/** A finished pack, in a staged file or in memory (never both, never neither). */
 export type FinishedPack = {
   packId: string;
   length: number;
@@ -372,14 +372,9 @@ export class WorkerPool {
       sha256: wire.sha256,
       blobs: wire.blobs.map((b) => ({ ...b, id: Buffer.from(b.id.buffer, b.id.byteOffset, b.id.byteLength) })),
     };
-    let pack: FinishedPack;
-    if (wire.data) pack = { ...common, data: Buffer.from(wire.data.buffer, wire.data.byteOffset, wire.length) };
-    else if (wire.file !== undefined) pack = { ...common, file: wire.file };
-    else {
-      this.packFailure ??= new Error(`internal error: pack ${wire.packId} came with neither a file nor its bytes`);
-      slot.worker.postMessage({ op: 'pack-stored' } satisfies WorkerRequest);
-      return;
-    }
+    const pack: FinishedPack = wire.data
+      ? { ...common, data: Buffer.from(wire.data.buffer, wire.data.byteOffset, wire.length) }
+      : { ...common, file: wire.file };
     slot.worker.ref();
     const store = this.opts.onPack ? this.opts.onPack(pack) : Promise.resolve();
     const job: Promise<void> = store

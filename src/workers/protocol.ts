@@ -160,16 +160,15 @@ export interface WirePackedBlob {
 }
 
 /** A complete pack (blobs, sealed header, trailer) in a staged file or in memory, ready to store. */
-export interface WirePack {
+export type WirePack = {
   packId: string;
-  /** The staged file that holds it, or */
-  file?: string;
-  /** the buffer whose first `length` bytes are the pack (moved, not copied). */
-  data?: Uint8Array;
   length: number;
   sha256?: string;
   blobs: WirePackedBlob[];
-}
+} & (
+  | { /** The staged file that holds it. */ file: string; data?: undefined }
+  | { /** The buffer whose first `length` bytes are the pack (moved, not copied). */ data: Uint8Array; file?: undefined }
+);
 
 export type WorkerResponse =
   | { task: 0; kind: 'pack'; pack: WirePack }

@@ -102,6 +102,12 @@ function offload(id: Buffer, offset: number, length: number, compression: Compre
   return true;
 }
 
+/** Whether any chunk of this thread's window is handed over (else takeBack has nothing to do). */
+function anyHandedOver(): boolean {
+  for (let slot = 0; slot < HANDOVER_SLOTS; slot++) if (handed[slot]) return true;
+  return false;
+}
+
 /**
  * Before this thread's window is written again: seal here what no other thread
  * has started on, wait for what one has.
@@ -323,7 +329,8 @@ async function chunkFile(path: Uint8Array, compression: CompressionMode): Promis
         size += n;
         start += n;
       }
-      await takeBack();
+      // Checked first: an await per small file is a turn of the event loop for nothing.
+      if (anyHandedOver()) await takeBack();
       if (start > 0 && start < end) shiftDown(buf, start, end);
       end -= start;
       start = 0;
@@ -333,7 +340,7 @@ async function chunkFile(path: Uint8Array, compression: CompressionMode): Promis
     return { content, size, changed };
   } finally {
     // The next file reads into the window; after a failure, what was handed over is still sealed.
-    await takeBack();
+    if (anyHandedOver()) await takeBack();
     fs.closeSync(fd);
   }
 }
