@@ -3,10 +3,24 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DEFAULT_CHUNKER } from '../src/chunker/fastcdc.js';
+import { Chunker, DEFAULT_CHUNKER } from '../src/chunker/fastcdc.js';
+import { gearTable } from '../src/chunker/gear.js';
+import { keyedId } from '../src/crypto/ids.js';
 import { type MasterKeys } from '../src/crypto/keys.js';
 import { BlobType, openBlob } from '../src/repo/blob.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../src/workers/pool.js';
+
+/** A file's content list as the JavaScript reference chunker cuts it from one buffer. */
+function referenceContent(keys: MasterKeys, data: Buffer): string[] {
+  const chunker = new Chunker(gearTable(keys.chunker), DEFAULT_CHUNKER, { native: false });
+  const out: string[] = [];
+  for (let at = 0; at < data.length; ) {
+    const n = chunker.cut(data, at, data.length);
+    out.push(keyedId(keys.id, data.subarray(at, at + n)).toString('hex'));
+    at += n;
+  }
+  return out;
+}
 
 /** What a test keeps of a pack the pool handed over: its blobs and a copy of its bytes. */
 type StoredPack = { blobs: FinishedPack['blobs']; data: Buffer };
@@ -73,6 +87,10 @@ describe('worker pool', () => {
         return openBlob(keys, BlobType.Data, Buffer.from(id, 'hex'), loc!.pack.data.subarray(loc!.offset, loc!.offset + loc!.length));
       });
       expect(Buffer.concat(parts).equals(data)).toBe(true);
+      // The same cut points as the reference chunker's over the whole file at
+      // once: reads, window passes and handovers must never move one (else the
+      // same bytes would not deduplicate).
+      expect(result.content).toEqual(referenceContent(keys, data));
       expect(fs.readdirSync(staging)).toEqual([]);
     } finally {
       await pool.close();
@@ -129,6 +147,7 @@ describe('worker pool', () => {
           return openBlob(keys, BlobType.Data, Buffer.from(id, 'hex'), loc!.pack.data.subarray(loc!.offset, loc!.offset + loc!.length));
         });
         expect(Buffer.concat(parts).equals(files[i]!.data)).toBe(true);
+        expect(result.content).toEqual(referenceContent(keys, files[i]!.data));
       });
     } finally {
       await pool.close();

@@ -360,7 +360,7 @@ export class WorkerPool {
   private forwardSeal(from: Slot, msg: Extract<WorkerResponse, { kind: 'seal' }>): void {
     let to: Slot | undefined;
     for (const s of this.slots) if (s !== from && (!to || s.active < to.active)) to = s;
-    const req: WorkerRequest = { op: 'seal', id: msg.id, compression: msg.compression, from: msg.from, slot: msg.slot, ticket: msg.ticket, offset: msg.offset, length: msg.length };
+    const req: WorkerRequest = { op: 'seal', compression: msg.compression, from: msg.from, slot: msg.slot, ticket: msg.ticket, offset: msg.offset, length: msg.length };
     this.handedOver++;
     (to ?? from).worker.postMessage(req);
   }

@@ -25,7 +25,8 @@ export interface WorkerInit {
   /**
    * Shared Int32 state of all threads: [0, threads) is how many requests
    * thread i has queued or under way; then HANDOVER_SLOTS slot states per
-   * thread (see `offload` in worker.ts).
+   * thread; then, per slot, the ID of the chunk handed over through it (8
+   * words), written by the thread that hashed it (see `offload` in worker.ts).
    */
   peers: SharedArrayBuffer;
   /**
@@ -39,9 +40,12 @@ export interface WorkerInit {
 /** Chunks one thread may have handed over and not yet sealed by another. */
 export const HANDOVER_SLOTS = 2;
 
+/** Int32 words of a handed-over chunk's ID in WorkerInit.peers. */
+export const HANDOVER_ID_WORDS = 8;
+
 /** Int32 elements of WorkerInit.peers for `threads` threads. */
 export function peerStateLength(threads: number): number {
-  return threads + threads * HANDOVER_SLOTS;
+  return threads + threads * HANDOVER_SLOTS * (1 + HANDOVER_ID_WORDS);
 }
 
 /**
@@ -98,13 +102,13 @@ export interface PackFileRange {
 export type OpenRangeResult = Array<{ plain?: Uint8Array; error?: string }>;
 
 /**
- * Seal a new chunk another thread cut, hashed and claimed, into this thread's
- * pack. The chunk is bytes [offset, offset + length) of thread `from`'s window;
- * `slot` is the handover slot that tracks it, freed once it is sealed.
+ * Hash a chunk another thread cut, and seal it into this thread's pack unless
+ * it is stored already. The chunk is bytes [offset, offset + length) of thread
+ * `from`'s window; `slot` is the handover slot that tracks it, whose ID words
+ * receive the chunk's ID before the slot is freed.
  */
 export interface SealRequest {
   op: 'seal';
-  id: Uint8Array;
   compression: CompressionMode;
   from: number;
   slot: number;
