@@ -415,7 +415,12 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 1, argv, "scanDir(path)")) return NULL;
   char *p = path_arg(env, argv[0]);
   if (!p) return NULL;
-  int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  // O_NOATIME: listing a directory would otherwise move its access time (relatime
+  // does once a day, or whenever it is older than the mtime), which its parent's
+  // tree records, so every daily backup would store every tree again. Only the
+  // owner (or root) may ask for it: anyone else lists as usual.
+  int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   int err = errno;
   free(p);
   napi_value result;

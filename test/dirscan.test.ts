@@ -282,6 +282,19 @@ describe('reusing the trees of unchanged directories', () => {
     expect(await srcTree(await fromScratch())).toBe(await srcTree(again));
   });
 
+  it('leaves the access times of what it reads as they were, so that the next backup reuses every tree', async () => {
+    await settled();
+    // Older than the modification times: Linux's relatime updates such an atime on the next read or listing.
+    const old = 946_684_800_000_000_000n;
+    const touched = [src, path.join(src, 'a'), path.join(src, 'a/deep'), path.join(src, 'b/b1.txt')];
+    for (const p of touched) nativeSyscalls()!.utimens(Buffer.from(p), old, fs.statSync(p, { bigint: true }).mtimeNs, true);
+    const first = await run();
+    for (const p of touched) expect(fs.statSync(p, { bigint: true }).atimeNs, p).toBe(old);
+    const again = await run();
+    expect(again.summary.tree_blobs).toBe(0);
+    expect(await srcTree(again)).toBe(await srcTree(first));
+  });
+
   const changes: Array<[string, () => void]> = [
     [
       'a file deep down changed (same size and mtime)',
