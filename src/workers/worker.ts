@@ -390,8 +390,11 @@ async function chunkFile(path: Uint8Array, compression: CompressionMode): Promis
     return { content, size, changed };
   } finally {
     // The next file reads into the window; after a failure, what was handed over is still sealed.
-    if (anyHandedOver()) await takeBack();
-    fs.closeSync(fd);
+    try {
+      if (anyHandedOver()) await takeBack();
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 }
 
