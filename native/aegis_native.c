@@ -7,8 +7,8 @@
 //   gcmSealInto(...), gcmOpenInPlace(...)             AES-256-GCM without an output buffer per call
 //                                                     (Node's Cipher allocates one per update)
 //   scanDir(path)                                     a directory's entries with their lstat, in one call
-//   restoreWholeFile(...)                             create, write, finish and rename a restored file
-//                                                     in one call (seven fs calls from JavaScript before)
+//   restoreWholeFile(...)                             create, write and finish a restored file under its
+//                                                     final name in one call (seven fs calls from JavaScript before)
 //   restoreDirDone()                                  forget the directory restoreWholeFile kept open
 //   willNeed(fd, offset, length)                      start reading a file range into the page cache
 //   moveWithin(bytes, target, start, end)             memmove inside one buffer (V8 moves bytes of
@@ -526,7 +526,7 @@ static bool path_into(napi_env env, napi_value v, char *out) {
 }
 
 // The directory of the last restored file, open, so that the next files in it
-// are created and renamed relative to it instead of walking their whole paths
+// are created relative to it instead of walking their whole paths
 // again (perf: ~3% of a restore's CPU in path walks, for three walks per file).
 // Kept for one worker request at most: restoreDirDone() drops it.
 static __thread char dir_path[PATH_MAX + 1];
@@ -560,32 +560,32 @@ static napi_value restore_dir_done(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// restoreWholeFile(tmp, dest, data | null, size, chown, uid, gid, mode, atimeNs, mtimeNs)
-// The whole of a restored file: create `tmp` (O_EXCL, never through a symlink),
-// write `data`, set the size when it differs (a hole for the rest), owner (if
-// `chown`) then mode (chown clears setuid/setgid), each only if it differs,
-// times, close, and rename onto `dest` (no rename when `tmp` is `dest`: the
-// file is then made under its final name, which O_EXCL says did not exist).
+// restoreWholeFile(dest, data | null, size, chown, uid, gid, mode, atimeNs, mtimeNs)
+// The whole of a restored file, made under its final name: create `dest`
+// (O_EXCL, so only where nothing is; never through a symlink), write `data`, set
+// the size when it differs (a hole for the rest), owner (if `chown`) then mode
+// (chown clears setuid/setgid), each only if it differs, times, close.
 // Returns 0, or an errno after removing the file it made (never one it did not
-// make); the caller then repeats the work with Node's calls, whose errors it reports.
+// make); the caller then does the work with Node's calls (a temporary name and
+// a rename that replaces what is there), whose errors it reports.
 // Each Node fs call costs a few microseconds beyond its system call; 30,000
 // small files made seven each, on the restore's worker threads.
 static napi_value restore_whole_file(napi_env env, napi_callback_info info) {
-  napi_value argv[10];
-  if (!get_args(env, info, 10, argv, "restoreWholeFile(tmp, dest, data, size, chown, uid, gid, mode, atimeNs, mtimeNs)")) return NULL;
-  static __thread char tmp[PATH_MAX + 1], dest[PATH_MAX + 1];
+  napi_value argv[9];
+  if (!get_args(env, info, 9, argv, "restoreWholeFile(dest, data, size, chown, uid, gid, mode, atimeNs, mtimeNs)")) return NULL;
+  static __thread char dest[PATH_MAX + 1];
   napi_value result;
-  if (!path_into(env, argv[0], tmp) || !path_into(env, argv[1], dest)) {
+  if (!path_into(env, argv[0], dest)) {
     napi_create_int32(env, EINVAL, &result);
     return result;
   }
   const uint8_t *data = NULL;
   size_t len = 0;
   napi_valuetype t;
-  napi_typeof(env, argv[2], &t);
+  napi_typeof(env, argv[1], &t);
   if (t != napi_null && t != napi_undefined) {
     void *d;
-    if (napi_get_buffer_info(env, argv[2], &d, &len) != napi_ok) {
+    if (napi_get_buffer_info(env, argv[1], &d, &len) != napi_ok) {
       napi_create_int32(env, EINVAL, &result);
       return result;
     }
@@ -594,13 +594,13 @@ static napi_value restore_whole_file(napi_env env, napi_callback_info info) {
   double size_d;
   bool chown_b;
   uint32_t uid, gid, mode;
-  napi_get_value_double(env, argv[3], &size_d);
-  napi_get_value_bool(env, argv[4], &chown_b);
-  napi_get_value_uint32(env, argv[5], &uid);
-  napi_get_value_uint32(env, argv[6], &gid);
-  napi_get_value_uint32(env, argv[7], &mode);
+  napi_get_value_double(env, argv[2], &size_d);
+  napi_get_value_bool(env, argv[3], &chown_b);
+  napi_get_value_uint32(env, argv[4], &uid);
+  napi_get_value_uint32(env, argv[5], &gid);
+  napi_get_value_uint32(env, argv[6], &mode);
   struct timespec ts[2];
-  if (!ns_arg(env, argv[8], &ts[0]) || !ns_arg(env, argv[9], &ts[1])) return NULL;
+  if (!ns_arg(env, argv[7], &ts[0]) || !ns_arg(env, argv[8], &ts[1])) return NULL;
   off_t size = (off_t)size_d;
 
   int err = 0;
@@ -609,18 +609,15 @@ static napi_value restore_whole_file(napi_env env, napi_callback_info info) {
   // each call skipped is an inode update fewer (~2 us each). A file that will
   // change owner is first narrowed to 0600, before any byte is written, so a
   // partial file is never readable by a group or others it will not have.
-  // Relative to the directory when the temporary name and the destination share it (always, from the restore).
+  // Relative to the directory the last file went into, when this one goes there too.
   int dfd = AT_FDCWD;
-  const char *tname = tmp, *dname = dest;
-  const char *ts_ = strrchr(tmp, '/'), *ds_ = strrchr(dest, '/');
-  if (ts_ && ds_ && ts_ > tmp && ts_ - tmp == ds_ - dest && memcmp(tmp, dest, (size_t)(ts_ - tmp)) == 0) {
-    dfd = dir_for(tmp, (size_t)(ts_ - tmp));
-    if (dfd != AT_FDCWD) {
-      tname = ts_ + 1;
-      dname = ds_ + 1;
-    }
+  const char *name = dest;
+  const char *slash = strrchr(dest, '/');
+  if (slash && slash > dest) {
+    dfd = dir_for(dest, (size_t)(slash - dest));
+    if (dfd != AT_FDCWD) name = slash + 1;
   }
-  int fd = openat(dfd, tname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)(mode & 0777));
+  int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)(mode & 0777));
   if (fd < 0) {
     napi_create_int32(env, errno, &result);
     return result;
@@ -648,8 +645,7 @@ static napi_value restore_whole_file(napi_env env, napi_callback_info info) {
   if (!err && (set_owner || (st.st_mode & 07777) != (mode & 07777)) && fchmod(fd, (mode_t)mode) != 0) err = errno;
   if (!err && futimens(fd, ts) != 0) err = errno;
   if (close(fd) != 0 && !err) err = errno;
-  if (!err && strcmp(tname, dname) != 0 && renameat(dfd, tname, dfd, dname) != 0) err = errno;
-  if (err) unlinkat(dfd, tname, 0);
+  if (err) unlinkat(dfd, name, 0);
   napi_create_int32(env, err, &result);
   return result;
 }

@@ -234,16 +234,17 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   const inFlight = new Set<Promise<void>>();
   let writeFailure: { err: unknown } | undefined;
   let onIdle: (() => void) | undefined;
-  // Queue entries before this one have had their read-ahead asked for (readSoon):
+  // Queue entries before this one have had their read-ahead asked for (PackReadAhead):
   // those in flight and the next few, so that the disk works ahead of the threads.
   let hintedTo = 0;
+  const readAhead = new PackReadAhead();
   const hintAhead = (): void => {
     if (!opts.pool) return;
     const end = Math.min(queue.length, queueHead + limit + READ_AHEAD_RANGES);
     for (let i = Math.max(hintedTo, queueHead); i < end; i++) {
       const { plan, range } = queue[i]!;
       const file = repo.packFile(plan.packId);
-      if (file) readSoon(file, range.start, range.end - range.start);
+      if (file) readAhead.hint(file, range.start, range.end - range.start);
     }
     hintedTo = Math.max(hintedTo, end);
   };
@@ -400,6 +401,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     throw err;
   } finally {
     if (timer) clearInterval(timer);
+    readAhead.close();
   }
   // A write already on its way when its file failed may have created the temporary file again.
   for (const f of failed) fs.rmSync(f.tmp, { force: true });
@@ -563,29 +565,37 @@ async function verifyFile(repo: Repository, dest: Buffer, entry: WalkEntry): Pro
   }
 }
 
-/** Ranges past those in flight whose reading the kernel is asked to start (readSoon). */
+/** Ranges past those in flight whose reading the kernel is asked to start (PackReadAhead). */
 const READ_AHEAD_RANGES = 4;
 
 /**
- * Have the kernel start reading a range of a local pack now. The worker thread
- * it goes to is still busy with the range before (two are in flight per
+ * Has the kernel start reading ranges of local packs now. The worker thread a
+ * range goes to is still busy with the range before (two are in flight per
  * thread) and would otherwise wait for the disk before it can decrypt: after a
  * backup the packs are not in the page cache (they were written with O_DIRECT).
- * Best effort: without the addon, or if the pack cannot be opened here, the
- * worker's own read is all there is.
+ * Ranges are queued pack by pack, so the last pack asked about stays open (an
+ * open and a close per range before). Best effort: without the addon, or if the
+ * pack cannot be opened here, the worker's own read is all there is.
  */
-function readSoon(file: string, offset: number, length: number): void {
-  const willNeed = nativeSyscalls()?.willNeed;
-  if (!willNeed) return;
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch {
-    return;
+class PackReadAhead {
+  private readonly willNeed = nativeSyscalls()?.willNeed;
+  private pack: { file: string; fd: number } | undefined;
+
+  hint(file: string, offset: number, length: number): void {
+    if (!this.willNeed) return;
+    if (this.pack?.file !== file) {
+      this.close();
+      try {
+        this.pack = { file, fd: fs.openSync(file, 'r') };
+      } catch {
+        return;
+      }
+    }
+    this.willNeed(this.pack.fd, offset, length);
   }
-  try {
-    willNeed(fd, offset, length);
-  } finally {
-    fs.closeSync(fd);
+
+  close(): void {
+    if (this.pack) fs.closeSync(this.pack.fd);
+    this.pack = undefined;
   }
 }

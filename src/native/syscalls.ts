@@ -25,12 +25,11 @@ interface NativeSyscalls {
   /** Decrypt `data` where it lies; false if `tag` does not authenticate it (data is then garbage). */
   gcmOpenInPlace?(key: Uint8Array, iv: Uint8Array, ad: Uint8Array, data: Uint8Array, tag: Uint8Array): boolean;
   /**
-   * A restored file in one call: create `tmp` exclusively, write `data`, size,
-   * owner (if `chown`), mode, times, rename onto `dest`. 0, or an errno after
-   * removing the `tmp` it created.
+   * A restored file in one call, under its final name: create `dest` exclusively
+   * (so only where nothing is), write `data`, size, owner (if `chown`), mode,
+   * times. 0, or an errno after removing the file it created.
    */
   restoreWholeFile?(
-    tmp: Buffer,
     dest: Buffer,
     data: Buffer | null,
     size: number,

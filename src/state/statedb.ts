@@ -86,11 +86,9 @@ export function forgetStaleRepos(db: Database.Database, now = Date.now(), staleA
   }
   const stale = db.prepare('SELECT repo FROM repos WHERE last_backup < ?').pluck().all(now - staleAfterMs) as string[];
   if (stale.length === 0) return stale;
+  const deletes = [...STATE_TABLES, 'repos'].map((table) => db.prepare(`DELETE FROM ${table} WHERE repo = ?`));
   const forget = db.transaction((repos: string[]) => {
-    for (const repo of repos) {
-      for (const table of STATE_TABLES) db.prepare(`DELETE FROM ${table} WHERE repo = ?`).run(repo);
-      db.prepare('DELETE FROM repos WHERE repo = ?').run(repo);
-    }
+    for (const repo of repos) for (const del of deletes) del.run(repo);
   });
   forget(stale);
   // Freed pages stay in the file for later rows; when they are most of it, give them back.

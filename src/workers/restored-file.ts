@@ -219,8 +219,7 @@ function writeAll(fd: number, data: Buffer, offset: number): void {
  */
 function writeWholeFile(tmp: Buffer, data: Buffer | null, spec: FinishSpec): void {
   const { meta } = spec;
-  const dest = bytes(spec.dest);
-  if (wholeFileNative?.(dest, dest, data, spec.size, isRoot, meta.uid, meta.gid, meta.mode, meta.atimeNs, meta.mtimeNs) === 0) return;
+  if (wholeFileNative?.(bytes(spec.dest), data, spec.size, isRoot, meta.uid, meta.gid, meta.mode, meta.atimeNs, meta.mtimeNs) === 0) return;
   const written = data?.length ?? 0;
   finishOpen(tmp, fsc.O_EXCL, bytes(spec.dest), spec.size, meta, written, (fd) => {
     if (data) writeAll(fd, data, 0);
