@@ -56,6 +56,37 @@ export async function timedPhase(
   return { result, measurement: m };
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/**
+ * One row for several runs of the same step by the same tool (--repeat): the
+ * median wall and CPU time, the highest peak RSS, every wall time in `runs`, and
+ * the other fields (notes, repository size) of the last run, which is the one
+ * later phases build on. Any failed run makes the row failed.
+ */
+export function combineRuns(runs: PhaseResult[]): PhaseResult {
+  const last = runs[runs.length - 1]!;
+  if (runs.length === 1) return last;
+  const failed = runs.find((r) => !r.ok);
+  if (failed) return { ...failed, note: `run ${runs.indexOf(failed) + 1} of ${runs.length}: ${failed.note ?? 'failed'}` };
+  const seconds = median(runs.map((r) => r.seconds!));
+  const cpus = runs.map((r) => r.cpuSeconds).filter((c): c is number => typeof c === 'number');
+  const rss = runs.map((r) => r.peakRssKiB).filter((k): k is number => typeof k === 'number');
+  const combined: PhaseResult = {
+    ...last,
+    seconds,
+    runs: runs.map((r) => r.seconds!),
+    cpuSeconds: cpus.length === runs.length ? median(cpus) : last.cpuSeconds,
+    peakRssKiB: rss.length > 0 ? Math.max(...rss) : last.peakRssKiB,
+  };
+  if (last.bytes !== undefined && seconds > 0) combined.mbPerSec = last.bytes / seconds / 1e6;
+  return combined;
+}
+
 /** A row for a step that did not run. */
 export function skippedPhase(section: Section, tool: string, phase: string, note: string): PhaseResult {
   return { section, tool, phase, ok: false, skipped: true, note };

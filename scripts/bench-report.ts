@@ -34,6 +34,8 @@ export interface BenchReport {
   mutation?: MutationInfo;
   tools: ToolInfo[];
   pageCache: string;
+  /** How often the repeated phases ran (--repeat). */
+  repeat: number;
   rssMethod: string;
   results: PhaseResult[];
   targets: TargetCheck[];
@@ -150,10 +152,17 @@ function ratioCell(results: PhaseResult[], r: PhaseResult, other: string): strin
   return '';
 }
 
+function repeatNote(report: BenchReport): string {
+  return report.repeat > 1
+    ? `First backup and restore: median of ${report.repeat} runs per tool, in rounds that run every tool once (highest peak RSS of the runs; every time in the JSON's \`runs\`). `
+    : '';
+}
+
 function statusCell(r: PhaseResult): string {
   if (r.skipped) return `skipped: ${r.note ?? ''}`;
   if (!r.ok) return `FAILED: ${r.note ?? ''}`;
-  return r.note ?? '';
+  const runs = r.runs ? `median of ${r.runs.map((x) => x.toFixed(2)).join(', ')} s` : '';
+  return [runs, r.note ?? ''].filter(Boolean).join('; ');
 }
 
 export function renderText(report: BenchReport): string {
@@ -164,7 +173,7 @@ export function renderText(report: BenchReport): string {
       `${d.binaries} binaries ${fmtBytes(d.binaryBytes)}, image ${fmtBytes(d.imageBytes)}), source ${d.source}`,
   );
   if (report.mutation) out.push(`Mutation: ${report.mutation.summary}`);
-  out.push(`Page cache: ${report.pageCache}. Peak RSS via ${report.rssMethod}. Machine: ${report.machine.cpus} CPUs, ${report.machine.memoryGiB} GiB, Node ${report.machine.node}.`);
+  out.push(`Page cache: ${report.pageCache}. ${repeatNote(report)}Peak RSS via ${report.rssMethod}. Machine: ${report.machine.cpus} CPUs, ${report.machine.memoryGiB} GiB, Node ${report.machine.node}.`);
   for (const t of report.tools) out.push(`  ${t.name.padEnd(6)} ${t.available ? `${t.version ?? ''} — ${t.settings}` : `not run: ${t.reason ?? ''}`}`);
   const tools = report.tools.map((t) => t.name);
   const others = ['restic', 'borg'].filter((t) => tools.includes(t));
@@ -222,7 +231,7 @@ export function renderMarkdown(report: BenchReport): string {
     `Measured ${report.date.slice(0, 10)} by \`npm run bench\` on a ${report.machine.cpus}-core machine, side by side in one run, ` +
       `${report.pageCache}; dataset ${fmtBytes(d.bytes)} in ${d.files.toLocaleString('en-US')} files (scale ${d.scale}). ` +
       tools.map((t) => `${t.version ?? t.name}: ${t.settings}`).join('; ') +
-      '. Cells: wall time, throughput, peak RSS.',
+      `. ${repeatNote(report)}Cells: wall time, throughput, peak RSS.`,
     '',
   );
   lines.push(`| phase | ${names.join(' | ')} | target (aegis vs restic) |`);

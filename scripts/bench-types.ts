@@ -20,8 +20,10 @@ export interface PhaseResult {
   skipped?: boolean;
   /** Why it failed or was skipped, or what it verified. */
   note?: string;
-  /** Wall time of the command. */
+  /** Wall time of the command; with several runs (--repeat), their median. */
   seconds?: number;
+  /** Wall times of every run, in the order they ran, when the step was repeated. */
+  runs?: number[];
   /** Bytes the step processed (the dataset size), for throughput. */
   bytes?: number;
   /** Decimal megabytes per second: bytes / seconds / 1e6. */

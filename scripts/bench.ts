@@ -9,7 +9,7 @@
  * the issue's targets, writes JSON (--out) and a Markdown snippet (--markdown).
  *
  * Usage: node dist/scripts/bench.js [--scale 0.1] [--only aegis,restic,borg] [--data DIR]
- *        [--work DIR] [--out FILE] [--markdown FILE] [--no-mount] [--no-s3] [--cold] [--no-prime] [--keep]
+ *        [--work DIR] [--out FILE] [--markdown FILE] [--repeat N] [--no-mount] [--no-s3] [--cold] [--no-prime] [--keep]
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -18,9 +18,9 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DEFAULT_SEED, ensureDataset } from './bench-data.js';
-import { diskUsage, killRunning, measure, rssMethod, warmPageCache } from './bench-measure.js';
+import { diskUsage, failureNote, killRunning, measure, rssMethod, warmPageCache } from './bench-measure.js';
 import { type MutationInfo, mutateDataset } from './bench-mutate.js';
-import { type PhaseSettings, restorePhase, skippedPhase, timedPhase } from './bench-phases.js';
+import { type PhaseSettings, combineRuns, restorePhase, skippedPhase, timedPhase } from './bench-phases.js';
 import { type BenchReport, type ToolInfo, checkTargets, fmtBytes, renderMarkdown, renderText } from './bench-report.js';
 import { benchS3 } from './bench-s3.js';
 import { PROJECT_ROOT, type ToolAdapter, type ToolContext, adapterFor, prepareContext } from './bench-tools.js';
@@ -34,6 +34,8 @@ const USAGE = `usage: node dist/scripts/bench.js [options]
   --only LIST       tools to run, comma-separated (default aegis,restic,borg; missing ones are skipped)
   --out FILE        JSON results (default /tmp/aegis-bench/results.json)
   --markdown FILE   also write a Markdown table for the README
+  --repeat N        time the first backup and the restore N times per tool, in rounds
+                    (every tool once per round), and report the median (default 3)
   --no-mount        skip the mount section (scripts/bench-mount.ts)
   --no-s3           skip the S3 section (scripts/s3-server.sh)
   --cold            drop the page cache before every timed command (root only; default: warm cache)
@@ -48,6 +50,7 @@ interface Options {
   only: ToolName[];
   out: string;
   markdown?: string;
+  repeat: number;
   mount: boolean;
   s3: boolean;
   cold: boolean;
@@ -66,6 +69,7 @@ function parseOptions(argv: string[]): Options {
       only: { type: 'string', default: TOOL_NAMES.join(',') },
       out: { type: 'string', default: '/tmp/aegis-bench/results.json' },
       markdown: { type: 'string' },
+      repeat: { type: 'string', default: '3' },
       'no-mount': { type: 'boolean', default: false },
       'no-s3': { type: 'boolean', default: false },
       cold: { type: 'boolean', default: false },
@@ -84,6 +88,8 @@ function parseOptions(argv: string[]): Options {
   if (!(scale > 0 && scale <= 8)) throw new Error(`--scale must be a number in (0, 8], got ${values.scale}`);
   const seed = Number(values.seed);
   if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`--seed must be a non-negative integer, got ${values.seed}`);
+  const repeat = Number(values.repeat);
+  if (!Number.isSafeInteger(repeat) || repeat < 1 || repeat > 9) throw new Error(`--repeat must be an integer from 1 to 9, got ${values.repeat}`);
   const only = values.only.split(',').map((s) => s.trim()).filter(Boolean);
   for (const t of only) if (!(TOOL_NAMES as readonly string[]).includes(t)) throw new Error(`--only: unknown tool "${t}" (aegis, restic, borg)`);
   return {
@@ -94,6 +100,7 @@ function parseOptions(argv: string[]): Options {
     only: only as ToolName[],
     out: path.resolve(values.out),
     markdown: values.markdown ? path.resolve(values.markdown) : undefined,
+    repeat,
     mount: !values['no-mount'],
     s3: !values['no-s3'],
     cold: values.cold,
@@ -230,6 +237,28 @@ async function main(): Promise<void> {
       if (!r.ok && !r.skipped) lane.broken = `${name} failed`;
     }
   };
+  /**
+   * A phase run `opts.repeat` times per lane, in rounds (every lane once per round,
+   * so background noise spreads over the tools alike), reported as one row per
+   * lane with the median (combineRuns). `fn` is told the round (1-based); the last
+   * round is the one later phases build on.
+   */
+  const repeatedPhase = async (name: string, fn: (lane: Lane, round: number) => Promise<PhaseResult>): Promise<void> => {
+    const runs = new Map<Lane, PhaseResult[]>();
+    for (let round = 1; round <= opts.repeat; round++) {
+      log(`${name}${opts.repeat > 1 ? ` (round ${round} of ${opts.repeat})` : ''}:`);
+      for (const lane of lanes) {
+        if (lane.broken) continue;
+        const r = await fn(lane, round);
+        runs.set(lane, [...(runs.get(lane) ?? []), r]);
+        if (!r.ok && !r.skipped) lane.broken = `${name} failed`;
+      }
+    }
+    for (const lane of lanes) {
+      const r = runs.get(lane);
+      results.push(r ? combineRuns(r) : skippedPhase('local', lane.adapter.name, name, lane.broken ?? 'not run'));
+    }
+  };
 
   const pageCache =
     (opts.cold
@@ -240,20 +269,35 @@ async function main(): Promise<void> {
 
   await phase('init', async (lane) => (await timedPhase(lane.adapter.init(lane.ctx), { section: 'local', tool: lane.adapter.name, phase: 'init' }, settings)).result);
 
-  const backup = async (phaseName: string, snapshotName: string, bytes: number, before?: (lane: Lane) => Promise<void>): Promise<void> => {
-    await phase(phaseName, async (lane) => {
-      if (before) await before(lane);
-      const { result } = await timedPhase(lane.adapter.backup(lane.ctx, source, snapshotName), { section: 'local', tool: lane.adapter.name, phase: phaseName, bytes }, settings);
-      if (result.ok) {
-        lane.ctx.latest = snapshotName;
-        result.repoBytes = repoSize(lane);
-      }
-      return result;
-    });
+  const backupInto = async (lane: Lane, phaseName: string, snapshotName: string, bytes: number): Promise<PhaseResult> => {
+    const { result } = await timedPhase(lane.adapter.backup(lane.ctx, source, snapshotName), { section: 'local', tool: lane.adapter.name, phase: phaseName, bytes }, settings);
+    if (result.ok) {
+      lane.ctx.latest = snapshotName;
+      result.repoBytes = repoSize(lane);
+    }
+    return result;
+  };
+  const backup = async (phaseName: string, snapshotName: string, bytes: number): Promise<void> => {
+    await phase(phaseName, (lane) => backupInto(lane, phaseName, snapshotName, bytes));
   };
 
-  await backup('first backup', 'first', dataset.bytes, async () => {
-    if (!opts.cold) await warmPageCache(source);
+  // Every round but the last backs up into a scratch repository of its own (a
+  // first backup needs an empty one), deleted afterwards; the last round's
+  // repository is the one the later phases use.
+  await repeatedPhase('first backup', async (lane, round) => {
+    const scratch = round < opts.repeat;
+    const dir = path.join(workDir, `${lane.adapter.name}-scratch`);
+    const target: Lane = scratch ? { adapter: lane.adapter, ctx: prepareContext(dir, path.join(dir, 'repo'), lane.ctx.extraEnv) } : lane;
+    try {
+      if (scratch) {
+        const init = await measure(lane.adapter.init(target.ctx));
+        if (!init.ok) return { section: 'local', tool: lane.adapter.name, phase: 'first backup', ok: false, note: `init of a scratch repository: ${failureNote(init)}` };
+      }
+      if (!opts.cold) await warmPageCache(source);
+      return await backupInto(target, 'first backup', 'first', dataset.bytes);
+    } finally {
+      if (scratch) fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
   await backup('unchanged backup', 'unchanged', dataset.bytes);
   const repoAfterUnchanged = new Map(results.filter((r) => r.phase === 'unchanged backup' && r.repoBytes !== undefined).map((r) => [r.tool, r.repoBytes!]));
@@ -273,7 +317,7 @@ async function main(): Promise<void> {
     if (r.phase === 'mutated backup' && r.ok && r.repoBytes !== undefined && before !== undefined) r.growthBytes = r.repoBytes - before;
   }
 
-  await phase('restore', (lane) => restorePhase(lane.adapter, lane.ctx, 'local', manifest, settings));
+  await repeatedPhase('restore', (lane) => restorePhase(lane.adapter, lane.ctx, 'local', manifest, settings));
 
   if (opts.mount) results.push(...(await runMountHook(lanes, source, manifest.bytes, manifest.files.size, workDir, opts.prime, notes)));
   else notes.push('mount section skipped (--no-mount)');
@@ -295,6 +339,7 @@ async function main(): Promise<void> {
     mutation,
     tools: toolInfo,
     pageCache,
+    repeat: opts.repeat,
     rssMethod: rssMethod(),
     results,
     targets: checkTargets(results),
