@@ -10,7 +10,9 @@
  *   3. first cat of the largest file of the dataset, then a second cat (MB/s);
  *   4. read every file once (find -type f | xargs cat), then the RSS of the mount
  *      process (VmRSS; the peak VmHWM goes in the note).
- * Then it unmounts (SIGINT, then fusermount -u -z as a fallback).
+ * Then it unmounts (SIGINT, then fusermount -u -z as a fallback). With `repeat`
+ * N > 1, N − 1 more rounds (every tool once per round) mount afresh, time the
+ * mount until ready and a first cat, and unmount; those two rows show the median.
  *
  * Paths: aegis shows snapshots/<time>/<absolute path>, restic shows
  * snapshots/<time>/<absolute path>, borg shows <archive>/<path without the
@@ -58,6 +60,10 @@ interface ToolRun {
 
 interface Measured {
   tool: string;
+  /** Every round's time to a ready mount (the first is the full round's). */
+  readyRuns: number[];
+  /** Every round's first cat of the big file, in seconds. */
+  firstCatRuns: number[];
   readySeconds?: number;
   lsSeconds?: number;
   firstCatMBps?: number;
@@ -116,8 +122,20 @@ async function unmount(child: ChildProcess, mnt: string): Promise<void> {
   if (isMounted(mnt)) await wall('fusermount', ['-u', '-z', mnt]);
 }
 
-async function measureTool(t: ToolRun, workDir: string, prime: boolean, log: (m: string) => void): Promise<Measured> {
-  const out: Measured = { tool: t.name };
+interface Mounted {
+  child: ChildProcess;
+  mnt: string;
+  /** The dataset's directory inside the mount. */
+  dir: string;
+  readySeconds: number;
+}
+
+/**
+ * Start the tool's mount and wait until the dataset's directory is visible
+ * (polled every 5 ms); the child is handed to `onChild` at once, so that the
+ * caller can unmount it even when it never becomes ready.
+ */
+async function startMount(t: ToolRun, workDir: string, prime: boolean, onChild: (child: ChildProcess, mnt: string) => void): Promise<Mounted> {
   const mnt = path.join(workDir, `mnt-${t.name}`);
   fs.mkdirSync(mnt, { recursive: true });
   if (isMounted(mnt)) await wall('fusermount', ['-u', '-z', mnt]);
@@ -125,23 +143,38 @@ async function measureTool(t: ToolRun, workDir: string, prime: boolean, log: (m:
   let stderr = '';
   const t0 = process.hrtime.bigint();
   const child = spawn(t.argv[0]!, [...t.argv.slice(1), mnt], { env: t.env, stdio: ['ignore', 'ignore', 'pipe'] });
+  onChild(child, mnt);
   child.stderr!.on('data', (d) => (stderr = (stderr + String(d)).slice(-4000)));
-  try {
-    let dir: string | undefined;
-    for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`mount exited early: ${stderr.trim().split('\n').pop() ?? ''}`);
-      if (isMounted(mnt)) {
-        try {
-          dir = t.datasetDir(mnt);
-        } catch {
-          dir = undefined;
-        }
-        if (dir && fs.existsSync(dir)) break;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`mount exited early: ${stderr.trim().split('\n').pop() ?? ''}`);
+    if (isMounted(mnt)) {
+      let dir: string | undefined;
+      try {
+        dir = t.datasetDir(mnt);
+      } catch {
+        dir = undefined;
       }
-      if (Number(process.hrtime.bigint() - t0) / 1e9 > 120) throw new Error('mount not ready after 120 s');
-      await sleep(5);
+      if (dir && fs.existsSync(dir)) return { child, mnt, dir, readySeconds: Number(process.hrtime.bigint() - t0) / 1e9 };
     }
-    out.readySeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (Number(process.hrtime.bigint() - t0) / 1e9 > 120) throw new Error('mount not ready after 120 s');
+    await sleep(5);
+  }
+}
+
+/** Time one cat of `file` to /dev/null (seconds). */
+async function timeCat(file: string): Promise<number> {
+  const c = await wall('sh', ['-c', 'exec cat "$1" > /dev/null', 'sh', file]);
+  if (c.code !== 0) throw new Error(`cat failed: ${c.stderr.trim()}`);
+  return c.seconds;
+}
+
+async function measureTool(t: ToolRun, workDir: string, prime: boolean, log: (m: string) => void): Promise<Measured> {
+  const out: Measured = { tool: t.name, readyRuns: [], firstCatRuns: [] };
+  let running: { child: ChildProcess; mnt: string } | undefined;
+  try {
+    const { dir, readySeconds } = await startMount(t, workDir, prime, (child, mnt) => (running = { child, mnt }));
+    out.readySeconds = readySeconds;
+    out.readyRuns.push(readySeconds);
     log(`mount: ${t.name} ready in ${out.readySeconds.toFixed(2)} s`);
 
     if (prime) primeMemory();
@@ -154,11 +187,12 @@ async function measureTool(t: ToolRun, workDir: string, prime: boolean, log: (m:
     out.bigBytes = fs.statSync(big).size;
     for (const which of ['first', 'second'] as const) {
       if (prime) primeMemory();
-      const c = await wall('sh', ['-c', 'exec cat "$1" > /dev/null', 'sh', big]);
-      if (c.code !== 0) throw new Error(`cat failed: ${c.stderr.trim()}`);
-      const mbps = out.bigBytes / 1e6 / c.seconds;
-      if (which === 'first') out.firstCatMBps = mbps;
-      else out.secondCatMBps = mbps;
+      const seconds = await timeCat(big);
+      const mbps = out.bigBytes / 1e6 / seconds;
+      if (which === 'first') {
+        out.firstCatMBps = mbps;
+        out.firstCatRuns.push(seconds);
+      } else out.secondCatMBps = mbps;
       log(`mount: ${t.name} ${which} cat ${mbps.toFixed(0)} MB/s`);
     }
 
@@ -166,7 +200,7 @@ async function measureTool(t: ToolRun, workDir: string, prime: boolean, log: (m:
     const all = await wall('sh', ['-c', 'find "$1" -type f -print0 | xargs -0 -r cat > /dev/null', 'sh', dir]);
     if (all.code !== 0) throw new Error(`reading every file failed: ${all.stderr.trim()}`);
     out.readAllSeconds = all.seconds;
-    const st = procStatus(child.pid!);
+    const st = procStatus(running!.child.pid!);
     out.rssKiB = st.rss;
     out.hwmKiB = st.hwm;
     log(`mount: ${t.name} RSS after ls -lR and reading every file: ${((st.rss ?? 0) / 1024).toFixed(0)} MiB`);
@@ -174,9 +208,36 @@ async function measureTool(t: ToolRun, workDir: string, prime: boolean, log: (m:
     out.error = (err as Error).message;
     log(`mount: ${t.name} failed: ${out.error}`);
   } finally {
-    await unmount(child, mnt);
+    if (running) await unmount(running.child, running.mnt);
   }
   return out;
+}
+
+/** A further round for `out`'s tool: a fresh mount, its time to ready, one first cat, unmount. */
+async function repeatRound(t: ToolRun, out: Measured, workDir: string, prime: boolean, log: (m: string) => void): Promise<void> {
+  let running: { child: ChildProcess; mnt: string } | undefined;
+  try {
+    const { dir, readySeconds } = await startMount(t, workDir, prime, (child, mnt) => (running = { child, mnt }));
+    out.readyRuns.push(readySeconds);
+    if (prime) primeMemory();
+    const seconds = await timeCat(path.join(dir, t.bigRel));
+    out.firstCatRuns.push(seconds);
+    log(`mount: ${t.name} ready in ${readySeconds.toFixed(2)} s, first cat ${(out.bigBytes! / 1e6 / seconds).toFixed(0)} MB/s`);
+  } finally {
+    if (running) await unmount(running.child, running.mnt);
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Fold the rounds into the figures the rows show: medians, every run kept. */
+function settle(r: Measured): void {
+  if (r.readyRuns.length > 1) r.readySeconds = median(r.readyRuns);
+  if (r.firstCatRuns.length > 1 && r.bigBytes) r.firstCatMBps = r.bigBytes / 1e6 / median(r.firstCatRuns);
 }
 
 function largestFile(root: string): string | undefined {
@@ -228,10 +289,20 @@ function rows(results: Measured[]): PhaseResult[] {
     }
     const vsBorg = (mine: number | undefined, theirs: number | undefined, higherIsBetter: boolean) =>
       r.tool !== 'borg' && borg && mine && theirs ? `${higherIsBetter ? (mine / theirs).toFixed(2) : (theirs / mine).toFixed(2)}× as fast as borg` : '';
-    out.push({ ...base, phase: 'mount ready', ok: true, seconds: r.readySeconds });
+    const runs = (xs: number[]) => (xs.length > 1 ? { runs: xs } : {});
+    out.push({ ...base, phase: 'mount ready', ok: true, seconds: r.readySeconds, ...runs(r.readyRuns) });
     if (r.lsSeconds !== undefined) out.push({ ...base, phase: 'ls -lR of a snapshot', ok: true, seconds: r.lsSeconds, note: vsBorg(r.lsSeconds, borg?.lsSeconds, false).trim() || undefined });
     if (r.firstCatMBps !== undefined) {
-      out.push({ ...base, phase: 'first cat of the largest file', ok: true, bytes: r.bigBytes, seconds: r.bigBytes! / 1e6 / r.firstCatMBps, mbPerSec: r.firstCatMBps, note: vsBorg(r.firstCatMBps, borg?.firstCatMBps, true).trim() || undefined });
+      out.push({
+        ...base,
+        phase: 'first cat of the largest file',
+        ok: true,
+        bytes: r.bigBytes,
+        seconds: r.bigBytes! / 1e6 / r.firstCatMBps,
+        mbPerSec: r.firstCatMBps,
+        ...runs(r.firstCatRuns),
+        note: vsBorg(r.firstCatMBps, borg?.firstCatMBps, true).trim() || undefined,
+      });
     }
     if (r.secondCatMBps !== undefined) out.push({ ...base, phase: 'second cat (cached)', ok: true, bytes: r.bigBytes, seconds: r.bigBytes! / 1e6 / r.secondCatMBps, mbPerSec: r.secondCatMBps });
     if (r.rssKiB !== undefined) {
@@ -249,8 +320,23 @@ export async function benchMount(opts: MountBenchOptions | SimpleMountBenchOptio
     const big = largestFile(opts.dataRoot);
     if (!big) return [{ section: 'mount', tool: 'aegis', phase: 'mount', ok: false, skipped: true, note: 'the dataset has no files' }];
     const runs = toolRuns(opts.tools, opts.dataRoot, path.relative(opts.dataRoot, big));
+    const prime = opts.prime ?? true;
     const results: Measured[] = [];
-    for (const t of runs) results.push(await measureTool(t, opts.workDir, opts.prime ?? true, opts.log));
+    for (const t of runs) results.push(await measureTool(t, opts.workDir, prime, opts.log));
+    for (let round = 2; round <= (opts.repeat ?? 1); round++) {
+      opts.log(`mount: round ${round} of ${opts.repeat}: mount ready and first cat`);
+      for (const [i, t] of runs.entries()) {
+        const r = results[i]!;
+        if (r.error || r.bigBytes === undefined) continue;
+        try {
+          await repeatRound(t, r, opts.workDir, prime, opts.log);
+        } catch (err) {
+          r.error = `round ${round}: ${(err as Error).message}`;
+          opts.log(`mount: ${t.name} failed: ${r.error}`);
+        }
+      }
+    }
+    for (const r of results) settle(r);
     return rows(results);
   }
   const log = (m: string) => process.stderr.write(`${m}\n`);

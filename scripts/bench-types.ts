@@ -74,6 +74,11 @@ export interface MountBenchOptions {
   workDir: string;
   /** Fault in and free memory before each timed step (bench-measure.ts, primeMemory). */
   prime?: boolean;
+  /**
+   * Time "mount ready" and the first cat this many times per tool (default 1), in
+   * rounds that run every tool once, each on a fresh mount; report the median.
+   */
+  repeat?: number;
   /** Run and time a command the way the rest of the bench does (wall time, peak RSS). */
   measure: (spec: { cmd: string; args: string[]; env?: Record<string, string>; cwd?: string }) => Promise<{
     ok: boolean;

@@ -34,8 +34,9 @@ const USAGE = `usage: node dist/scripts/bench.js [options]
   --only LIST       tools to run, comma-separated (default aegis,restic,borg; missing ones are skipped)
   --out FILE        JSON results (default /tmp/aegis-bench/results.json)
   --markdown FILE   also write a Markdown table for the README
-  --repeat N        time the first backup and the restore N times per tool, in rounds
-                    (every tool once per round), and report the median (default 3)
+  --repeat N        time the first backup, the restore, the mount until ready and the
+                    first cat through the mount N times per tool, in rounds (every tool
+                    once per round), and report the median (default 3)
   --no-mount        skip the mount section (scripts/bench-mount.ts)
   --no-s3           skip the S3 section (scripts/s3-server.sh)
   --cold            drop the page cache before every timed command (root only; default: warm cache)
@@ -121,7 +122,7 @@ interface Lane {
 }
 
 /** The optional mount section: scripts/bench-mount.ts (another engineer's file) when it exists. */
-async function runMountHook(lanes: Lane[], source: string, bytes: number, files: number, workDir: string, prime: boolean, notes: string[]): Promise<PhaseResult[]> {
+async function runMountHook(lanes: Lane[], source: string, bytes: number, files: number, workDir: string, prime: boolean, repeat: number, notes: string[]): Promise<PhaseResult[]> {
   // MOUNT HOOK — loaded dynamically so that the bench builds and runs without it.
   const compiled = path.join(PROJECT_ROOT, 'dist', 'scripts', 'bench-mount.js');
   if (!fs.existsSync(compiled)) {
@@ -153,6 +154,7 @@ async function runMountHook(lanes: Lane[], source: string, bytes: number, files:
       workDir: dir,
       measure: (spec) => measure(spec),
       prime,
+      repeat,
       log,
     });
     if (!Array.isArray(rows)) {
@@ -319,7 +321,7 @@ async function main(): Promise<void> {
 
   await repeatedPhase('restore', (lane) => restorePhase(lane.adapter, lane.ctx, 'local', manifest, settings));
 
-  if (opts.mount) results.push(...(await runMountHook(lanes, source, manifest.bytes, manifest.files.size, workDir, opts.prime, notes)));
+  if (opts.mount) results.push(...(await runMountHook(lanes, source, manifest.bytes, manifest.files.size, workDir, opts.prime, opts.repeat, notes)));
   else notes.push('mount section skipped (--no-mount)');
 
   if (opts.s3) {
