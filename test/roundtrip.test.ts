@@ -70,7 +70,7 @@ describe('backup and restore round trip', () => {
     expect(fs.readFileSync(path.join(deep, 'bottom.txt'), 'utf8')).toBe('deep down\n');
   });
 
-  it('an interrupted-then-rerun restore skips files already identical', async () => {
+  it('a rerun of a finished restore skips files already identical (interruptions: restore-interrupt.test.ts)', async () => {
     const target = path.join(ws.dir, 'restored-twice');
     const args = ['restore', `latest:${src}`, '--target', target, '--exclude', '**/sparse.img', '--json'];
     const first = JSON.parse((await ws.ok(args)).stdout.trim().split('\n').pop()!);

@@ -23,6 +23,7 @@ import { adoptUnindexedPacks } from './orphans.js';
 import { findParent, resolveSnapshot } from './snapshots.js';
 import { VERSION } from '../version.js';
 import { Semaphore, mapLimit } from '../util/concurrency.js';
+import { progressIntervalMs } from '../util/progress-interval.js';
 
 export interface BackupOptions {
   paths: string[];
@@ -74,11 +75,6 @@ export interface BackupResult {
 const CHECKPOINT_PACKS = 32;
 const SLASH = Buffer.from('/');
 
-/** How often progress is reported: AEGIS_PROGRESS_INTERVAL_MS, default 250 ms. */
-function progressIntervalMs(): number {
-  const v = Number(process.env.AEGIS_PROGRESS_INTERVAL_MS);
-  return Number.isFinite(v) && v >= 10 ? v : 250;
-}
 /** Entries of one directory examined at once (lstat, cache lookup, queueing reads). */
 const DIR_CONCURRENCY = 32;
 

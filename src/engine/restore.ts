@@ -13,6 +13,7 @@ import { makeDevice, makeFifo } from './special-files.js';
 import { nativeSyscalls } from '../native/syscalls.js';
 import { type FinishSpec, type RangeBlobWrites, type RangeWriteResult, applyMetadata, finishFile, writeRangeBlobs } from '../workers/restored-file.js';
 import { type WalkEntry, findNode, walk } from './walk.js';
+import { progressIntervalMs } from '../util/progress-interval.js';
 
 export type OverwritePolicy = 'always' | 'if-changed' | 'never';
 
@@ -79,6 +80,8 @@ interface PackPlan {
 }
 
 const TMP_PREFIX = '.aegis-restore-';
+/** Exactly the temporary names this code makes (temporaryNameOf): nothing else is ever removed as one. */
+const TMP_NAME = /^\.aegis-restore-[0-9a-f]{12}-[0-9a-z]+$/;
 const SLASH = Buffer.from('/');
 /** Read neighbouring blobs of a pack in one request when the gap between them is smaller than this. */
 const COALESCE_GAP = 1024 * 1024;
@@ -93,9 +96,12 @@ const YIELD_EVERY = 256;
 const TIME_TOLERANCE_NS = nativeSyscalls() ? 1n : 2000n;
 
 /**
- * Restore a snapshot (or a part of it) into a directory. Every file is written
- * under a temporary name in its final directory and renamed when complete, so an
- * interruption never leaves a partial file under a real name. Blobs are read pack
+ * Restore a snapshot (or a part of it) into a directory. A file of several blobs
+ * is written under a temporary name in its final directory and renamed when
+ * complete; a file of one blob is made under its final name and finished inside
+ * one addon call (restored-file.ts). So an interruption never leaves a partial
+ * file under a real name, short of a kill inside that call, after which the
+ * file's time is not the snapshot's and a rerun writes it again. Blobs are read pack
  * by pack (neighbours in one ranged read), decrypted and verified on worker
  * threads, and written to every file that uses them.
  */
@@ -159,7 +165,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   let filesDone = 0;
   let bytesDone = 0;
   const report = () => opts.onProgress?.({ filesDone, filesTotal, bytesDone, bytesTotal: summary.bytes });
-  const timer = opts.onProgress ? setInterval(report, 250) : undefined;
+  const timer = opts.onProgress ? setInterval(report, progressIntervalMs()) : undefined;
   timer?.unref();
 
   const failed = new Set<PendingFile>();
@@ -503,14 +509,18 @@ function ensureDir(dir: Buffer, isTarget: boolean): boolean {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
   if (!fs.lstatSync(dir).isDirectory()) throw new UserError(`${dir.toString()} exists and is not a directory; refusing to restore through it`);
-  if (!isTarget) removeStaleTemporaries(dir);
+  removeStaleTemporaries(dir);
   return false;
 }
 
-/** Temporary files left by a restore that was killed (only an existing directory can have them). */
+/**
+ * Temporary files left by a restore that was killed (only an existing directory
+ * can have them), the target's own included: files restored into the target
+ * itself get their temporary names there.
+ */
 function removeStaleTemporaries(dir: Buffer): void {
   for (const n of fs.readdirSync(dir, { encoding: 'buffer' })) {
-    if (n.toString('latin1').startsWith(TMP_PREFIX)) fs.rmSync(Buffer.concat([dir, Buffer.from('/'), n]), { force: true });
+    if (TMP_NAME.test(n.toString('latin1'))) fs.rmSync(Buffer.concat([dir, SLASH, n]), { force: true });
   }
 }
 

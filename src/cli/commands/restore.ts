@@ -4,6 +4,7 @@ import { resolveSnapshot } from '../../engine/snapshots.js';
 import { WorkerPool } from '../../workers/pool.js';
 import { type GlobalArgs, withRepository } from '../context.js';
 import { formatBytes } from '../format.js';
+import { ProgressLine } from '../progress.js';
 import { interruptSignal } from '../signals.js';
 import { EXIT, UserError } from '../../errors.js';
 
@@ -54,6 +55,7 @@ export const restoreCommand: CommandModule<GlobalArgs, Args> = {
       // The threads load their modules while this one reads the index and walks the trees.
       pool.start();
       repo.opener = pool.blobOpener();
+      const progress = new ProgressLine();
       try {
         const started = Date.now();
         const s = await restore(repo, entry.snapshot.tree, {
@@ -65,9 +67,29 @@ export const restoreCommand: CommandModule<GlobalArgs, Args> = {
           overwrite: args.overwrite,
           signal,
           pool,
+          // restic's field names for a restore's status lines.
+          onProgress: (p) => {
+            if (args.json) {
+              process.stdout.write(
+                JSON.stringify({
+                  message_type: 'status',
+                  seconds_elapsed: Math.round((Date.now() - started) / 1000),
+                  percent_done: p.bytesTotal > 0 ? p.bytesDone / p.bytesTotal : 0,
+                  total_files: p.filesTotal,
+                  files_restored: p.filesDone,
+                  total_bytes: p.bytesTotal,
+                  bytes_restored: p.bytesDone,
+                }) + '\n',
+              );
+            } else if (!args.quiet) progress.restore(p);
+          },
           // One line per warning even for names with newlines or other control characters.
-          onWarning: (m) => process.stderr.write(`warning: ${m.replace(/[\u0000-\u001f\u007f]/g, (c) => (c === '\n' ? '\\n' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`))}\n`),
+          onWarning: (m) => {
+            progress.done();
+            process.stderr.write(`warning: ${m.replace(/[\u0000-\u001f\u007f]/g, (c) => (c === '\n' ? '\\n' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`))}\n`);
+          },
         });
+        progress.done();
         if (args.json) process.stdout.write(JSON.stringify({ message_type: 'summary', snapshot_id: entry.id, ...s }) + '\n');
         else if (!args.quiet) {
           const secs = (Date.now() - started) / 1000;
@@ -83,6 +105,7 @@ export const restoreCommand: CommandModule<GlobalArgs, Args> = {
           process.exitCode = EXIT.fatal;
         }
       } finally {
+        progress.done();
         await pool.close();
       }
     });
