@@ -5,17 +5,13 @@
  * backend (aegis, restic): init, first backup, restore, then `snapshots` and `ls`
  * twice each from a second client that starts with empty caches — the second run
  * shows what its local cache saves — with the request count of every step, from
- * the gateway's own counters. With `repeat` N > 1 the first backup runs N times
- * per tool, in rounds (every tool once per round; all but the last into a scratch
- * bucket, emptied and deleted afterwards so the in-memory OSD does not fill up),
- * and its row shows the median.
+ * the gateway's own counters.
  */
 import { spawnSync } from 'node:child_process';
-import { DeleteBucketCommand, DeleteObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import fs from 'node:fs';
 import path from 'node:path';
-import { type PhaseSettings, combineRuns, restorePhase, skippedPhase, timedPhase } from './bench-phases.js';
-import { failureNote, measure, warmPageCache } from './bench-measure.js';
+import { type PhaseSettings, restorePhase, skippedPhase, timedPhase } from './bench-phases.js';
+import { warmPageCache } from './bench-measure.js';
 import { GatewayRequestCounter } from './bench-s3-counters.js';
 import { PROJECT_ROOT, type ToolAdapter, type ToolContext, prepareContext } from './bench-tools.js';
 import type { PhaseResult } from './bench-types.js';
@@ -27,8 +23,6 @@ export interface S3BenchOptions extends PhaseSettings {
   manifest: Manifest;
   workDir: string;
   runId: string;
-  /** Runs of the first backup per tool (see above; default 1). */
-  repeat?: number;
 }
 
 export interface S3BenchOutcome {
@@ -93,48 +87,23 @@ export async function benchS3(opts: S3BenchOptions): Promise<S3BenchOutcome> {
     AWS_DEFAULT_REGION: vars.AWS_REGION ?? 'us-east-1',
   };
 
-  // Extra rounds of the first backup, before the main one, each into a bucket of its own.
-  const extraFirst = new Map<ToolAdapter, PhaseResult[]>();
-  for (let round = 1; round < (opts.repeat ?? 1); round++) {
-    opts.log(`S3: first backup, round ${round} of ${opts.repeat} (scratch buckets)`);
-    for (const tool of tools) {
-      const bucket = `bench-${tool.name}-${opts.runId}-r${round}`.toLowerCase();
-      const dir = path.join(opts.workDir, 's3', `${tool.name}-r${round}`);
-      const ctx = prepareContext(dir, tool.s3Location(endpoint, bucket)!, credentials);
-      try {
-        const init = await measure(tool.init(ctx));
-        let r: PhaseResult;
-        if (!init.ok) r = { section: 's3', tool: tool.name, phase: 'first backup', ok: false, note: `init of a scratch repository: ${failureNote(init)}` };
-        else {
-          if (!opts.cold) await warmPageCache(opts.source);
-          r = (await timedPhase(tool.backup(ctx, opts.source, 'first'), { section: 's3', tool: tool.name, phase: 'first backup', bytes: opts.manifest.bytes }, opts)).result;
-        }
-        extraFirst.set(tool, [...(extraFirst.get(tool) ?? []), r]);
-      } finally {
-        await removeBucket(endpoint, bucket, credentials).catch((err: unknown) => notes.push(`S3: scratch bucket ${bucket} not removed: ${(err as Error).message}`));
-        fs.rmSync(dir, { recursive: true, force: true });
-      }
-    }
-  }
-
   try {
     for (const tool of tools) {
       const bucket = `bench-${tool.name}-${opts.runId}`.toLowerCase();
       const ctx = prepareContext(path.join(opts.workDir, 's3', tool.name), tool.s3Location(endpoint, bucket)!, credentials);
-      const step = async (phase: string, spec: ReturnType<ToolAdapter['init']>, bytes?: number, earlier: PhaseResult[] = []): Promise<PhaseResult> => {
+      const step = async (phase: string, spec: ReturnType<ToolAdapter['init']>, bytes?: number): Promise<PhaseResult> => {
         counter.take();
         const { result } = await timedPhase(spec, { section: 's3', tool: tool.name, phase, bytes }, opts);
         const c = counter.take();
         result.requests = c.total;
         result.requestsByMethod = c.byMethod;
-        const row = combineRuns([...earlier, result]);
-        results.push(row);
-        return row;
+        results.push(result);
+        return result;
       };
       if (!(await step('init', tool.init(ctx))).ok) continue;
       // As before the local first backup: the source in the page cache, so that the two compare.
       if (!opts.cold) await warmPageCache(opts.source);
-      if (!(await step('first backup', tool.backup(ctx, opts.source, 'first'), opts.manifest.bytes, extraFirst.get(tool))).ok) continue;
+      if (!(await step('first backup', tool.backup(ctx, opts.source, 'first'), opts.manifest.bytes)).ok) continue;
       ctx.latest = 'first';
       counter.take();
       const restored = await restorePhase(tool, ctx, 's3', opts.manifest, opts);
@@ -163,27 +132,4 @@ export async function benchS3(opts: S3BenchOptions): Promise<S3BenchOutcome> {
     } else if (startedByUs) notes.push(`S3: gateway left running (--keep); stop it with: ${Object.entries(SERVER_ENV).map(([k, v]) => `${k}=${v}`).join(' ')} bash scripts/s3-server.sh stop`);
   }
   return { results, notes };
-}
-
-/** Empty a scratch bucket and delete it (one object at a time: no request needs a body checksum). */
-async function removeBucket(endpoint: string, bucket: string, credentials: Record<string, string>): Promise<void> {
-  const client = new S3Client({
-    endpoint,
-    region: credentials.AWS_REGION,
-    forcePathStyle: true,
-    credentials: { accessKeyId: credentials.AWS_ACCESS_KEY_ID!, secretAccessKey: credentials.AWS_SECRET_ACCESS_KEY! },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
-  try {
-    let token: string | undefined;
-    do {
-      const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
-      for (const o of page.Contents ?? []) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: o.Key! }));
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
-    await client.send(new DeleteBucketCommand({ Bucket: bucket }));
-  } finally {
-    client.destroy();
-  }
 }

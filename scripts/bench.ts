@@ -34,9 +34,9 @@ const USAGE = `usage: node dist/scripts/bench.js [options]
   --only LIST       tools to run, comma-separated (default aegis,restic,borg; missing ones are skipped)
   --out FILE        JSON results (default /tmp/aegis-bench/results.json)
   --markdown FILE   also write a Markdown table for the README
-  --repeat N        time the first backup (local and S3), the restore, the mount until
-                    ready and the first cat through the mount N times per tool, in rounds
-                    (every tool once per round), and report the median (default 3)
+  --repeat N        time the first backup, the restore, the mount until ready and the
+                    first cat through the mount N times per tool, in rounds (every tool
+                    once per round), and report the median (default 3)
   --no-mount        skip the mount section (scripts/bench-mount.ts)
   --no-s3           skip the S3 section (scripts/s3-server.sh)
   --cold            drop the page cache before every timed command (root only; default: warm cache)
@@ -325,7 +325,7 @@ async function main(): Promise<void> {
   else notes.push('mount section skipped (--no-mount)');
 
   if (opts.s3) {
-    const s3 = await benchS3({ ...settings, tools: available, source, manifest, workDir, runId, repeat: opts.repeat });
+    const s3 = await benchS3({ ...settings, tools: available, source, manifest, workDir, runId });
     results.push(...s3.results);
     notes.push(...s3.notes);
   } else notes.push('S3 section skipped (--no-s3)');
