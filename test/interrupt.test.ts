@@ -1,40 +1,11 @@
-import { type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Workspace, sh, workspace } from './helpers/cli.js';
+import { type Workspace, exited, lastJson, sh, whenStatus, workspace } from './helpers/cli.js';
 import { deterministicBytes } from './helpers/tree.js';
 
 const FILES = 12;
 const FILE_SIZE = 12 * 1024 * 1024;
-
-/** Resolve when the backup's JSON status says it has read at least `bytes`; reject if it ends first. */
-function whenRead(child: ChildProcess, bytes: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const rl = readline.createInterface({ input: child.stdout! });
-    rl.on('line', (line) => {
-      try {
-        const m = JSON.parse(line);
-        if (m.message_type === 'status' && m.bytes_read >= bytes) {
-          rl.close();
-          resolve();
-        }
-      } catch {
-        /* not JSON */
-      }
-    });
-    child.on('exit', () => reject(new Error('backup finished before the kill point')));
-  });
-}
-
-function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  return new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-}
-
-function lastJson(stdout: string): Record<string, any> {
-  return JSON.parse(stdout.trim().split('\n').pop()!);
-}
 
 describe('interrupted backups', () => {
   let ws: Workspace;
@@ -59,7 +30,7 @@ describe('interrupted backups', () => {
     const snapshotsBefore = JSON.parse((await ws.ok(['snapshots', '--json'])).stdout).length;
     const child = ws.spawn(['backup', src, '--json'], { env });
     const done = exited(child);
-    await whenRead(child, fraction * FILES * FILE_SIZE);
+    await whenStatus(child, (s) => s.bytes_read >= fraction * FILES * FILE_SIZE);
     child.kill('SIGKILL');
     expect((await done).signal).toBe('SIGKILL');
 
@@ -84,7 +55,7 @@ describe('interrupted backups', () => {
     const indexBefore = fs.readdirSync(path.join(ws.repo, 'index')).length;
     const child = ws.spawn(['backup', src, '--json'], { env });
     const done = exited(child);
-    await whenRead(child, 0.5 * FILES * FILE_SIZE);
+    await whenStatus(child, (s) => s.bytes_read >= 0.5 * FILES * FILE_SIZE);
     child.kill('SIGINT');
     const { code } = await done;
     expect(code).toBe(130);

@@ -1,9 +1,7 @@
-import { type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Workspace, sh, workspace } from './helpers/cli.js';
+import { type Workspace, exited, lastJson, sh, whenStatus, workspace } from './helpers/cli.js';
 import { deterministicBytes } from './helpers/tree.js';
 
 // Small files are one blob each (made under their final name inside one addon
@@ -15,38 +13,11 @@ const LARGE_SIZE = 12 * 1024 * 1024;
 const TOTAL = SMALL * SMALL_SIZE + LARGE * LARGE_SIZE;
 const TEMPORARY = /^\.aegis-restore-/;
 
-/** Resolve when the restore's JSON status says it has written at least `bytes`; reject if it ends first. */
-function whenRestored(child: ChildProcess, bytes: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const rl = readline.createInterface({ input: child.stdout! });
-    rl.on('line', (line) => {
-      try {
-        const m = JSON.parse(line);
-        if (m.message_type === 'status' && m.bytes_restored >= bytes) {
-          rl.close();
-          resolve();
-        }
-      } catch {
-        /* not JSON */
-      }
-    });
-    child.on('exit', () => reject(new Error('restore finished before the kill point')));
-  });
-}
-
-function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  return new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-}
-
 /** Every regular file under `root`, relative paths. */
 function filesUnder(root: string): string[] {
   return (fs.readdirSync(root, { recursive: true, withFileTypes: true }) as fs.Dirent[])
     .filter((e) => e.isFile())
     .map((e) => path.relative(root, path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name)));
-}
-
-function lastJson(stdout: string): Record<string, any> {
-  return JSON.parse(stdout.trim().split('\n').pop()!);
 }
 
 describe('interrupted restores', () => {
@@ -65,15 +36,24 @@ describe('interrupted restores', () => {
   });
   afterAll(() => ws.cleanup());
 
-  const startRestore = (target: string) => ws.spawn(['restore', `latest:${src}`, '--target', target, '--json'], { env });
+  /** Start a restore into `target` and send `signal` once 40% of the bytes are written. */
+  const interruptedRestore = async (target: string, signal: NodeJS.Signals) => {
+    const child = ws.spawn(['restore', `latest:${src}`, '--target', target, '--json'], { env });
+    const done = exited(child);
+    await whenStatus(child, (s) => s.bytes_restored >= 0.4 * TOTAL);
+    child.kill(signal);
+    return done;
+  };
+  /** rsync -aHn and diff -r between the source and `target` see no difference (`extra`: a file only in the target). */
+  const expectSameTree = async (target: string, extra?: string) => {
+    const rsync = await sh('rsync', ['-aHn', '--numeric-ids', '--itemize-changes', ...(extra ? [`--exclude=/${extra}`] : []), `${src}/`, `${target}/`]);
+    expect(rsync.stdout).toBe('');
+    expect((await sh('diff', ['-r', ...(extra ? ['-x', extra] : []), src, target])).code).toBe(0);
+  };
 
   it('SIGINT: exit 130, no temporary file left, every file under its real name complete; the rerun skips those and finishes', async () => {
     const target = path.join(ws.dir, 'restored-int');
-    const child = startRestore(target);
-    const done = exited(child);
-    await whenRestored(child, 0.4 * TOTAL);
-    child.kill('SIGINT');
-    expect((await done).code).toBe(130);
+    expect((await interruptedRestore(target, 'SIGINT')).code).toBe(130);
 
     const present = filesUnder(target);
     expect(present.filter((f) => TEMPORARY.test(path.basename(f)))).toEqual([]);
@@ -86,18 +66,12 @@ describe('interrupted restores', () => {
     const rerun = lastJson((await ws.ok(['restore', `latest:${src}`, '--target', target, '--json'])).stdout);
     expect(rerun.skipped).toBe(complete);
     expect(rerun.bytes).toBeLessThan(TOTAL);
-    const rsync = await sh('rsync', ['-aHn', '--numeric-ids', '--itemize-changes', `${src}/`, `${target}/`]);
-    expect(rsync.stdout).toBe('');
-    expect((await sh('diff', ['-r', src, target])).code).toBe(0);
+    await expectSameTree(target);
   });
 
   it('SIGKILL: the rerun removes the temporary files the killed run left (and nothing else) and restores every file exactly', async () => {
     const target = path.join(ws.dir, 'restored-kill');
-    const child = startRestore(target);
-    const done = exited(child);
-    await whenRestored(child, 0.4 * TOTAL);
-    child.kill('SIGKILL');
-    expect((await done).signal).toBe('SIGKILL');
+    expect((await interruptedRestore(target, 'SIGKILL')).signal).toBe('SIGKILL');
 
     // Whatever the kill left, plus temporaries as a killed run names them (in the
     // target itself and below it) and a user's file that only looks like one.
@@ -109,8 +83,6 @@ describe('interrupted restores', () => {
     for (const p of planted) expect(fs.existsSync(p)).toBe(false);
     expect(fs.readFileSync(path.join(target, '.aegis-restore-notes.txt'), 'utf8')).toBe('mine\n');
     expect(filesUnder(target).filter((f) => TEMPORARY.test(path.basename(f)))).toEqual(['.aegis-restore-notes.txt']);
-    const rsync = await sh('rsync', ['-aHn', '--numeric-ids', '--itemize-changes', '--exclude=/.aegis-restore-notes.txt', `${src}/`, `${target}/`]);
-    expect(rsync.stdout).toBe('');
-    expect((await sh('diff', ['-r', '-x', '.aegis-restore-notes.txt', src, target])).code).toBe(0);
+    await expectSameTree(target, '.aegis-restore-notes.txt');
   });
 });

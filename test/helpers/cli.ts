@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 export const AEGIS = path.join(ROOT, 'bin', 'aegis');
@@ -87,4 +88,36 @@ export function sh(cmd: string, args: string[], opts: { cwd?: string } = {}): Pr
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/**
+ * Resolve when a command running with --json prints a status line for which
+ * `reached` holds (how tests stop a backup or restore part-way without sleeping);
+ * reject if the command ends first.
+ */
+export function whenStatus(child: ChildProcess, reached: (status: Record<string, any>) => boolean): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const rl = readline.createInterface({ input: child.stdout! });
+    rl.on('line', (line) => {
+      try {
+        const m = JSON.parse(line);
+        if (m.message_type === 'status' && reached(m)) {
+          rl.close();
+          resolve();
+        }
+      } catch {
+        /* not JSON */
+      }
+    });
+    child.on('exit', () => reject(new Error('the command finished before the point the test waits for')));
+  });
+}
+
+export function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+}
+
+/** The last line of a --json command's output (its summary), parsed. */
+export function lastJson(stdout: string): Record<string, any> {
+  return JSON.parse(stdout.trim().split('\n').pop()!);
 }
