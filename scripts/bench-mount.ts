@@ -30,6 +30,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { BenchToolHandle, MountBenchOptions, PhaseResult } from './bench-types.js';
 import { primeMemory } from './bench-measure.js';
+import { median } from './bench-phases.js';
 
 /** The standalone form: one aegis repository, optional peers. */
 export interface SimpleMountBenchOptions {
@@ -226,12 +227,6 @@ async function repeatRound(t: ToolRun, out: Measured, workDir: string, prime: bo
   } finally {
     if (running) await unmount(running.child, running.mnt);
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 /** Fold the rounds into the figures the rows show: medians, every run kept. */

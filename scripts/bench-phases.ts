@@ -56,7 +56,8 @@ export async function timedPhase(
   return { result, measurement: m };
 }
 
-function median(xs: number[]): number {
+/** The middle value (the mean of the two middle ones for an even count). */
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;

@@ -226,29 +226,17 @@ async function main(): Promise<void> {
       return undefined;
     }
   };
-  /** Run `phase` for every lane still healthy; a failure skips that lane's later phases. */
-  const phase = async (name: string, fn: (lane: Lane) => Promise<PhaseResult>): Promise<void> => {
-    log(`${name}:`);
-    for (const lane of lanes) {
-      if (lane.broken) {
-        results.push(skippedPhase('local', lane.adapter.name, name, lane.broken));
-        continue;
-      }
-      const r = await fn(lane);
-      results.push(r);
-      if (!r.ok && !r.skipped) lane.broken = `${name} failed`;
-    }
-  };
   /**
-   * A phase run `opts.repeat` times per lane, in rounds (every lane once per round,
-   * so background noise spreads over the tools alike), reported as one row per
-   * lane with the median (combineRuns). `fn` is told the round (1-based); the last
-   * round is the one later phases build on.
+   * Run a phase `rounds` times for every lane still healthy, in rounds (every
+   * lane once per round, so background noise spreads over the tools alike), one
+   * row per lane with the median of its runs (combineRuns). `fn` is told the
+   * round (1-based); the last round is the one later phases build on. A failure
+   * skips that lane's later rounds and phases.
    */
-  const repeatedPhase = async (name: string, fn: (lane: Lane, round: number) => Promise<PhaseResult>): Promise<void> => {
+  const phaseRounds = async (name: string, rounds: number, fn: (lane: Lane, round: number) => Promise<PhaseResult>): Promise<void> => {
     const runs = new Map<Lane, PhaseResult[]>();
-    for (let round = 1; round <= opts.repeat; round++) {
-      log(`${name}${opts.repeat > 1 ? ` (round ${round} of ${opts.repeat})` : ''}:`);
+    for (let round = 1; round <= rounds; round++) {
+      log(`${name}${rounds > 1 ? ` (round ${round} of ${rounds})` : ''}:`);
       for (const lane of lanes) {
         if (lane.broken) continue;
         const r = await fn(lane, round);
@@ -261,6 +249,8 @@ async function main(): Promise<void> {
       results.push(r ? combineRuns(r) : skippedPhase('local', lane.adapter.name, name, lane.broken ?? 'not run'));
     }
   };
+  const phase = (name: string, fn: (lane: Lane) => Promise<PhaseResult>): Promise<void> => phaseRounds(name, 1, fn);
+  const repeatedPhase = (name: string, fn: (lane: Lane, round: number) => Promise<PhaseResult>): Promise<void> => phaseRounds(name, opts.repeat, fn);
 
   const pageCache =
     (opts.cold

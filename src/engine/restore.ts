@@ -80,8 +80,6 @@ interface PackPlan {
 }
 
 const TMP_PREFIX = '.aegis-restore-';
-/** Exactly the temporary names this code makes (temporaryNameOf): nothing else is ever removed as one. */
-const TMP_NAME = /^\.aegis-restore-[0-9a-f]{12}-[0-9a-z]+$/;
 const SLASH = Buffer.from('/');
 /** Read neighbouring blobs of a pack in one request when the gap between them is smaller than this. */
 const COALESCE_GAP = 1024 * 1024;
@@ -450,6 +448,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
 // Temporary names: unpredictable per process, then counted (a random draw per file cost measurably).
 const TMP_RUN = crypto.randomBytes(6).toString('hex');
 let tmpCounter = 0;
+/** Exactly the names temporaryNameOf makes, of any run: nothing else is ever removed as a leftover. */
+const TMP_NAME = new RegExp(`^${TMP_PREFIX.replace('.', '\\.')}[0-9a-f]{${TMP_RUN.length}}-[0-9a-z]+$`);
 
 /** A temporary name next to `dest`. */
 function temporaryName(dest: Buffer): Buffer {

@@ -106,8 +106,13 @@ function peerHasRoom(): boolean {
 /** Hash a new chunk, and seal it unless it is stored or claimed by another thread already. */
 async function storeChunk(chunk: Buffer, compression: CompressionMode): Promise<Buffer> {
   const id = keyedId(keys.id, chunk);
-  if (!isKnown(id) && claims.claim(id)) await addToPack(BlobType.Data, id, chunk, compression);
+  await sealIfNew(id, chunk, compression);
   return id;
+}
+
+/** Seal chunk `id` into this thread's pack unless the repository has it or another thread claimed it. */
+async function sealIfNew(id: Buffer, chunk: Buffer, compression: CompressionMode): Promise<void> {
+  if (!isKnown(id) && claims.claim(id)) await addToPack(BlobType.Data, id, chunk, compression);
 }
 
 /**
@@ -185,7 +190,7 @@ async function sealHandedOver(msg: Extract<WorkerRequest, { op: 'seal' }>): Prom
     // The ID goes back before sealing: the owner needs it whether or not sealing fails.
     const id = keyedId(keys.id, chunk);
     id.copy(idWords);
-    if (!isKnown(id) && claims.claim(id)) await addToPack(BlobType.Data, id, chunk, msg.compression);
+    await sealIfNew(id, chunk, msg.compression);
   } finally {
     Atomics.store(peers, at, FREE);
     Atomics.notify(peers, at);
