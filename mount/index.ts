@@ -183,8 +183,9 @@ class MountFs implements FsOperations {
         if (this.logged.size > 10_000) this.logged.clear();
         this.logged.add(key);
         const cause = err.cause;
-        const what = cause instanceof DamagedBlobError ? 'is damaged' : 'cannot be read';
-        this.ctx.log(`cannot read ${p}: blob ${err.blobId}${loc ? ` in pack ${loc.packId}` : ''} ${what}: ${(cause as Error)?.message ?? String(cause)}`);
+        // The blob and pack are named here in full: of a damaged blob only the detail is added.
+        const why = cause instanceof DamagedBlobError ? `is damaged: ${cause.detail}` : `cannot be read: ${(cause as Error)?.message ?? String(cause)}`;
+        this.ctx.log(`cannot read ${p}: blob ${err.blobId}${loc ? ` in pack ${loc.packId}` : ''} ${why}`);
       }
       throw new FsError(EIO, err.message);
     }
@@ -252,6 +253,10 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
     openRange: (packId, data, list) => {
       if (!pool) return Promise.reject(new Error('the mount is not ready'));
       return pool.openRange(packId, data, list);
+    },
+    openFileRange: (packId, source, list) => {
+      if (!pool) return Promise.reject(new Error('the mount is not ready'));
+      return pool.openRangeFromFile(packId, source, list);
     },
   });
   if (TRACE) {

@@ -8,6 +8,24 @@ import { type Workspace, workspace } from './helpers/cli.js';
 import { type MountProcess, forceUnmount, startMount, waitFor, errnoOf } from './helpers/mount.js';
 import { deterministicBytes } from './helpers/tree.js';
 
+/** The first data blob of `file` in the latest snapshot, and its pack. */
+async function firstBlobOf(ws: Workspace, file: string): Promise<{ blob: string; pack: string }> {
+  const repo = await Repository.open(await openStorage(ws.repo, {}), ws.env.AEGIS_PASSWORD!);
+  try {
+    await repo.loadIndex();
+    const snaps = await repo.listSnapshots();
+    snaps.sort((a, b) => a.snapshot.time.localeCompare(b.snapshot.time));
+    let treeId = snaps[snaps.length - 1]!.snapshot.tree;
+    const parts = file.split('/').filter(Boolean);
+    for (const part of parts.slice(0, -1)) treeId = (await repo.loadTree(treeId)).nodes.find((n) => n.name.toString() === part)!.subtree!;
+    const node = (await repo.loadTree(treeId)).nodes.find((n) => n.name.toString() === parts[parts.length - 1])!;
+    const blob = node.content![0]!;
+    return { blob, pack: repo.index.get(blob)!.packId };
+  } finally {
+    await repo.close();
+  }
+}
+
 /** Flip one byte in the middle of the stored blob of `file` (its first data blob, or its directory's tree). */
 async function damage(ws: Workspace, file: string, what: 'data' | 'tree'): Promise<{ blob: string; pack: string }> {
   const repo = await Repository.open(await openStorage(ws.repo, {}), ws.env.AEGIS_PASSWORD!);
@@ -47,6 +65,7 @@ describe('aegis mount: damaged blobs', () => {
   let snap: string;
   let dataHit: { blob: string; pack: string };
   let treeHit: { blob: string; pack: string };
+  let gone: { dir: string; snapshot: string; pack: string };
 
   beforeAll(async () => {
     ws = workspace('mount-damage');
@@ -58,11 +77,22 @@ describe('aegis mount: damaged blobs', () => {
     fs.writeFileSync(path.join(src, 'also-fine.txt'), 'also fine\n');
     mnt = path.join(ws.dir, 'mnt');
     await ws.ok(['init']);
-    await ws.ok(['backup', src]);
+    const first = JSON.parse((await ws.ok(['backup', '--json', src])).stdout.trim().split('\n').at(-1)!) as { snapshot_id: string };
     dataHit = await damage(ws, path.join(src, 'hit.bin'), 'data');
     treeHit = await damage(ws, path.join(src, 'listed'), 'tree');
+    // A file whose pack is then lost: backed up on its own, its data blob is alone in a new pack.
+    const goneDir = path.join(ws.dir, 'gone');
+    fs.mkdirSync(goneDir);
+    fs.writeFileSync(path.join(goneDir, 'gone.bin'), deterministicBytes('gone', 300_000));
+    const before = new Set(fs.readdirSync(path.join(ws.repo, 'data'), { recursive: true }).map(String));
+    const summary = JSON.parse((await ws.ok(['backup', '--json', goneDir])).stdout.trim().split('\n').at(-1)!) as { snapshot_id: string };
+    const blob = await firstBlobOf(ws, path.join(goneDir, 'gone.bin'));
+    const packFile = path.join(ws.repo, packName(blob.pack));
+    expect(before.has(path.relative(path.join(ws.repo, 'data'), packFile))).toBe(false);
+    fs.rmSync(packFile);
+    gone = { dir: goneDir, snapshot: summary.snapshot_id.slice(0, 8), pack: blob.pack };
     m = await startMount(ws, mnt);
-    snap = path.join(mnt, 'snapshots', fs.readlinkSync(path.join(mnt, 'snapshots', 'latest')), src);
+    snap = path.join(mnt, 'ids', first.snapshot_id.slice(0, 8), src);
   });
 
   afterAll(async () => {
@@ -78,7 +108,7 @@ describe('aegis mount: damaged blobs', () => {
     const line = await waitFor('the log line', () => m!.stderr().split('\n').find((l) => l.includes(dataHit.blob)));
     expect(line).toContain(path.join(src, 'hit.bin'));
     expect(line).toContain(dataHit.pack);
-    expect(line).toMatch(/^aegis mount: cannot read \/snapshots\/.*hit\.bin: blob [0-9a-f]{64} in pack [0-9a-f]{64} is damaged/);
+    expect(line).toMatch(/^aegis mount: cannot read \/ids\/.*hit\.bin: blob [0-9a-f]{64} in pack [0-9a-f]{64} is damaged: authentication failed$/);
     // Metadata is intact: the file is still listed with its size.
     expect(fs.statSync(path.join(snap, 'hit.bin')).size).toBe(300_000);
   });
@@ -89,11 +119,20 @@ describe('aegis mount: damaged blobs', () => {
     expect(fs.readdirSync(snap).sort()).toEqual(['also-fine.txt', 'fine.bin', 'hit.bin', 'listed']);
   });
 
+  it('a file whose pack is missing gives EIO, and the log says the pack is missing', async () => {
+    const file = path.join(mnt, 'ids', gone.snapshot, gone.dir, 'gone.bin');
+    expect(fs.statSync(file).size).toBe(300_000);
+    expect(errnoOf(() => fs.readFileSync(file))).toBe('EIO');
+    const line = await waitFor('the log line', () => m!.stderr().split('\n').find((l) => l.includes(gone.pack)));
+    expect(line).toMatch(/^aegis mount: cannot read \/ids\/.*gone\.bin: blob [0-9a-f]{64} in pack [0-9a-f]{64} is damaged: its pack is missing$/);
+    expect(fs.readFileSync(path.join(snap, 'fine.bin')).equals(deterministicBytes('fine', 300_000))).toBe(true);
+  });
+
   it('a damaged directory listing gives EIO for that directory only', async () => {
     expect(errnoOf(() => fs.readdirSync(path.join(snap, 'listed')))).toBe('EIO');
     expect(errnoOf(() => fs.readFileSync(path.join(snap, 'listed', 'inside.txt')))).toBe('EIO');
     const line = await waitFor('the log line', () => m!.stderr().split('\n').find((l) => l.includes(treeHit.blob)));
-    expect(line).toMatch(/^aegis mount: readdir \/snapshots\/.*\/listed: tree blob [0-9a-f]{64} in pack [0-9a-f]{64} is damaged: authentication failed$/);
+    expect(line).toMatch(/^aegis mount: readdir \/ids\/.*\/listed: tree blob [0-9a-f]{64} in pack [0-9a-f]{64} is damaged: authentication failed$/);
     expect(line).toContain(treeHit.pack);
     expect(fs.readFileSync(path.join(snap, 'also-fine.txt'), 'utf8')).toBe('also fine\n');
     expect(fs.existsSync(path.join(mnt, 'snapshots'))).toBe(true);
