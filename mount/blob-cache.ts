@@ -4,6 +4,8 @@ import { hexToId } from '../src/crypto/ids.js';
 import { BlobType, DamagedBlobError, openBlob } from '../src/repo/blob.js';
 import { type BlobLocation } from '../src/repo/index.js';
 import { type Repository, packReadFailure } from '../src/repo/repository.js';
+import { type OpenedBlob, type RangeBlob } from '../src/workers/pool.js';
+import { type PackFileRange } from '../src/workers/protocol.js';
 
 /**
  * The chunk cache: decrypted, verified data blobs in an LRU cache bounded in
@@ -38,7 +40,15 @@ export interface BlobCacheOptions {
    * range is moved there whole, with no copy per blob on this thread. Without it
    * a run's blobs are cut apart here and opened one by one through repo.opener.
    */
-  openRange?: (packId: string, data: Buffer, blobs: Array<{ type: BlobType; id: Buffer; offset: number; length: number }>) => Promise<Array<{ plain?: Buffer; error?: string }>>;
+  openRange?: (packId: string, data: Buffer, blobs: RangeBlob[]) => Promise<OpenedBlob[]>;
+  /**
+   * Opens the blobs of a range of a local pack on a worker thread that reads the
+   * range itself, into a buffer it reuses (WorkerPool.openRangeFromFile): no
+   * fresh buffer per read to fault in and zero, nothing read on this thread or
+   * libuv's. Null if it could not read it all; the range is then read through
+   * the storage, which retries and reports.
+   */
+  openFileRange?: (packId: string, source: PackFileRange, blobs: RangeBlob[]) => Promise<OpenedBlob[] | null>;
 }
 
 export const DEFAULT_CACHE_BYTES = 256 * 1024 * 1024;
@@ -73,6 +83,7 @@ export class BlobCache {
   private readonly maxPrefetch: number;
   private readonly maxRunBytes: number;
   private readonly openRange: BlobCacheOptions['openRange'];
+  private readonly openFileRange: BlobCacheOptions['openFileRange'];
   private readonly inlineOpenBytes: number;
   /** Counters for tests and the debug log. */
   readonly stats = { hits: 0, misses: 0, joined: 0, prefetched: 0, loaded: 0, loadedBytes: 0, rangeReads: 0 };
@@ -86,6 +97,7 @@ export class BlobCache {
     this.maxPrefetch = Math.max(1, Math.min(this.maxLoads - 1, opts.maxPrefetch ?? 6));
     this.maxRunBytes = Math.max(0, opts.maxRunBytes ?? 8 * 1024 * 1024);
     this.openRange = opts.openRange;
+    this.openFileRange = opts.openFileRange;
     this.inlineOpenBytes = opts.inlineOpenBytes ?? 0;
     this.lru = new LRUCache<string, Buffer>({
       maxSize: Math.max(1, this.maxBytes),
@@ -219,30 +231,35 @@ export class BlobCache {
     const first = locs[0]!;
     const last = locs[locs.length - 1]!;
     const length = last.offset + last.length - first.offset;
-    const read = this.readRange(ids[0]!, first.packId, first.offset, length, prefetch);
-    read.catch(() => {});
-    let opened: Promise<Array<{ plain?: Buffer; error?: string }>> | undefined;
-    if (ids.length > 1 && this.openRange) {
-      const openRange = this.openRange;
-      opened = read.then((buf) =>
-        openRange(
-          first.packId,
-          buf,
-          ids.map((id, k) => ({ type: BlobType.Data, id: hexToId(id), offset: locs[k]!.offset - first.offset, length: locs[k]!.length })),
-        ),
-      );
-      opened.catch(() => {});
-    }
+    const blobs = (): RangeBlob[] => ids.map((id, k) => ({ type: BlobType.Data, id: hexToId(id), offset: locs[k]!.offset - first.offset, length: locs[k]!.length }));
+    let read: Promise<Buffer> | undefined;
+    const readOnce = (): Promise<Buffer> => {
+      if (!read) {
+        read = this.readRange(ids[0]!, first.packId, first.offset, length, prefetch);
+        read.catch(() => {});
+      }
+      return read;
+    };
+    const { openRange, openFileRange } = this;
+    const viaRange = ids.length > 1 && openRange ? () => readOnce().then((buf) => openRange(first.packId, buf, blobs())) : undefined;
+    // A blob small enough to open on this thread is read the usual way: a worker's round trip costs more.
+    const file = openFileRange && (ids.length > 1 || length > this.inlineOpenBytes) ? this.repo.packFile(first.packId) : undefined;
+    let opened: Promise<OpenedBlob[] | null> | undefined;
+    if (file) {
+      opened = this.withLoadSlot(prefetch, () => openFileRange!(first.packId, { file, offset: first.offset, length }, blobs())).then((r) => r ?? viaRange?.() ?? null);
+    } else opened = viaRange?.();
+    opened?.catch(() => {});
     return ids.map((id, k) => {
       const loc = locs[k]!;
       const p = (async () => {
         let plain: Buffer;
-        if (opened) {
-          const r = (await opened)[k]!;
+        const results = opened && (await opened);
+        if (results) {
+          const r = results[k]!;
           if (!r.plain) throw new DamagedBlobError(id, r.error ?? 'cannot be opened', loc.packId);
           plain = r.plain;
         } else {
-          const buf = await read;
+          const buf = await readOnce();
           let sealed = buf;
           if (locs.length > 1) {
             // A piece of its own: the worker pool moves whole ArrayBuffers, but would
@@ -270,16 +287,25 @@ export class BlobCache {
     });
   }
 
-  private async readRange(firstId: string, packId: string, offset: number, length: number, prefetch: boolean): Promise<Buffer> {
+  private readRange(firstId: string, packId: string, offset: number, length: number, prefetch: boolean): Promise<Buffer> {
+    return this.withLoadSlot(prefetch, async () => {
+      this.stats.rangeReads++;
+      try {
+        return await this.repo.readPackRange(packId, offset, length, { kind: 'data' });
+      } catch (err) {
+        throw packReadFailure(err, firstId, packId);
+      }
+    });
+  }
+
+  /** Run one load (a range read, and with a local pack its opening too) in a slot of its lane. */
+  private async withLoadSlot<T>(prefetch: boolean, load: () => Promise<T>): Promise<T> {
     if (prefetch) {
       this.prefetching++;
       this.active++;
     } else await this.acquire();
     try {
-      this.stats.rangeReads++;
-      return await this.repo.readPackRange(packId, offset, length, { kind: 'data' });
-    } catch (err) {
-      throw packReadFailure(err, firstId, packId);
+      return await load();
     } finally {
       if (prefetch) this.prefetching--;
       this.release();

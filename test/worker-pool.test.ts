@@ -7,7 +7,7 @@ import { Chunker, DEFAULT_CHUNKER } from '../src/chunker/fastcdc.js';
 import { gearTable } from '../src/chunker/gear.js';
 import { keyedId } from '../src/crypto/ids.js';
 import { type MasterKeys } from '../src/crypto/keys.js';
-import { BlobType, openBlob } from '../src/repo/blob.js';
+import { BlobType, blobId, openBlob, sealBlobWithId } from '../src/repo/blob.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../src/workers/pool.js';
 
 /** A file's content list as the JavaScript reference chunker cuts it from one buffer. */
@@ -149,6 +149,53 @@ describe('worker pool', () => {
         expect(Buffer.concat(parts).equals(files[i]!.data)).toBe(true);
         expect(result.content).toEqual(referenceContent(keys, files[i]!.data));
       });
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('opens the blobs of a range it reads from a pack file itself: each its own buffer, a damaged one named, an unreadable range null', async () => {
+    const keys: MasterKeys = { encryption: crypto.randomBytes(32), id: crypto.randomBytes(32), chunker: crypto.randomBytes(32) };
+    // Compressible, incompressible (stored raw), and small (below the Buffer pool's 4 KiB).
+    const plains = [Buffer.alloc(300_000, 'text, text and more text '), crypto.randomBytes(200_000), Buffer.from('a small one'), crypto.randomBytes(150_000)];
+    const ids = plains.map((p) => blobId(keys, BlobType.Data, p));
+    const sealed = plains.map((p, i) => sealBlobWithId(keys, BlobType.Data, ids[i]!, p, 'auto').sealed);
+    expect(sealed[0]!.length).toBeLessThan(plains[0]!.length / 10);
+    expect(sealed[1]!.length).toBeGreaterThan(plains[1]!.length);
+    const gap = Buffer.alloc(100, 7);
+    const file = path.join(dir, 'pack-range');
+    fs.writeFileSync(file, Buffer.concat([gap, ...sealed.flatMap((s) => [s, gap])]));
+    const blobs = sealed.map((s, i) => ({ type: BlobType.Data, id: ids[i]!, offset: sealed.slice(0, i).reduce((n, b) => n + b.length + gap.length, 0), length: s.length }));
+    const length = blobs.at(-1)!.offset + blobs.at(-1)!.length;
+    const pool = new WorkerPool({ keys, chunker: DEFAULT_CHUNKER, size: 1 });
+    try {
+      for (let round = 0; round < 2; round++) {
+        // The second round reads into the thread's reused buffer again: the first round's blobs must not change.
+        const opened = await pool.openRangeFromFile('pack', { file, offset: gap.length, length }, blobs);
+        expect(opened).not.toBeNull();
+        opened!.forEach((r, i) => {
+          expect(r.error).toBeUndefined();
+          expect(r.plain!.equals(plains[i]!)).toBe(true);
+          expect(r.plain!.buffer.byteLength - r.plain!.length, 'a buffer of its own').toBeLessThanOrEqual(64);
+        });
+        if (round === 0) {
+          const kept = opened!.map((r) => r.plain!);
+          const again = await pool.openRangeFromFile('pack', { file, offset: gap.length, length }, blobs);
+          expect(again!.length).toBe(plains.length);
+          kept.forEach((p, i) => expect(p.equals(plains[i]!)).toBe(true));
+        }
+      }
+
+      const damaged = Buffer.from(fs.readFileSync(file));
+      damaged[gap.length + blobs[1]!.offset + 40]! ^= 1;
+      fs.writeFileSync(file, damaged);
+      const some = await pool.openRangeFromFile('pack', { file, offset: gap.length, length }, blobs);
+      expect(some!.map((r) => r.error === undefined)).toEqual([true, false, true, true]);
+      expect(some![1]!.error).toMatch(/authentication failed/);
+      expect(some![3]!.plain!.equals(plains[3]!)).toBe(true);
+
+      expect(await pool.openRangeFromFile('pack', { file, offset: gap.length, length: length + 10_000 }, blobs)).toBeNull();
+      expect(await pool.openRangeFromFile('pack', { file: path.join(dir, 'no-such-pack'), offset: 0, length }, blobs)).toBeNull();
     } finally {
       await pool.close();
     }

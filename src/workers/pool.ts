@@ -89,6 +89,20 @@ export interface PoolOptions {
   claimSlots?: number;
 }
 
+/** A blob in a range of a pack: where it starts in the range, and its sealed length. */
+export interface RangeBlob {
+  type: BlobType;
+  id: Buffer;
+  offset: number;
+  length: number;
+}
+
+/** A blob of a range, opened: its plaintext, or why it could not be opened. */
+export interface OpenedBlob {
+  plain?: Buffer;
+  error?: string;
+}
+
 /**
  * Threads that do the CPU work: chunking, hashing, compressing, sealing and
  * packing file data for backup, and opening (decrypt, decompress, verify) blobs
@@ -204,10 +218,23 @@ export class WorkerPool {
    * Open every blob of a buffer read from one pack, on one worker thread; `data`
    * is moved there. Each result is the plaintext or the reason it failed.
    */
-  openRange(packId: string, data: Buffer, blobs: Array<{ type: BlobType; id: Buffer; offset: number; length: number }>): Promise<Array<{ plain?: Buffer; error?: string }>> {
+  openRange(packId: string, data: Buffer, blobs: RangeBlob[]): Promise<OpenedBlob[]> {
+    return this.submitOpenRange(packId, data, blobs, transferList(data)) as Promise<OpenedBlob[]>;
+  }
+
+  /**
+   * `openRange` where the thread reads the range from a local pack file itself,
+   * into a buffer it reuses. Null when it could not read all of it: the caller
+   * then reads the range through the storage (retries, error reports).
+   */
+  openRangeFromFile(packId: string, source: PackFileRange, blobs: RangeBlob[]): Promise<OpenedBlob[] | null> {
+    return this.submitOpenRange(packId, source, blobs, []);
+  }
+
+  private submitOpenRange(packId: string, data: Buffer | PackFileRange, blobs: RangeBlob[], transfer: ArrayBuffer[]): Promise<OpenedBlob[] | null> {
     const req: WorkerRequest = { op: 'open-range', task: 0, packId, data, blobs: blobs.map((b) => ({ ...b, id: new Uint8Array(b.id) })) };
-    return (this.submit(req, transferList(data)) as Promise<OpenRangeResult>).then((r) =>
-      r.map((x) => (x.plain ? { plain: Buffer.from(x.plain.buffer, x.plain.byteOffset, x.plain.byteLength) } : { error: x.error })),
+    return (this.submit(req, transfer) as Promise<OpenRangeResult | null>).then(
+      (r) => r && r.map((x) => (x.plain ? { plain: Buffer.from(x.plain.buffer, x.plain.byteOffset, x.plain.byteLength) } : { error: x.error })),
     );
   }
 

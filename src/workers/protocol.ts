@@ -72,12 +72,13 @@ export interface OpenBlobRequest {
   packId: string;
 }
 
-/** Open several blobs that lie in one buffer read from a pack (restore). */
+/** Open the blobs that lie in one range of a pack (the mount's chunk cache). */
 export interface OpenRangeRequest {
   op: 'open-range';
   task: number;
   packId: string;
-  data: Uint8Array;
+  /** The range's bytes (moved here), or where in a local pack file this thread reads them itself. */
+  data: Uint8Array | PackFileRange;
   blobs: Array<{ type: BlobType; id: Uint8Array; offset: number; length: number }>;
 }
 
@@ -98,7 +99,7 @@ export interface PackFileRange {
   length: number;
 }
 
-/** Per blob of an OpenRangeRequest: its plaintext, or why it could not be opened. */
+/** Per blob of an OpenRangeRequest: its plaintext, or why it could not be opened. A range to read from a pack file that could not all be read gets null instead. */
 export type OpenRangeResult = Array<{ plain?: Uint8Array; error?: string }>;
 
 /**

@@ -6,12 +6,12 @@ import { Chunker } from '../chunker/fastcdc.js';
 import { gearTable } from '../chunker/gear.js';
 import { ID_BYTES, keyedId } from '../crypto/ids.js';
 import { type MasterKeys } from '../crypto/keys.js';
-import { BlobType, DamagedBlobError, blobPayload, openBlob, openBlobOwned, sealBlobInto } from '../repo/blob.js';
+import { BlobType, DamagedBlobError, blobPayload, openBlobOwned, sealBlobInto } from '../repo/blob.js';
 import { newPackId, packTrailer } from '../repo/pack.js';
 import { Claims } from './claims.js';
 import { type CompressionMode } from '../repo/compression.js';
 import { HANDOVER_ID_WORDS, HANDOVER_SLOTS } from './protocol.js';
-import type { ChunkFilesRequest, ChunkFilesResult, ChunkFileResult, OpenBlobRequest, OpenRangeResult, PackFileRange, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
+import type { ChunkFilesRequest, ChunkFilesResult, ChunkFileResult, OpenBlobRequest, OpenRangeRequest, OpenRangeResult, PackFileRange, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { type PackedBlob } from '../repo/pack.js';
 import { transferList } from './transfer.js';
 import { PackFile, PackWriteError, WriteBuffers, appendTo } from './pack-file.js';
@@ -404,8 +404,8 @@ async function chunkFile(path: Uint8Array, compression: CompressionMode): Promis
 }
 
 /**
- * Restore: one buffer, reused, that this thread reads ranges of local packs
- * into. Reading here rather than on libuv's pool for the main thread saves a
+ * Restore and the mount: one buffer, reused, that this thread reads ranges of
+ * local packs into. Reading here rather than on libuv's pool for the main thread saves a
  * fresh 8 MiB buffer per range (page faults, zeroing, unmapping: ~0.6 s of CPU
  * on the pool's threads for the 1 GiB bench tree) and its transfer.
  */
@@ -433,6 +433,40 @@ function readPackRange(src: PackFileRange): Buffer | null {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * Open the blobs of one range of a pack, decrypting each in place (this thread
+ * owns the bytes: moved here, or read into `rangeBuf`). A compressed blob comes
+ * back in the buffer zstd wrote it to. One stored raw is a view of the range:
+ * it gets a buffer of its own unless it is the range's only blob and the range
+ * was moved here, since `rangeBuf` is read into again and a view would keep
+ * every other blob's bytes alive on the main thread.
+ */
+function copyOf(b: Buffer): Buffer {
+  const copy = Buffer.allocUnsafeSlow(b.length);
+  b.copy(copy);
+  return copy;
+}
+
+function openRange(packId: string, data: Buffer, blobs: OpenRangeRequest['blobs'], reused: boolean): { result: OpenRangeResult; transfer: ArrayBuffer[] } {
+  const result: OpenRangeResult = [];
+  const transfer: ArrayBuffer[] = [];
+  const keepView = !reused && blobs.length === 1;
+  for (const b of blobs) {
+    try {
+      let plain = openBlobOwned(keys, b.type, Buffer.from(b.id), data.subarray(b.offset, b.offset + b.length), packId);
+      if (plain.buffer === data.buffer) {
+        if (keepView && data.buffer instanceof ArrayBuffer) transfer.push(data.buffer);
+        else plain = copyOf(plain);
+      }
+      if (plain.buffer !== data.buffer) transfer.push(...transferList(plain));
+      result.push({ plain });
+    } catch (err) {
+      result.push({ error: err instanceof DamagedBlobError ? err.detail : (err as Error).message });
+    }
+  }
+  return { result, transfer };
 }
 
 /** Open a blob the request brought (this thread owns its bytes); with what to move back. */
@@ -472,19 +506,13 @@ parentPort!.on('message', (msg: WorkerRequest) => {
       return;
     }
     case 'open-range': {
-      const data = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
-      const out: OpenRangeResult = [];
-      const transfer: ArrayBuffer[] = [];
-      for (const b of msg.blobs) {
-        try {
-          const plain = openBlob(keys, b.type, Buffer.from(b.id), data.subarray(b.offset, b.offset + b.length), msg.packId);
-          out.push({ plain });
-          transfer.push(...transferList(plain));
-        } catch (err) {
-          out.push({ error: err instanceof DamagedBlobError ? err.detail : (err as Error).message });
-        }
+      const data = msg.data instanceof Uint8Array ? Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength) : readPackRange(msg.data);
+      if (!data) {
+        post({ task: msg.task, kind: 'done', result: null });
+        return;
       }
-      post({ task: msg.task, kind: 'done', result: out }, transfer);
+      const { result, transfer } = openRange(msg.packId, data, msg.blobs, !(msg.data instanceof Uint8Array));
+      post({ task: msg.task, kind: 'done', result }, transfer);
       return;
     }
     case 'write-range': {
