@@ -111,6 +111,7 @@ interface FuseBinding {
   replyStatfs(req: Request, statfs: Float64Array): void;
   replyLink(req: Request, target: string): void;
   replyDir(req: Request, names: string[], modes: number[], inos: number[], attrs: Float64Array | null): void;
+  invalidate(session: object, paths: string[]): Promise<void>;
 }
 
 let loaded: FuseBinding | undefined;
@@ -315,6 +316,16 @@ export class FuseSession {
         reject(new Error(`cannot mount at ${mountpoint}: ${(err as Error).message}`));
       }
     });
+  }
+
+  /**
+   * Have the kernel forget what it cached of these paths (attributes, a
+   * symlink's target): the made-up links whose target just changed. Resolves
+   * once the kernel has been told, so an access after that asks anew.
+   */
+  invalidate(paths: string[]): Promise<void> {
+    if (this.unmounted || paths.length === 0) return Promise.resolve();
+    return fuseBinding().invalidate(this.handle, paths);
   }
 
   /** Unmount (lazily, so a busy mount detaches too). Safe to call twice, or after an external unmount. */

@@ -361,6 +361,8 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
         },
       );
       tracePhase('fuse mounted');
+      const mounted = session;
+      set.onLinksChanged = (paths) => mounted.invalidate(paths);
       await initial;
     } catch (err) {
       if (session) await session.unmount().catch(() => {});

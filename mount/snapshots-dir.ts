@@ -195,6 +195,14 @@ export class SnapshotSet {
   generation = 0;
   snapshots: MountedSnapshot[] = [];
   root: VirtualDir;
+  /** Each `latest` link by its path, with its target (see onLinksChanged). */
+  private links = new Map<string, string>();
+  /**
+   * Told the paths of `latest` links whose target changed or that are gone; a
+   * refresh waits for it. The kernel keeps symlink targets (fuse.ts), so the
+   * mount has it forget these.
+   */
+  onLinksChanged?: (paths: string[]) => Promise<void>;
 
   constructor(
     private readonly ctx: MountContext,
@@ -261,8 +269,11 @@ export class SnapshotSet {
       changed = true;
     }
     if (changed) {
+      const before = this.links;
       this.root = this.build();
       this.generation++;
+      const stale = [...before].filter(([p, target]) => this.links.get(p) !== target).map(([p]) => p);
+      if (stale.length > 0 && this.onLinksChanged) await this.onLinksChanged(stale);
     }
     return changed;
   }
@@ -307,11 +318,16 @@ export class SnapshotSet {
       }
     }
 
+    const links = new Map<string, string>();
     const addLatest = (d: VirtualDir) => {
       for (const c of d.children.values()) if (c instanceof VirtualDir) addLatest(c);
-      if (d.latest !== undefined) d.children.set('latest', new VirtualLink(ctx, childIno(d.ino, 'latest'), d.latest, d.timeMs));
+      if (d.latest !== undefined) {
+        d.children.set('latest', new VirtualLink(ctx, childIno(d.ino, 'latest'), d.latest, d.timeMs));
+        links.set(joinPath(d.path, 'latest'), d.latest);
+      }
     };
     addLatest(root);
+    this.links = links;
 
     const history = new HistoryDir(
       ctx,

@@ -83,7 +83,9 @@ typedef struct session {
   napi_threadsafe_function call;
   napi_threadsafe_function events;
   unsigned max_readahead;
-  /* Owners: the JavaScript handle and the loop thread; the last one frees it. */
+  /* Held by an invalidation while it uses `fuse`, and by the loop thread while it destroys it. */
+  pthread_mutex_t lock;
+  /* Owners: the JavaScript handle, the loop thread and each pending invalidation; the last one frees it. */
   int owners;
 } session_t;
 
@@ -184,6 +186,11 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   /* Always READDIRPLUS, not only for a directory's first chunk: every entry we
      list comes with its attributes, so no chunk should cost a lookup per name. */
   conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+  /* Symlink targets stay in the kernel's page cache: without it every path
+     through snapshots/latest cost a READLINK round trip to JavaScript, two per
+     entry for an `ls -l` there. Targets never change but those of the made-up
+     `latest` links, and JavaScript invalidates those (invalidate() below). */
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   napi_call_threadsafe_function(s->events, (void *)(intptr_t)EV_INIT, napi_tsfn_nonblocking);
   return s;
 }
@@ -647,6 +654,7 @@ static napi_value ReplyDir(napi_env env, napi_callback_info info) {
 /* ---- mounting ---- */
 
 static void session_free(session_t *s) {
+  pthread_mutex_destroy(&s->lock);
   free(s->mnt);
   free(s);
 }
@@ -666,9 +674,11 @@ static void *loop_thread(void *arg) {
   fuse_loop_mt(s->fuse, config);
   if (config) fuse_loop_cfg_destroy(config);
   /* fuse_unmount leaves alone a mount point the kernel already let go of. */
+  pthread_mutex_lock(&s->lock);
   fuse_unmount(s->fuse);
   fuse_destroy(s->fuse);
   s->fuse = NULL;
+  pthread_mutex_unlock(&s->lock);
   napi_call_threadsafe_function(s->events, (void *)(intptr_t)EV_EXIT, napi_tsfn_blocking);
   napi_release_threadsafe_function(s->call, napi_tsfn_release);
   napi_release_threadsafe_function(s->events, napi_tsfn_release);
@@ -716,6 +726,7 @@ static napi_value Mount(napi_env env, napi_callback_info info) {
     return NULL;
   }
   session_t *s = calloc(1, sizeof(session_t));
+  pthread_mutex_init(&s->lock, NULL);
   s->mnt = mnt;
   s->max_readahead = (unsigned)readahead;
 
@@ -750,6 +761,83 @@ static napi_value Mount(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* ---- invalidating what the kernel cached ---- */
+
+typedef struct invalidation {
+  napi_async_work work;
+  napi_deferred deferred;
+  session_t *session;
+  char **paths;
+  uint32_t count;
+} invalidation_t;
+
+/*
+ * On libuv's pool, never on the JavaScript thread: the kernel may wait for a
+ * page that a request in flight holds (a READLINK of that very link), and that
+ * request waits for JavaScript to answer it.
+ */
+static void invalidate_execute(napi_env env, void *data) {
+  (void)env;
+  invalidation_t *iv = data;
+  pthread_mutex_lock(&iv->session->lock);
+  /* -ENOENT: the kernel never looked the path up, so it has nothing cached. */
+  if (iv->session->fuse)
+    for (uint32_t i = 0; i < iv->count; i++) fuse_invalidate_path(iv->session->fuse, iv->paths[i]);
+  pthread_mutex_unlock(&iv->session->lock);
+}
+
+static void invalidate_complete(napi_env env, napi_status status, void *data) {
+  (void)status;
+  invalidation_t *iv = data;
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  napi_resolve_deferred(env, iv->deferred, undefined);
+  napi_delete_async_work(env, iv->work);
+  for (uint32_t i = 0; i < iv->count; i++) free(iv->paths[i]);
+  free(iv->paths);
+  session_release(iv->session);
+  free(iv);
+}
+
+/*
+ * invalidate(session, paths) → Promise: the kernel forgets the attributes and
+ * cached content (a symlink's target) of each path it knows, so the next
+ * access asks again. Resolves once the kernel has been told.
+ */
+static napi_value Invalidate(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], promise, name;
+  void *p = NULL;
+  uint32_t count;
+  bool is_array;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || napi_get_value_external(env, argv[0], &p) != napi_ok || !p || napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array) {
+    napi_throw_type_error(env, NULL, "invalidate(session, paths)");
+    return NULL;
+  }
+  CHECK(env, napi_get_array_length(env, argv[1], &count));
+  invalidation_t *iv = calloc(1, sizeof(invalidation_t));
+  iv->paths = calloc(count ? count : 1, sizeof(char *));
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value v;
+    if (napi_get_element(env, argv[1], i, &v) != napi_ok || !(iv->paths[i] = string_arg(env, v))) {
+      for (uint32_t j = 0; j < i; j++) free(iv->paths[j]);
+      free(iv->paths);
+      free(iv);
+      napi_throw_type_error(env, NULL, "invalidate: paths must be strings");
+      return NULL;
+    }
+  }
+  iv->count = count;
+  iv->session = p;
+  __atomic_add_fetch(&iv->session->owners, 1, __ATOMIC_ACQ_REL);
+  CHECK(env, napi_create_promise(env, &iv->deferred, &promise));
+  napi_create_string_utf8(env, "aegis fuse invalidate", NAPI_AUTO_LENGTH, &name);
+  CHECK(env, napi_create_async_work(env, NULL, name, invalidate_execute, invalidate_complete, iv, &iv->work));
+  CHECK(env, napi_queue_async_work(env, iv->work));
+  return promise;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"mount", NULL, Mount, NULL, NULL, NULL, napi_default, NULL},
@@ -759,6 +847,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"replyStatfs", NULL, ReplyStatfs, NULL, NULL, NULL, napi_default, NULL},
       {"replyLink", NULL, ReplyLink, NULL, NULL, NULL, napi_default, NULL},
       {"replyDir", NULL, ReplyDir, NULL, NULL, NULL, napi_default, NULL},
+      {"invalidate", NULL, Invalidate, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;
