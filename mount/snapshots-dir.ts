@@ -8,6 +8,8 @@ import { TreeDir } from './dir.js';
 import { HistoryDir } from './history.js';
 import { ROOT_INO, childIno } from './inodes.js';
 import { VirtualLink } from './link.js';
+
+const SNAPSHOTS_DIR = '/snapshots';
 import { safeVirtualName } from './names.js';
 import { type Attr, type DirNode, type Listing, type MountNode, S_IFDIR, S_IFLNK } from './types.js';
 
@@ -278,22 +280,42 @@ export class SnapshotSet {
     return changed;
   }
 
+  /** Per directory (by path): the name each snapshot was given there, and every name given there. */
+  private readonly leaves = new Map<string, { byId: Map<string, string>; given: Set<string> }>();
+
+  /**
+   * The name of snapshot `id` in directory `dirPath`: the one it got there
+   * before in this mount, else `base`, or `base-1`, `base-2`… if that was ever
+   * given to another (or `inUse`). A name never passes to another snapshot while
+   * mounted: when two snapshots share a second and the first is forgotten, the
+   * second keeps its "-1". Otherwise what the kernel cached under the name
+   * (file pages with kernel_cache, attributes, link targets) would show the
+   * forgotten snapshot's files as the other's.
+   */
+  private leafFor(dirPath: string, id: string, base: string, inUse: (leaf: string) => boolean): string {
+    let dir = this.leaves.get(dirPath);
+    if (!dir) this.leaves.set(dirPath, (dir = { byId: new Map(), given: new Set() }));
+    const known = dir.byId.get(id);
+    if (known !== undefined) return known;
+    let leaf = base;
+    for (let k = 1; dir.given.has(leaf) || inUse(leaf) || leaf === 'latest'; k++) leaf = `${base}-${k}`;
+    dir.byId.set(id, leaf);
+    dir.given.add(leaf);
+    return leaf;
+  }
+
   private build(): VirtualDir {
     const ctx = this.ctx;
     const filter = this.opts.filter ?? {};
     const list = sortByTime([...this.all.values()].filter((e) => matches(e, filter)));
-    const used = new Map<string, number>();
     this.snapshots = list.map((e) => {
-      const base = timeName(e.snapshot.time);
-      const n = used.get(base) ?? 0;
-      used.set(base, n + 1);
       const t = Date.parse(e.snapshot.time);
-      return { id: e.id, snapshot: e.snapshot, name: n === 0 ? base : `${base}-${n}`, timeMs: Number.isNaN(t) ? 0 : t };
+      return { id: e.id, snapshot: e.snapshot, name: this.leafFor(SNAPSHOTS_DIR, e.id, timeName(e.snapshot.time), () => false), timeMs: Number.isNaN(t) ? 0 : t };
     });
     const newest = this.snapshots.length ? this.snapshots[this.snapshots.length - 1]!.timeMs : 0;
     const root = new VirtualDir(ctx, '/', ROOT_INO, newest);
 
-    const snapDir = root.subdir('snapshots', newest)!;
+    const snapDir = root.subdir(SNAPSHOTS_DIR.slice(1), newest)!;
     for (const s of this.snapshots) {
       snapDir.children.set(s.name, snapshotRoot(ctx, s, joinPath(snapDir.path, s.name), childIno(snapDir.ino, s.name)));
       snapDir.latest = s.name;
@@ -310,8 +332,8 @@ export class SnapshotSet {
           }
           if (!dir) continue; // a template leaf is in the way of another template's directory
           dir.timeMs = Math.max(dir.timeMs, s.timeMs);
-          let leaf = comps[comps.length - 1]!;
-          for (let k = 1; dir.children.has(leaf) || leaf === 'latest'; k++) leaf = `${comps[comps.length - 1]!}-${k}`;
+          const here = dir;
+          const leaf = this.leafFor(dir.path, s.id, comps[comps.length - 1]!, (l) => here.children.has(l));
           dir.children.set(leaf, snapshotRoot(ctx, s, joinPath(dir.path, leaf), childIno(dir.ino, leaf)));
           if (byTime) dir.latest = leaf;
         }

@@ -5,7 +5,8 @@ import { OpenFile } from '../mount/file.js';
 import { childIno, hardlinkIno } from '../mount/inodes.js';
 import { decodeName, displayName, safeVirtualName } from '../mount/names.js';
 import { ReadAhead } from '../mount/readahead.js';
-import { checkTemplate, timeName } from '../mount/snapshots-dir.js';
+import { SnapshotSet, type VirtualDir, checkTemplate, timeName } from '../mount/snapshots-dir.js';
+import { type Snapshot } from '../src/snapshot/snapshot.js';
 import { decodeTreeSliced, toEntry } from '../mount/tree-cache.js';
 import { decodeTreeLocations } from '../src/repo/index.js';
 import { type FileNode } from '../mount/types.js';
@@ -135,6 +136,42 @@ describe('path templates and names', () => {
     const d = new Date(2026, 10, 23, 20, 14, 51, 999);
     expect(timeName(d.toISOString())).toBe('2026-11-23T20-14-51');
     expect(timeName('not a time')).toBe('unknown-time');
+  });
+
+  it("keeps a snapshot's name while mounted: a forgotten one's name is never given to another", async () => {
+    const snaps = new Map<string, Snapshot>();
+    const add = (id: string, time: string) => snaps.set(id, { time, tree: 'f'.repeat(64), paths: ['/data'], hostname: 'h', username: 'u', tags: ['t'] } as Snapshot);
+    const repo = {
+      storage: {
+        async *list() {
+          for (const id of snaps.keys()) yield { name: `snapshots/${id}`, size: 1 };
+        },
+      },
+      loadSnapshot: async (id: string) => snaps.get(id)!,
+    };
+    const ctx = { repo, index: { reload: async () => {} }, log: () => {}, uid: 0, gid: 0 } as never;
+    const set = new SnapshotSet(ctx, { minRefreshMs: 0 });
+    const names = (dir: string) => [...(set.root.children.get(dir) as VirtualDir).children.keys()].sort();
+    const inHost = () => [...((set.root.children.get('hosts') as VirtualDir).children.get('h') as VirtualDir).children.keys()].sort();
+    const a = 'a'.repeat(64);
+    const b = 'b'.repeat(64);
+    const c = 'c'.repeat(64);
+    const t = '2026-11-23T20:14:51.100Z';
+    const base = timeName(t);
+    add(a, t);
+    add(b, '2026-11-23T20:14:51.600Z'); // the same second
+    await set.refresh();
+    expect(names('snapshots')).toEqual([base, `${base}-1`, 'latest']);
+    expect(inHost()).toEqual([base, `${base}-1`, 'latest']);
+    snaps.delete(a);
+    await set.refresh();
+    expect(names('snapshots')).toEqual([`${base}-1`, 'latest']);
+    expect(inHost()).toEqual([`${base}-1`, 'latest']);
+    // A new snapshot of that second gets a name never shown before.
+    add(c, '2026-11-23T20:14:51.900Z');
+    await set.refresh();
+    expect(names('snapshots')).toEqual([`${base}-1`, `${base}-2`, 'latest']);
+    expect(set.snapshots.map((s) => [s.id, s.name])).toEqual([[b, `${base}-1`], [c, `${base}-2`]]);
   });
 
   it('parses --cache-size', () => {
