@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FsOperations, FuseSession, type KernelOptions, optionString } from '../mount/fuse.js';
 import { mountAt } from '../mount/mounts.js';
 import { type Attr, ENOENT, FsError, type Listing, S_IFDIR, S_IFREG } from '../mount/types.js';
-import { forceUnmount, run } from './helpers/mount.js';
+import { FAKE_STATFS, type InProcessMount, mountInProcess, run } from './helpers/mount.js';
 
 /**
  * mount/fuse.ts against the real FUSE binding and kernel, in this process. The
@@ -28,7 +28,6 @@ function attr(mode: number, size: number, ino: number): Attr {
 }
 
 describe('mount/fuse.ts: the FUSE binding', () => {
-  let dir: string;
   let mnt: string;
   let session: FuseSession | undefined;
   const seenPaths: string[] = [];
@@ -71,22 +70,18 @@ describe('mount/fuse.ts: the FUSE binding', () => {
       return new Promise((resolve) => setTimeout(() => resolve(n), SLOW_MS));
     },
     release() {},
-    statfs: () => ({ bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 }),
+    statfs: () => FAKE_STATFS,
   };
 
+  let m: InProcessMount | undefined;
   beforeAll(async () => {
-    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'aegis-fuse-'));
-    mnt = path.join(dir, 'mnt');
-    await fsp.mkdir(mnt);
-    session = await FuseSession.mount(mnt, ops, KOPTS, (op, p, err) => {
-      throw new Error(`unexpected error in ${op} ${p}: ${String(err)}`);
-    });
+    m = await mountInProcess('aegis-fuse-', ops, KOPTS);
+    mnt = m.mnt;
+    session = m.session;
   });
 
   afterAll(async () => {
-    await session?.unmount().catch(() => {});
-    await forceUnmount(mnt);
-    await fsp.rm(dir, { recursive: true, force: true });
+    await m?.close();
   });
 
   it('passes ro, our file system name and the timeouts to libfuse', () => {

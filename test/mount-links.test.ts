@@ -1,10 +1,8 @@
-import fsp from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FsOperations, FuseSession, type KernelOptions } from '../mount/fuse.js';
 import { type Attr, ENOENT, FsError, type Listing, S_IFDIR, S_IFLNK, S_IFREG } from '../mount/types.js';
-import { forceUnmount, run } from './helpers/mount.js';
+import { FAKE_STATFS, type InProcessMount, mountInProcess, run } from './helpers/mount.js';
 
 /**
  * Symlinks through the FUSE binding (mount/fuse.ts, native/aegis_fuse.c): the
@@ -30,7 +28,6 @@ function attr(mode: number, size: number, ino: number): Attr {
 }
 
 describe('mount: symlinks are cached by the kernel, and invalidated when they change', () => {
-  let dir: string;
   let mnt: string;
   let session: FuseSession | undefined;
   let target = 'dir-a';
@@ -72,22 +69,18 @@ describe('mount: symlinks are cached by the kernel, and invalidated when they ch
     },
     read: () => 0,
     release() {},
-    statfs: () => ({ bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 }),
+    statfs: () => FAKE_STATFS,
   };
 
+  let m: InProcessMount | undefined;
   beforeAll(async () => {
-    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'aegis-links-'));
-    mnt = path.join(dir, 'mnt');
-    await fsp.mkdir(mnt);
-    session = await FuseSession.mount(mnt, ops, KOPTS, (op, p, err) => {
-      throw new Error(`unexpected error in ${op} ${p}: ${String(err)}`);
-    });
+    m = await mountInProcess('aegis-links-', ops, KOPTS);
+    mnt = m.mnt;
+    session = m.session;
   });
 
   afterAll(async () => {
-    await session?.unmount().catch(() => {});
-    await forceUnmount(mnt);
-    await fsp.rm(dir, { recursive: true, force: true });
+    await m?.close();
   });
 
   it('ls -l through a link reads the link once, not once or twice per entry', async () => {

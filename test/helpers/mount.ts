@@ -1,6 +1,8 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { type FsOperations, FuseSession, type KernelOptions } from '../../mount/fuse.js';
 import { AEGIS, type Workspace } from './cli.js';
 
 /** A running `aegis mount` child process. */
@@ -118,3 +120,37 @@ export function errnoOf(f: () => unknown): string | undefined {
     return (err as NodeJS.ErrnoException).code;
   }
 }
+
+/** A FUSE mount of a fake file system served by this process (mount/fuse.ts against the real binding). */
+export interface InProcessMount {
+  mnt: string;
+  session: FuseSession;
+  /** Unmount and remove the temporary directory. */
+  close(): Promise<void>;
+}
+
+/**
+ * Mount `ops` in a new temporary directory; any error a handler reports fails
+ * the test. Its handlers run on this thread: touch the mount only through
+ * promises and child processes (a synchronous call would deadlock).
+ */
+export async function mountInProcess(prefix: string, ops: FsOperations, opts: KernelOptions): Promise<InProcessMount> {
+  const dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), prefix));
+  const mnt = path.join(dir, 'mnt');
+  await fs.promises.mkdir(mnt);
+  const session = await FuseSession.mount(mnt, ops, opts, (op, p, err) => {
+    throw new Error(`unexpected error in ${op} ${p}: ${String(err)}`);
+  });
+  return {
+    mnt,
+    session,
+    close: async () => {
+      await session.unmount().catch(() => {});
+      await forceUnmount(mnt);
+      await fs.promises.rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** statfs for a fake file system: nothing free, 255-byte names. */
+export const FAKE_STATFS = { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 };
