@@ -49,6 +49,11 @@ export interface BlobCacheOptions {
    * the storage, which retries and reports.
    */
   openFileRange?: (packId: string, source: PackFileRange, blobs: RangeBlob[]) => Promise<OpenedBlob[] | null>;
+  /**
+   * Reads a small blob of a local pack on this thread when its bytes are in the
+   * page cache (CachedPackReads); undefined sends the read the usual way.
+   */
+  readCached?: (packId: string, offset: number, length: number) => Buffer | undefined;
 }
 
 export const DEFAULT_CACHE_BYTES = 256 * 1024 * 1024;
@@ -84,6 +89,7 @@ export class BlobCache {
   private readonly maxRunBytes: number;
   private readonly openRange: BlobCacheOptions['openRange'];
   private readonly openFileRange: BlobCacheOptions['openFileRange'];
+  private readonly readCached: BlobCacheOptions['readCached'];
   private readonly inlineOpenBytes: number;
   /** Counters for tests and the debug log. */
   readonly stats = { hits: 0, misses: 0, joined: 0, prefetched: 0, loaded: 0, loadedBytes: 0, rangeReads: 0 };
@@ -98,6 +104,7 @@ export class BlobCache {
     this.maxRunBytes = Math.max(0, opts.maxRunBytes ?? 8 * 1024 * 1024);
     this.openRange = opts.openRange;
     this.openFileRange = opts.openFileRange;
+    this.readCached = opts.readCached;
     this.inlineOpenBytes = opts.inlineOpenBytes ?? 0;
     this.lru = new LRUCache<string, Buffer>({
       maxSize: Math.max(1, this.maxBytes),
@@ -259,7 +266,9 @@ export class BlobCache {
           if (!r.plain) throw new DamagedBlobError(id, r.error ?? 'cannot be opened', loc.packId);
           plain = r.plain;
         } else {
-          const buf = await readOnce();
+          // Small enough to open here: read here too if it is cached (no await before this: it runs at once).
+          const cached = locs.length === 1 && loc.length <= this.inlineOpenBytes ? this.readCached?.(loc.packId, loc.offset, loc.length) : undefined;
+          const buf = cached ?? (await readOnce());
           let sealed = buf;
           if (locs.length > 1) {
             // A piece of its own: the worker pool moves whole ArrayBuffers, but would

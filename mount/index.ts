@@ -7,6 +7,7 @@ import { BlobCache, DEFAULT_CACHE_BYTES } from './blob-cache.js';
 import { IndexLoader, type MountContext } from './context.js';
 import { BlobReadError, OpenFile } from './file.js';
 import { type FsOperations, FuseSession, type Statfs, tuneReadahead } from './fuse.js';
+import { CachedPackReads } from './cached-pack-reads.js';
 import { autoUnmountHelpers, mountAt, recoverStaleMount, waitForHelpers } from './mounts.js';
 import { Resolver } from './root.js';
 import { type SnapshotFilter, SnapshotSet } from './snapshots-dir.js';
@@ -243,7 +244,9 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
   // Joining neighbouring blobs into one range read saves requests to a remote store;
   // on a local disk it only costs (a bigger read before the first blob is usable).
   const local = path.isAbsolute(repo.storage.location);
+  const cachedReads = local ? new CachedPackReads(repo) : undefined;
   const blobs = new BlobCache(repo, {
+    readCached: cachedReads && ((packId, offset, length) => cachedReads.read(packId, offset, length)),
     maxBytes: cacheSize,
     maxRunBytes: local ? 0 : undefined,
     // A small file's blob opens in microseconds here; through a worker thread,
@@ -278,6 +281,7 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
     } finally {
       if (savedOpener) repo.opener = savedOpener;
       if (ownPool && pool) await pool.close().catch(() => {});
+      cachedReads?.close();
       resolveClosed();
     }
   };

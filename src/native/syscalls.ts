@@ -46,6 +46,8 @@ interface NativeSyscalls {
   willNeed?(fd: number, offset: number, length: number): number;
   /** memmove of bytes[start, end) to bytes[target, …), for buffers in shared memory. */
   moveWithin?(bytes: Uint8Array, target: number, start: number, end: number): void;
+  /** pread that never waits for the disk (RWF_NOWAIT): bytes read, or -errno (-EAGAIN: not all cached). */
+  readCached?(fd: number, bytes: Uint8Array, offset: number): number;
 }
 
 function projectRoot(): string {
