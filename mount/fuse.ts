@@ -40,7 +40,12 @@ export interface FsOperations {
   /** The full listing, "." and ".." included. */
   readdir(path: string): Promise<Listing>;
   readlink(path: string): Promise<string>;
-  open(path: string, flags: number): Promise<number>;
+  /**
+   * `path` was opened as handle `fd`: the binding has answered the kernel
+   * already (native/aegis_fuse.c, op_open), so what goes wrong here shows at
+   * the first read on the handle.
+   */
+  open(path: string, flags: number, fd: number): void | Promise<void>;
   read(path: string, fd: number, buf: Buffer, len: number, pos: number): number | Promise<number>;
   release(path: string, fd: number): void | Promise<void>;
   statfs(path: string): Statfs;
@@ -106,7 +111,6 @@ type Dispatch = (op: Op, req: Request, path: string, fh: number, size: number, o
 interface FuseBinding {
   mount(mountpoint: string, options: string, dispatch: Dispatch, onEvent: (event: number) => void, maxReadahead: number): object;
   reply(req: Request, result: number): void;
-  replyOpen(req: Request, fh: number): void;
   replyAttr(req: Request, attr: Float64Array): void;
   replyStatfs(req: Request, statfs: Float64Array): void;
   replyLink(req: Request, target: string): void;
@@ -229,12 +233,10 @@ function dispatcher(fs: FsOperations, report: ErrorReporter, b: FuseBinding): Di
         pending = fs.readlink(p).then((t) => b.replyLink(req, t));
         break;
       case Op.Open:
-        pending = fs.open(p, offsetOrFlags).then((fd) => b.replyOpen(req, fd));
-        break;
       case Op.Release:
-        // Closing never fails for the caller; whatever release does, answer 0.
+        // Answered by the binding already: whatever happens here, the reply only frees the request.
         pending = Promise.resolve()
-          .then(() => fs.release(p, fh))
+          .then(() => (op === Op.Open ? fs.open(p, offsetOrFlags, fh) : fs.release(p, fh)))
           .then(
             () => b.reply(req, 0),
             () => b.reply(req, 0),

@@ -80,8 +80,8 @@ const O_TRUNC = 0o1000;
 export const MIN_CACHE_SIZE = 16 * 1024 * 1024;
 
 class MountFs implements FsOperations {
-  private readonly handles = new Map<number, OpenFile>();
-  private nextFd = 1;
+  /** Open files by handle: being made ready, or ready. */
+  private readonly handles = new Map<number, OpenFile | Promise<OpenFile>>();
   private readonly logged = new Set<string>();
   active = false;
 
@@ -138,7 +138,24 @@ class MountFs implements FsOperations {
     return node.target();
   }
 
-  async open(p: string, flags: number): Promise<number> {
+  /**
+   * The binding has given the kernel handle `fd` already (native/aegis_fuse.c,
+   * op_open); the file is made ready here, and a failure shows at the first
+   * read on the handle. Reads come after this in the binding's queue, so the
+   * handle is known by then, if not yet ready.
+   */
+  open(p: string, flags: number, fd: number): Promise<void> {
+    const opening = this.openFile(p, flags);
+    this.handles.set(fd, opening);
+    return opening.then(
+      (file) => {
+        if (this.handles.get(fd) === opening) this.handles.set(fd, file);
+      },
+      () => {},
+    );
+  }
+
+  private async openFile(p: string, flags: number): Promise<OpenFile> {
     if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) throw new FsError(EROFS, 'read-only');
     const node = await this.resolve(p);
     if (node.kind === 'dir') throw new FsError(EISDIR, `${p} is a directory`);
@@ -146,18 +163,16 @@ class MountFs implements FsOperations {
     await this.ctx.index.need();
     const index = this.ctx.repo.index;
     if (node.content.some((id) => !index.has(id))) await this.ctx.index.reload(); // written since the index was read?
-    const fd = this.nextFd++;
-    if (this.nextFd > 0x7fffffff) this.nextFd = 1;
-    this.handles.set(fd, new OpenFile(node, this.ctx.repo, this.blobs, (m) => this.ctx.log(m), this.readAheadMax));
-    return fd;
+    return new OpenFile(node, this.ctx.repo, this.blobs, (m) => this.ctx.log(m), this.readAheadMax);
   }
 
   read(p: string, fd: number, buf: Buffer, len: number, pos: number): number | Promise<number> {
     const file = this.handles.get(fd);
-    if (file) {
+    if (file instanceof OpenFile) {
       const r = file.read(buf, len, pos);
       return typeof r === 'number' ? r : r.catch((err: unknown) => this.readFailed(p, err));
     }
+    if (file) return file.then((f) => f.read(buf, len, pos)).catch((err: unknown) => this.readFailed(p, err));
     return this.readUnopened(p, fd, buf, len, pos);
   }
 

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FsOperations, FuseSession, type KernelOptions, optionString } from '../mount/fuse.js';
 import { mountAt } from '../mount/mounts.js';
 import { type Attr, ENOENT, FsError, type Listing, S_IFDIR, S_IFREG } from '../mount/types.js';
-import { FAKE_STATFS, type InProcessMount, mountInProcess, run } from './helpers/mount.js';
+import { FAKE_STATFS, type InProcessMount, mountInProcess, run, waitFor } from './helpers/mount.js';
 
 /**
  * mount/fuse.ts against the real FUSE binding and kernel, in this process. The
@@ -31,11 +31,15 @@ describe('mount/fuse.ts: the FUSE binding', () => {
   let mnt: string;
   let session: FuseSession | undefined;
   const seenPaths: string[] = [];
+  /** What open, read and release were told, in order: [op, path, handle]. */
+  const handleLog: Array<[string, string, number]> = [];
   const files = new Map<string, { data: Buffer; ino: number; slow?: boolean }>([
     ['/plain', { data: Buffer.from('plain\n'), ino: 4242 }],
     ['/slow', { data: Buffer.from('worth the wait\n'), ino: 4343, slow: true }],
     ['/caf\u00e9 \uefff', { data: Buffer.from('mapped\n'), ino: 4444 }],
     ['/listed', { data: Buffer.from('listed with its attributes\n'), ino: 4545 }],
+    ['/opened-a', { data: Buffer.from('first\n'), ino: 4646 }],
+    ['/opened-b', { data: Buffer.from('second\n'), ino: 4747 }],
   ]);
 
   const ops: FsOperations = {
@@ -60,16 +64,19 @@ describe('mount/fuse.ts: the FUSE binding', () => {
     async readlink() {
       throw new FsError(22, 'not a link');
     },
-    async open() {
-      return 7;
+    open(p, _flags, fd) {
+      handleLog.push(['open', p, fd]);
     },
-    read(p, _fd, buf, len, pos) {
+    read(p, fd, buf, len, pos) {
+      handleLog.push(['read', p, fd]);
       const f = files.get(p)!;
       const n = f.data.copy(buf, 0, pos, Math.min(f.data.length, pos + len));
       if (!f.slow) return n;
       return new Promise((resolve) => setTimeout(() => resolve(n), SLOW_MS));
     },
-    release() {},
+    release(p, fd) {
+      handleLog.push(['release', p, fd]);
+    },
     statfs: () => FAKE_STATFS,
   };
 
@@ -106,6 +113,28 @@ describe('mount/fuse.ts: the FUSE binding', () => {
     expect(await fsp.readFile(path.join(mnt, 'plain'), 'utf8')).toBe('plain\n');
     await expect(fsp.writeFile(path.join(mnt, 'plain'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
     await expect(fsp.writeFile(path.join(mnt, 'new'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
+  });
+
+  it('the handle the binding gives at open reaches open, every read and the release of that file, in that order', async () => {
+    handleLog.length = 0;
+    const a = await fsp.open(path.join(mnt, 'opened-a'));
+    const b = await fsp.open(path.join(mnt, 'opened-b'));
+    expect(await a.readFile('utf8')).toBe('first\n');
+    expect(await b.readFile('utf8')).toBe('second\n');
+    await a.close();
+    await b.close();
+    // The kernel sends a release after close(2) has returned.
+    await waitFor('both releases', () => handleLog.filter(([op]) => op === 'release').length === 2);
+    const handleOf = (p: string) => handleLog.find(([op, q]) => op === 'open' && q === p)![2];
+    expect(handleOf('/opened-a')).not.toBe(handleOf('/opened-b'));
+    for (const p of ['/opened-a', '/opened-b']) {
+      const mine = handleLog.filter(([, q]) => q === p);
+      expect(mine.every(([, , fd]) => fd === handleOf(p))).toBe(true);
+      const ops = mine.map(([op]) => op);
+      expect(ops[0]).toBe('open');
+      expect(ops.at(-1)).toBe('release');
+      expect(ops.filter((op) => op === 'read').length).toBeGreaterThan(0);
+    }
   });
 
   it('names: the shown form of mount/names.ts reaches the kernel as the bytes it stands for, and back', async () => {

@@ -64,9 +64,7 @@ describe('mount: symlinks are cached by the kernel, and invalidated when they ch
       readlinks++;
       return target;
     },
-    async open() {
-      return 1;
-    },
+    open() {},
     read: () => 0,
     release() {},
     statfs: () => FAKE_STATFS,
