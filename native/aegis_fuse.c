@@ -10,7 +10,8 @@
  * cost no request at all (docs/MOUNT.md, "The FUSE binding").
  *
  * Every other request is passed to one JavaScript dispatcher through a
- * thread-safe function; the libfuse thread waits until JavaScript replies. The
+ * thread-safe function; the libfuse thread waits until JavaScript replies,
+ * except for open and release, answered here (op_open). The
  * wait cannot be cancelled: libfuse cancels its idle threads when the loop ends,
  * and a request whose buffers JavaScript still writes into must outlive that.
  */
