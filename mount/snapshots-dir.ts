@@ -8,10 +8,10 @@ import { TreeDir } from './dir.js';
 import { HistoryDir } from './history.js';
 import { ROOT_INO, childIno } from './inodes.js';
 import { VirtualLink } from './link.js';
-
-const SNAPSHOTS_DIR = '/snapshots';
 import { safeVirtualName } from './names.js';
 import { type Attr, type DirNode, type Listing, type MountNode, S_IFDIR, S_IFLNK } from './types.js';
+
+const SNAPSHOTS_DIR = '/snapshots';
 
 /**
  * The snapshot list and the directories made from it: snapshots/, the views
@@ -199,6 +199,8 @@ export class SnapshotSet {
   root: VirtualDir;
   /** Each `latest` link by its path, with its target (see onLinksChanged). */
   private links = new Map<string, string>();
+  /** Per directory (by path): the name each snapshot was given there, and every name given there (leafFor). */
+  private readonly leaves = new Map<string, { byId: Map<string, string>; given: Set<string> }>();
   /**
    * Told the paths of `latest` links whose target changed or that are gone; a
    * refresh waits for it. The kernel keeps symlink targets (fuse.ts), so the
@@ -279,9 +281,6 @@ export class SnapshotSet {
     }
     return changed;
   }
-
-  /** Per directory (by path): the name each snapshot was given there, and every name given there. */
-  private readonly leaves = new Map<string, { byId: Map<string, string>; given: Set<string> }>();
 
   /**
    * The name of snapshot `id` in directory `dirPath`: the one it got there
