@@ -405,8 +405,8 @@ async function chunkFile(path: Uint8Array, compression: CompressionMode): Promis
 
 /**
  * Restore and the mount: one buffer, reused, that this thread reads ranges of
- * local packs into. Reading here rather than on libuv's pool for the main thread saves a
- * fresh 8 MiB buffer per range (page faults, zeroing, unmapping: ~0.6 s of CPU
+ * local packs into. Reading here rather than on libuv's pool for the main
+ * thread saves a fresh 8 MiB buffer per range (page faults, zeroing, unmapping: ~0.6 s of CPU
  * on the pool's threads for the 1 GiB bench tree) and its transfer.
  */
 let rangeBuf = Buffer.allocUnsafe(0);
@@ -435,6 +435,12 @@ function readPackRange(src: PackFileRange): Buffer | null {
   }
 }
 
+function copyOf(b: Buffer): Buffer {
+  const copy = Buffer.allocUnsafeSlow(b.length);
+  b.copy(copy);
+  return copy;
+}
+
 /**
  * Open the blobs of one range of a pack, decrypting each in place (this thread
  * owns the bytes: moved here, or read into `rangeBuf`). A compressed blob comes
@@ -443,12 +449,6 @@ function readPackRange(src: PackFileRange): Buffer | null {
  * was moved here, since `rangeBuf` is read into again and a view would keep
  * every other blob's bytes alive on the main thread.
  */
-function copyOf(b: Buffer): Buffer {
-  const copy = Buffer.allocUnsafeSlow(b.length);
-  b.copy(copy);
-  return copy;
-}
-
 function openRange(packId: string, data: Buffer, blobs: OpenRangeRequest['blobs'], reused: boolean): { result: OpenRangeResult; transfer: ArrayBuffer[] } {
   const result: OpenRangeResult = [];
   const transfer: ArrayBuffer[] = [];
