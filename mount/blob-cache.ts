@@ -1,10 +1,11 @@
 import { LRUCache } from 'lru-cache';
 import { nativeSyscalls } from '../src/native/syscalls.js';
 import { hexToId } from '../src/crypto/ids.js';
-import { BlobType, DamagedBlobError, openBlob } from '../src/repo/blob.js';
+import { BlobType, DamagedBlobError, openBlob, openBlobOwned } from '../src/repo/blob.js';
 import { type BlobLocation } from '../src/repo/index.js';
 import { type Repository, packReadFailure } from '../src/repo/repository.js';
 import { type OpenedBlob, type RangeBlob } from '../src/workers/pool.js';
+import { copyToOwnBuffer } from '../src/workers/transfer.js';
 import { type PackFileRange } from '../src/workers/protocol.js';
 
 /**
@@ -71,10 +72,7 @@ const MAX_GAP = 256 * 1024;
 const OWN_SLACK = 64;
 
 function own(b: Buffer): Buffer {
-  if (b.buffer.byteLength - b.length <= OWN_SLACK) return b;
-  const copy = Buffer.allocUnsafeSlow(b.length);
-  b.copy(copy);
-  return copy;
+  return b.buffer.byteLength - b.length <= OWN_SLACK ? b : copyToOwnBuffer(b);
 }
 
 export class BlobCache {
@@ -273,12 +271,14 @@ export class BlobCache {
           if (locs.length > 1) {
             // A piece of its own: the worker pool moves whole ArrayBuffers, but would
             // copy all of a shared one for every view into it.
-            sealed = Buffer.allocUnsafeSlow(loc.length);
-            buf.copy(sealed, 0, loc.offset - first.offset, loc.offset - first.offset + loc.length);
+            sealed = copyToOwnBuffer(buf.subarray(loc.offset - first.offset, loc.offset - first.offset + loc.length));
           }
+          // Bytes read here for this blob alone, or copied out of a range, are this thread's
+          // to decrypt in place; a range from the storage may be a buffer its cache keeps.
+          const open = cached || sealed !== buf ? openBlobOwned : openBlob;
           plain =
             sealed.length <= this.inlineOpenBytes
-              ? openBlob(this.repo.keys, BlobType.Data, hexToId(id), sealed, loc.packId)
+              ? open(this.repo.keys, BlobType.Data, hexToId(id), sealed, loc.packId)
               : await this.repo.opener.open(BlobType.Data, hexToId(id), sealed, loc.packId);
         }
         plain = own(plain);

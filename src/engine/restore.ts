@@ -178,7 +178,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   // Worker threads decrypt each ranged read and write its blobs into the files
   // themselves; a file that is one blob is finished there too, the others here
   // once their last blob is written.
-  const writeRange = async (plan: PackPlan, range: { start: number; end: number; blobs: RangeBlob[] }): Promise<void> => {
+  const writeRange = async (plan: PackPlan, range: CoalescedRange): Promise<void> => {
     const length = range.end - range.start;
     // A blob whose files have all failed already is not opened at all.
     const pick = () => range.blobs.map(([id, b]) => ({ id, b, targets: b.targets.filter((t) => !failed.has(t.file)) })).filter((s) => s.targets.length > 0);
@@ -467,8 +467,8 @@ function wholeFile(n: TreeNode, dest: Buffer): FinishSpec | undefined {
   return { dest, size: n.size, meta: { type: n.type, uid: n.uid, gid: n.gid, mode: n.mode, atimeNs: n.atimeNs, mtimeNs: n.mtimeNs } };
 }
 
-type RangeBlob = [string, PlannedBlob];
-type CoalescedRange = { start: number; end: number; blobs: RangeBlob[] };
+type RangeEntry = [string, PlannedBlob];
+type CoalescedRange = { start: number; end: number; blobs: RangeEntry[] };
 
 async function* single(entry: WalkEntry): AsyncGenerator<WalkEntry> {
   yield entry;

@@ -11,3 +11,13 @@ export function transferList(...views: Uint8Array[]): ArrayBuffer[] {
   }
   return out;
 }
+
+/**
+ * A copy of `b` in an ArrayBuffer of its own (never a slice of Node's shared
+ * pool): it can be moved to another thread, and keeps no other bytes alive.
+ */
+export function copyToOwnBuffer(b: Uint8Array): Buffer {
+  const copy = Buffer.allocUnsafeSlow(b.length);
+  copy.set(b);
+  return copy;
+}

@@ -13,7 +13,7 @@ import { type CompressionMode } from '../repo/compression.js';
 import { HANDOVER_ID_WORDS, HANDOVER_SLOTS } from './protocol.js';
 import type { ChunkFilesRequest, ChunkFilesResult, ChunkFileResult, OpenBlobRequest, OpenRangeRequest, OpenRangeResult, PackFileRange, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { type PackedBlob } from '../repo/pack.js';
-import { transferList } from './transfer.js';
+import { copyToOwnBuffer, transferList } from './transfer.js';
 import { PackFile, PackWriteError, WriteBuffers, appendTo } from './pack-file.js';
 import { PackBuffer } from './pack-buffer.js';
 import { decodeRangeWrites, writeRangeBlobs } from './restored-file.js';
@@ -435,12 +435,6 @@ function readPackRange(src: PackFileRange): Buffer | null {
   }
 }
 
-function copyOf(b: Buffer): Buffer {
-  const copy = Buffer.allocUnsafeSlow(b.length);
-  b.copy(copy);
-  return copy;
-}
-
 /**
  * Open the blobs of one range of a pack, decrypting each in place (this thread
  * owns the bytes: moved here, or read into `rangeBuf`). A compressed blob comes
@@ -458,7 +452,7 @@ function openRange(packId: string, data: Buffer, blobs: OpenRangeRequest['blobs'
       let plain = openBlobOwned(keys, b.type, Buffer.from(b.id), data.subarray(b.offset, b.offset + b.length), packId);
       if (plain.buffer === data.buffer) {
         if (keepView && data.buffer instanceof ArrayBuffer) transfer.push(data.buffer);
-        else plain = copyOf(plain);
+        else plain = copyToOwnBuffer(plain);
       }
       if (plain.buffer !== data.buffer) transfer.push(...transferList(plain));
       result.push({ plain });
