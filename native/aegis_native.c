@@ -135,6 +135,27 @@ static napi_value do_mknod(napi_env env, napi_callback_info info) {
 
 // fastcdcCut(buf, start, end, gear(Int32Array[256]), min, avg, max, maskStrict, maskLoose)
 // The same cut-point rule as src/chunker/fastcdc.ts, byte for byte (docs/FORMAT.md §12).
+// Where the chunk that starts at `start` ends (its length): the first position
+// past `min` whose gear hash has no bit of the mask set (the strict mask up to
+// `avg`, the loose one after), else `max` or the end of the data.
+static int64_t cut_point(const uint8_t *b, int64_t start, int64_t end, const uint32_t *gear, int64_t min, int64_t avg, int64_t max, uint32_t ms, uint32_t ml) {
+  int64_t n = end - start;
+  if (n <= min) return n;
+  if (n > max) n = max;
+  const int64_t normal_end = start + (avg < n ? avg : n), stop = start + n;
+  uint32_t h = 0;
+  int64_t i = start + min;
+  for (; i < normal_end; i++) {
+    h = (h << 1) + gear[b[i]];
+    if ((h & ms) == 0) return i - start + 1;
+  }
+  for (; i < stop; i++) {
+    h = (h << 1) + gear[b[i]];
+    if ((h & ml) == 0) return i - start + 1;
+  }
+  return n;
+}
+
 static napi_value fastcdc_cut(napi_env env, napi_callback_info info) {
   napi_value argv[9];
   if (!get_args(env, info, 9, argv, "fastcdcCut(buf, start, end, gear, min, avg, max, maskStrict, maskLoose)")) return NULL;
@@ -164,28 +185,7 @@ static napi_value fastcdc_cut(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "range outside the buffer");
     return NULL;
   }
-  const uint8_t *b = (const uint8_t *)data;
-  const int32_t *gear = (const int32_t *)gdata;
-  int64_t n = end - start, result;
-  if (n <= min) {
-    result = n;
-  } else {
-    if (n > max) n = max;
-    int64_t normal = avg < n ? avg : n;
-    uint32_t h = 0;
-    int64_t i = start + min;
-    const int64_t normal_end = start + normal, stop = start + n;
-    result = n;
-    for (; i < normal_end; i++) {
-      h = (h << 1) + (uint32_t)gear[b[i]];
-      if ((h & (uint32_t)ms) == 0) { result = i - start + 1; goto done; }
-    }
-    for (; i < stop; i++) {
-      h = (h << 1) + (uint32_t)gear[b[i]];
-      if ((h & (uint32_t)ml) == 0) { result = i - start + 1; goto done; }
-    }
-  }
-done:;
+  int64_t result = cut_point((const uint8_t *)data, start, end, (const uint32_t *)gdata, min, avg, max, (uint32_t)ms, (uint32_t)ml);
   napi_value out;
   napi_create_int64(env, result, &out);
   return out;
