@@ -14,6 +14,7 @@
 //   moveWithin(bytes, target, start, end)             memmove inside one buffer (V8 moves bytes of
 //                                                     shared memory one word at a time, ~3x slower)
 //   readCached(fd, bytes, offset)                     pread that never waits for the disk (RWF_NOWAIT)
+//   prefault(bytes)                                   fault in a new buffer's pages in one call
 // Paths are Buffers so names that are not UTF-8 pass through untouched.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,6 +30,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -725,6 +727,26 @@ static napi_value read_cached(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// prefault(bytes) -> boolean: fault in, writable, every whole page of a new
+// buffer in one call (madvise MADV_POPULATE_WRITE, Linux 5.14+) instead of one
+// page fault per 4 KiB as it is first written. False where the kernel cannot.
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+static napi_value prefault(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv, "prefault(bytes)")) return NULL;
+  uint8_t *data;
+  size_t len;
+  if (!bytes_arg(env, argv[0], &data, &len, "bytes")) return NULL;
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t start = ((uintptr_t)data + page - 1) & ~(page - 1), end = ((uintptr_t)data + len) & ~(page - 1);
+  bool ok = end <= start || madvise((void *)start, end - start, MADV_POPULATE_WRITE) == 0;
+  napi_value result;
+  napi_get_boolean(env, ok, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -744,6 +766,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"willNeed", will_need},
       {"moveWithin", move_within},
       {"readCached", read_cached},
+      {"prefault", prefault},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

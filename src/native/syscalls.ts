@@ -48,6 +48,8 @@ interface NativeSyscalls {
   moveWithin?(bytes: Uint8Array, target: number, start: number, end: number): void;
   /** pread that never waits for the disk (RWF_NOWAIT): bytes read, or -errno (-EAGAIN: not all cached). */
   readCached?(fd: number, bytes: Uint8Array, offset: number): number;
+  /** Fault in every whole page of `bytes` now (madvise MADV_POPULATE_WRITE); false if the kernel cannot. */
+  prefault?(bytes: Uint8Array): boolean;
 }
 
 function projectRoot(): string {

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { Decompressor } from 'zstd-napi';
 import type * as ZstdBinding from 'zstd-napi/binding.js';
+import { ownBuffer } from '../native/own-buffer.js';
 
 // The low-level binding compresses into a buffer the caller owns; the Compressor
 // class allocates a new output buffer per call, garbage a backup makes per chunk.
@@ -87,26 +88,39 @@ let plainScratch = Buffer.alloc(0);
 let dctx: ZstdBinding.DCtx | undefined;
 
 /**
+ * The size a zstd frame says it holds: every blob Aegis writes records it.
+ * Undefined for a frame without it, or too large to trust for one allocation.
+ */
+function recordedSize(payload: Buffer): number | undefined {
+  const size = zstd.getFrameContentSize(payload);
+  return size !== null && size <= 64 * 1024 * 1024 ? size : undefined;
+}
+
+/** Decompress a frame of `size` bytes into the front of `out`. */
+function decompressInto(out: Buffer, payload: Buffer, size: number): Buffer {
+  dctx ??= new zstd.DCtx();
+  const n = dctx.decompress(out, payload);
+  if (n !== size) throw new Error(`decompressed to ${n} bytes, the frame says ${size}`);
+  return n === out.length ? out : out.subarray(0, n);
+}
+
+/**
  * `decompress` into a buffer this thread reuses: the result is valid until the
  * next call on this thread (a restore writes it out at once).
  */
 export function decompressScratch(codec: number, payload: Buffer): Buffer {
-  if (codec !== Codec.Zstd) return decompress(codec, payload);
-  const size = zstd.getFrameContentSize(payload);
-  // Every blob Aegis writes records its size in the frame; anything else takes the general path.
-  if (size === null || size > 64 * 1024 * 1024) return decompress(codec, payload);
+  const size = codec === Codec.Zstd ? recordedSize(payload) : undefined;
+  if (size === undefined) return decompress(codec, payload);
   if (plainScratch.length < size) plainScratch = Buffer.allocUnsafe(Math.max(size, 1 << 20));
-  dctx ??= new zstd.DCtx();
-  const n = dctx.decompress(plainScratch, payload);
-  if (n !== size) throw new Error(`decompressed to ${n} bytes, the frame says ${size}`);
-  return plainScratch.subarray(0, n);
+  return decompressInto(plainScratch, payload, size);
 }
 
 export function decompress(codec: number, payload: Buffer, expectedLength?: number): Buffer {
   if (codec === Codec.Raw) return payload;
   if (codec !== Codec.Zstd) throw new Error(`unknown compression codec ${codec}`);
-  decompressor ??= new Decompressor();
-  const out = decompressor.decompress(payload);
+  const size = recordedSize(payload);
+  // Into a buffer made here for the size the frame gives: the mount's chunk cache keeps it (see ownBuffer).
+  const out = size !== undefined ? decompressInto(ownBuffer(size), payload, size) : (decompressor ??= new Decompressor()).decompress(payload);
   if (expectedLength !== undefined && out.length !== expectedLength) {
     throw new Error(`decompressed to ${out.length} bytes, expected ${expectedLength}`);
   }

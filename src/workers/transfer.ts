@@ -1,3 +1,5 @@
+import { ownBuffer } from '../native/own-buffer.js';
+
 /**
  * The ArrayBuffers that may be moved (not copied) to another thread. A Buffer
  * that is a view into a larger or shared pool must not be transferred: that would
@@ -17,7 +19,7 @@ export function transferList(...views: Uint8Array[]): ArrayBuffer[] {
  * pool): it can be moved to another thread, and keeps no other bytes alive.
  */
 export function copyToOwnBuffer(b: Uint8Array): Buffer {
-  const copy = Buffer.allocUnsafeSlow(b.length);
+  const copy = ownBuffer(b.length);
   copy.set(b);
   return copy;
 }
