@@ -135,11 +135,12 @@ static napi_value do_mknod(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// fastcdcCut(buf, start, end, gear(Int32Array[256]), min, avg, max, maskStrict, maskLoose)
-// The same cut-point rule as src/chunker/fastcdc.ts, byte for byte (docs/FORMAT.md §12).
 // Where the chunk that starts at `start` ends (its length): the first position
 // past `min` whose gear hash has no bit of the mask set (the strict mask up to
-// `avg`, the loose one after), else `max` or the end of the data.
+// `avg`, the loose one after), else `max` or the end of the data. A function of
+// its own because gcc unrolls its loops here; written inline in fastcdc_cut,
+// with the result carried to a label, they ran one byte a step (256 MiB of
+// random data: 42 ms this way, 70 ms that way).
 static int64_t cut_point(const uint8_t *b, int64_t start, int64_t end, const uint32_t *gear, int64_t min, int64_t avg, int64_t max, uint32_t ms, uint32_t ml) {
   int64_t n = end - start;
   if (n <= min) return n;
@@ -158,6 +159,8 @@ static int64_t cut_point(const uint8_t *b, int64_t start, int64_t end, const uin
   return n;
 }
 
+// fastcdcCut(buf, start, end, gear(Int32Array[256]), min, avg, max, maskStrict, maskLoose)
+// The same cut-point rule as src/chunker/fastcdc.ts, byte for byte (docs/FORMAT.md §12).
 static napi_value fastcdc_cut(napi_env env, napi_callback_info info) {
   napi_value argv[9];
   if (!get_args(env, info, 9, argv, "fastcdcCut(buf, start, end, gear, min, avg, max, maskStrict, maskLoose)")) return NULL;
