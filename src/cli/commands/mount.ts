@@ -110,8 +110,11 @@ export const mountCommand: CommandModule<GlobalArgs, Args> = {
       const n = m.stats().snapshots;
       if (args.json) process.stdout.write(JSON.stringify({ message_type: 'mounted', mountpoint, snapshots: n }) + '\n');
       else if (!args.quiet) {
-        process.stdout.write(`repository ${repo.storage.location} mounted at ${mountpoint} (${n} snapshot${n === 1 ? '' : 's'})\n`);
-        process.stdout.write(`press Ctrl-C, or run "aegis umount ${mountpoint}" in another shell, to unmount\n`);
+        // One write: a program relaying this output (the demo) gets both lines together.
+        process.stdout.write(
+          `repository ${repo.storage.location} mounted at ${mountpoint} (${n} snapshot${n === 1 ? '' : 's'})\n` +
+            `press Ctrl-C, or run "aegis umount ${mountpoint}" in another shell, to unmount\n`,
+        );
       }
       await Promise.race([m.closed, aborted]);
       await m.unmount();
