@@ -3,8 +3,6 @@ import { nativeSyscalls } from './syscalls.js';
 /** Below this a page fault per page costs less than the system call that saves them. */
 const PREFAULT_MIN = 256 * 1024;
 
-let prefault: ((bytes: Uint8Array) => boolean) | null | undefined;
-
 /**
  * A new Buffer in an ArrayBuffer of its own (never a slice of Node's shared
  * pool, so it can be moved to another thread and keeps no other bytes alive),
@@ -17,12 +15,7 @@ let prefault: ((bytes: Uint8Array) => boolean) | null | undefined;
  */
 export function ownBuffer(size: number): Buffer {
   const b = Buffer.allocUnsafeSlow(size);
-  if (size >= PREFAULT_MIN) {
-    if (prefault === undefined) {
-      const native = nativeSyscalls();
-      prefault = native?.prefault ? native.prefault.bind(native) : null;
-    }
-    prefault?.(b);
-  }
+  // nativeSyscalls() loads the addon once; without it (or an addon older than prefault) pages fault as usual.
+  if (size >= PREFAULT_MIN) nativeSyscalls()?.prefault?.(b);
   return b;
 }
