@@ -15,6 +15,9 @@
 //                                                     shared memory one word at a time, ~3x slower)
 //   readCached(fd, bytes, offset)                     pread that never waits for the disk (RWF_NOWAIT)
 //   prefault(bytes)                                   fault in a new buffer's pages in one call
+//   backupOpen(path, bytes, offset, stat)             open, fstat and first read of a file to back up
+//   backupStat(fd, stat, close)                       fstat again (and close) after reading it
+//   closeFd(fd)                                       close a descriptor backupOpen opened
 // Paths are Buffers so names that are not UTF-8 pass through untouched.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -750,6 +753,119 @@ static napi_value prefault(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// The stat fields a backup compares before and after reading a file, as doubles
+// (no BigInt to allocate): size, mtime seconds and nanoseconds, ctime seconds and
+// nanoseconds; then the descriptor.
+enum { ST_SIZE, ST_MTIME_S, ST_MTIME_NS, ST_CTIME_S, ST_CTIME_NS, ST_FD, ST_FIELDS };
+
+static bool stat_arg(napi_env env, napi_value v, double **out) {
+  napi_typedarray_type type;
+  size_t len;
+  void *data;
+  if (napi_get_typedarray_info(env, v, &type, &len, &data, NULL, NULL) != napi_ok || type != napi_float64_array || len < ST_FIELDS) {
+    napi_throw_type_error(env, NULL, "stat must be a Float64Array of 6");
+    return false;
+  }
+  *out = data;
+  return true;
+}
+
+static void put_stat(double *out, const struct stat *st) {
+  out[ST_SIZE] = (double)st->st_size;
+  out[ST_MTIME_S] = (double)st->st_mtim.tv_sec;
+  out[ST_MTIME_NS] = (double)st->st_mtim.tv_nsec;
+  out[ST_CTIME_S] = (double)st->st_ctim.tv_sec;
+  out[ST_CTIME_NS] = (double)st->st_ctim.tv_nsec;
+}
+
+// backupOpen(path, bytes, offset, stat) -> bytes read into bytes[offset…], or
+// -errno. Opens without updating atime where the kernel lets us (only the owner
+// or root may), fstats into stat and reads once; the descriptor is left open in
+// stat[5]. A small file costs one call here and one backupStat: through Node's
+// fs each of open, fstat, read, fstat and close was its own call, and each fstat
+// built a BigIntStats with four Dates (~8 us a file in a worker's profile). On
+// any failure nothing is left open and the caller repeats the step with Node's
+// calls, which word the error.
+static napi_value backup_open(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv, "backupOpen(path, bytes, offset, stat)")) return NULL;
+  uint8_t *data;
+  size_t len, offset;
+  double *out;
+  if (!bytes_arg(env, argv[1], &data, &len, "bytes") || !uint_arg(env, argv[2], &offset, "offset") || !stat_arg(env, argv[3], &out)) return NULL;
+  if (offset > len) {
+    napi_throw_range_error(env, NULL, "backupOpen: offset outside the buffer");
+    return NULL;
+  }
+  char *p = path_arg(env, argv[0]);
+  if (!p) return NULL;
+  ssize_t result;
+  int fd = open(p, O_RDONLY | O_NOATIME | O_CLOEXEC);
+  if (fd < 0 && errno == EPERM) fd = open(p, O_RDONLY | O_CLOEXEC);
+  free(p);
+  struct stat st;
+  if (fd < 0) {
+    result = -errno;
+  } else if (fstat(fd, &st) != 0) {
+    result = -errno;
+    close(fd);
+  } else {
+    do result = read(fd, data + offset, len - offset);
+    while (result < 0 && errno == EINTR);
+    if (result < 0) {
+      result = -errno;
+      close(fd);
+    } else {
+      put_stat(out, &st);
+      out[ST_FD] = fd;
+    }
+  }
+  napi_value v;
+  napi_create_double(env, (double)result, &v);
+  return v;
+}
+
+// backupStat(fd, stat, close) -> 0 or -errno: fstat into stat (the check for a
+// file that changed while read), then close the descriptor if asked. On a
+// failure it stays open, for the caller to word the error with Node's fstat.
+static napi_value backup_stat(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv, "backupStat(fd, stat, close)")) return NULL;
+  int32_t fd;
+  double *out;
+  bool done;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_bool(env, argv[2], &done) != napi_ok) {
+    napi_throw_type_error(env, NULL, "backupStat(fd, stat, close): fd must be an integer, close a boolean");
+    return NULL;
+  }
+  if (!stat_arg(env, argv[1], &out)) return NULL;
+  struct stat st;
+  int result = fstat(fd, &st) == 0 ? 0 : -errno;
+  if (result == 0) {
+    put_stat(out, &st);
+    if (done) close(fd);
+  }
+  napi_value v;
+  napi_create_int32(env, result, &v);
+  return v;
+}
+
+// closeFd(fd) -> 0 or -errno. A descriptor the addon opened is closed by the
+// addon: Node's closeSync in a worker thread warns about descriptors its fs did
+// not open.
+static napi_value close_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv, "closeFd(fd)")) return NULL;
+  int32_t fd;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, "fd must be an integer");
+    return NULL;
+  }
+  napi_value v;
+  napi_create_int32(env, close(fd) == 0 ? 0 : -errno, &v);
+  return v;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -770,6 +886,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"moveWithin", move_within},
       {"readCached", read_cached},
       {"prefault", prefault},
+      {"backupOpen", backup_open},
+      {"backupStat", backup_stat},
+      {"closeFd", close_fd},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

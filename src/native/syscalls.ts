@@ -50,6 +50,16 @@ interface NativeSyscalls {
   readCached?(fd: number, bytes: Uint8Array, offset: number): number;
   /** Fault in every whole page of `bytes` now (madvise MADV_POPULATE_WRITE); false if the kernel cannot. */
   prefault?(bytes: Uint8Array): boolean;
+  /**
+   * Open a file to back up (O_NOATIME where allowed), fstat it into `stat` (size,
+   * mtime s and ns, ctime s and ns, then the descriptor) and read once into
+   * bytes[offset…]: the bytes read, or -errno with nothing left open.
+   */
+  backupOpen?(path: Buffer, bytes: Uint8Array, offset: number, stat: Float64Array): number;
+  /** fstat into `stat` as backupOpen does, then close if asked: 0, or -errno with the descriptor still open. */
+  backupStat?(fd: number, stat: Float64Array, close: boolean): number;
+  /** close(2) of a descriptor backupOpen opened: 0 or -errno. */
+  closeFd?(fd: number): number;
 }
 
 function projectRoot(): string {

@@ -15,6 +15,7 @@ import type { ChunkFilesRequest, ChunkFilesResult, ChunkFileResult, OpenBlobRequ
 import { type PackedBlob } from '../repo/pack.js';
 import { copyToOwnBuffer, transferList } from './transfer.js';
 import { PackFile, PackWriteError, WriteBuffers, appendTo } from './pack-file.js';
+import { SourceFile } from './source-file.js';
 import { PackBuffer } from './pack-buffer.js';
 import { decodeRangeWrites, writeRangeBlobs } from './restored-file.js';
 import { nativeSyscalls } from '../native/syscalls.js';
@@ -295,17 +296,6 @@ async function emitPack(): Promise<void> {
   while (packsOut >= MAX_PACKS_OUT) await new Promise<void>((r) => packWaiters.push(r));
 }
 
-function openForBackup(path: Buffer): number {
-  // O_NOATIME keeps the backup from touching the source's access times; only the
-  // owner (or root) may use it, so fall back to a plain open.
-  try {
-    return fs.openSync(path, fsc.O_RDONLY | fsc.O_NOATIME);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
-    return fs.openSync(path, fsc.O_RDONLY);
-  }
-}
-
 /**
  * One read window per thread, reused for every file: files are processed one at
  * a time here (see `queue` below), and a fresh 16 MiB buffer per file would cost
@@ -343,29 +333,29 @@ function shiftDown(buf: Buffer, start: number, end: number): void {
 
 async function chunkFile(path: Uint8Array, compression: CompressionMode): Promise<ChunkFileResult> {
   if (aborting) throw new Error('aborted');
-  const fd = openForBackup(Buffer.from(path.buffer, path.byteOffset, path.byteLength));
+  const { max } = chunker.params;
+  window ??= windows[init.index] ?? Buffer.allocUnsafe(2 * max);
+  const buf = window;
+  const opened = SourceFile.open(Buffer.from(path.buffer, path.byteOffset, path.byteLength), buf, 0);
+  const file = opened.file;
   try {
-    const before = fs.fstatSync(fd, { bigint: true });
-    const { max } = chunker.params;
-    window ??= windows[init.index] ?? Buffer.allocUnsafe(2 * max);
-    const buf = window;
     let start = 0;
-    let end = 0;
-    let eof = false;
+    let end = opened.read;
+    let read = end;
+    const expected = file.size;
+    // A read that ends short exactly at the size fstat gave is at the end of
+    // the file: no second read just to be told so (one system call of six
+    // for each small file). Had the file grown meanwhile, the fstat after
+    // reading shows it, and the file is noted as changed.
+    let eof = end === 0 || (end < buf.length && read === expected);
     let size = 0;
-    let read = 0;
-    const expected = Number(before.size);
     const content: string[] = [];
     while (!eof || start < end) {
       while (!eof && end < buf.length) {
         const want = buf.length - end;
-        const n = fs.readSync(fd, buf, end, want, null);
+        const n = file.read(buf, end);
         end += n;
         read += n;
-        // A read that ends short exactly at the size fstat gave is at the end of
-        // the file: no second read just to be told so (one system call of six
-        // for each small file). Had the file grown meanwhile, the fstat after
-        // reading shows it, and the file is noted as changed.
         if (n === 0 || (n < want && read === expected)) eof = true;
       }
       // Cut as far as the window goes: a cut point found before the data runs
@@ -389,16 +379,14 @@ async function chunkFile(path: Uint8Array, compression: CompressionMode): Promis
       end -= start;
       start = 0;
     }
-    const after = fs.fstatSync(fd, { bigint: true });
-    const changed = after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs || Number(after.size) !== size;
     if (content.includes('')) throw new Error('a chunk handed to another thread has no ID');
-    return { content, size, changed };
+    return { content, size, changed: file.finish(size) };
   } finally {
     // The next file reads into the window; after a failure, what was handed over is still sealed.
     try {
       if (anyHandedOver()) await takeBack();
     } finally {
-      fs.closeSync(fd);
+      file.close();
     }
   }
 }

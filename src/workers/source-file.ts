@@ -1,0 +1,133 @@
+import fs, { constants as fsc } from 'node:fs';
+import { nativeSyscalls } from '../native/syscalls.js';
+
+// Fields of the stat arrays the addon fills (native/aegis_native.c, backupOpen).
+const SIZE = 0;
+const MTIME_S = 1;
+const MTIME_NS = 2;
+const CTIME_S = 3;
+const CTIME_NS = 4;
+const FD = 5;
+const FIELDS = 6;
+
+const native = nativeSyscalls();
+const backupOpen = native?.backupOpen;
+const backupStat = native?.backupStat;
+const closeFd = native?.closeFd;
+
+/**
+ * A file being read for a backup: opened without touching its access time,
+ * with the size and times it had when opened, so that one that changed while
+ * it was read is noticed (`changed`).
+ *
+ * A small file costs two calls into the addon (open, fstat and the first read;
+ * then fstat and close) instead of five through Node's fs, whose fstat builds a
+ * BigIntStats with four Dates each time. Whenever the addon reports a failure,
+ * the step is repeated with Node's calls, which word the error as everywhere
+ * else (and succeed if the file was only in the way for a moment).
+ */
+export class SourceFile {
+  private readonly before = new Float64Array(FIELDS);
+  private closed = false;
+
+  /** `native`: opened by the addon, which closes it too (Node's fs warns about descriptors it did not open). */
+  private constructor(
+    readonly fd: number,
+    private readonly native: boolean,
+  ) {}
+
+  /** Open `path` and read once into bytes[at…]: the file and how many bytes came. */
+  static open(path: Buffer, bytes: Buffer, at: number): { file: SourceFile; read: number } {
+    if (backupOpen && backupStat && closeFd) {
+      const stat = new Float64Array(FIELDS);
+      const n = backupOpen(path, bytes, at, stat);
+      if (n >= 0) {
+        const file = new SourceFile(stat[FD]!, true);
+        file.before.set(stat);
+        return { file, read: n };
+      }
+    }
+    const file = new SourceFile(openWithNode(path), false);
+    try {
+      statWithNode(file.fd, file.before);
+      return { file, read: fs.readSync(file.fd, bytes, at, bytes.length - at, null) };
+    } catch (err) {
+      file.close();
+      throw err;
+    }
+  }
+
+  /** The size fstat gave when the file was opened. */
+  get size(): number {
+    return this.before[SIZE]!;
+  }
+
+  read(bytes: Buffer, at: number): number {
+    return fs.readSync(this.fd, bytes, at, bytes.length - at, null);
+  }
+
+  /**
+   * Whether the file's size or times moved since it was opened, or it is not
+   * `size` bytes long (what was read). Closes the file.
+   */
+  finish(size: number): boolean {
+    const after = new Float64Array(FIELDS);
+    if (this.native && backupStat!(this.fd, after, true) === 0) {
+      this.closed = true;
+    } else {
+      try {
+        statWithNode(this.fd, after);
+      } finally {
+        this.close();
+      }
+    }
+    const b = this.before;
+    return (
+      after[SIZE] !== size ||
+      after[MTIME_S] !== b[MTIME_S] ||
+      after[MTIME_NS] !== b[MTIME_NS] ||
+      after[CTIME_S] !== b[CTIME_S] ||
+      after[CTIME_NS] !== b[CTIME_NS]
+    );
+  }
+
+  /** Close it unless `finish` did. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.native) closeFd!(this.fd);
+    else fs.closeSync(this.fd);
+  }
+}
+
+function openWithNode(path: Buffer): number {
+  // O_NOATIME keeps the backup from touching the source's access times; only the
+  // owner (or root) may use it, so fall back to a plain open.
+  try {
+    return fs.openSync(path, fsc.O_RDONLY | fsc.O_NOATIME);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+    return fs.openSync(path, fsc.O_RDONLY);
+  }
+}
+
+const NS = 1_000_000_000n;
+
+/** Seconds and nanoseconds as struct stat has them: the nanoseconds are never negative. */
+function splitNs(ns: bigint, out: Float64Array, at: number): void {
+  let s = ns / NS;
+  let rest = ns % NS;
+  if (rest < 0n) {
+    rest += NS;
+    s -= 1n;
+  }
+  out[at] = Number(s);
+  out[at + 1] = Number(rest);
+}
+
+function statWithNode(fd: number, out: Float64Array): void {
+  const st = fs.fstatSync(fd, { bigint: true });
+  out[SIZE] = Number(st.size);
+  splitNs(st.mtimeNs, out, MTIME_S);
+  splitNs(st.ctimeNs, out, CTIME_S);
+}
