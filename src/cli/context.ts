@@ -1,5 +1,7 @@
 import { UserError } from '../errors.js';
 import { Repository } from '../repo/repository.js';
+import { SnapshotMemoFile } from '../state/snapshot-memo.js';
+import { stateDir } from '../state/state-dir.js';
 import { openStorage } from '../storage/open.js';
 import { type Storage } from '../storage/storage.js';
 import { readPassphrase } from './password.js';
@@ -47,7 +49,10 @@ export async function openRepository(args: GlobalArgs): Promise<Repository> {
   try {
     if (!(await Repository.exists(storage))) return await Repository.open(storage, ''); // throws the right "missing" error
     const passphrase = await readPassphrase(args);
-    return await Repository.open(storage, passphrase);
+    const repo = await Repository.open(storage, passphrase);
+    // --no-cache: every snapshot is read from the repository, as with the storage cache.
+    if (args.cache !== false) repo.snapshotMemo = new SnapshotMemoFile(stateDir(), repo.config.id);
+    return repo;
   } catch (err) {
     await storage.close().catch(() => {});
     throw err;

@@ -17,7 +17,7 @@ function globalOptions(y: Argv): Argv {
     .option('json', { type: 'boolean', describe: 'machine-readable JSON output' })
     .option('quiet', { alias: 'q', type: 'boolean', describe: 'print only errors' })
     .option('debug', { type: 'boolean', describe: 'show stack traces for errors' })
-    .option('cache', { type: 'boolean', default: true, describe: 'use the local cache of a remote repository (--no-cache to bypass it)' })
+    .option('cache', { type: 'boolean', default: true, describe: 'use the local cache of a remote repository and of decoded snapshots (--no-cache to bypass both)' })
     .option('s3-region', { type: 'string', describe: 'S3 region (AWS)', group: 'S3 options:' })
     .option('s3-connections', { type: 'number', describe: 'parallel S3 connections', group: 'S3 options:' })
     .option('s3-storage-class', { type: 'string', describe: 'storage class for data packs', group: 'S3 options:' })

@@ -30,6 +30,17 @@ export interface InitOptions {
   compression?: CompressionMode;
 }
 
+/**
+ * Decoded snapshots remembered between runs, by object name (the state
+ * layer's SnapshotMemoFile): a listing then reads only snapshots it has not
+ * seen. Sound because a snapshot object is written once and never changed.
+ */
+export interface SnapshotMemo {
+  load(): Promise<Map<string, Snapshot>>;
+  /** Remember exactly these (what the listing showed). */
+  save(entries: Map<string, Snapshot>): Promise<void>;
+}
+
 export interface KeyInfo {
   id: string;
   current: boolean;
@@ -45,6 +56,8 @@ export class Repository {
   /** Index objects loadTreeLocations opened, for the loadIndex that follows it (the mount's start). */
   private readonly openedIndex = new Map<string, Buffer>();
   opener: BlobOpener;
+  /** Where listSnapshots remembers what it decoded, if anywhere. */
+  snapshotMemo: SnapshotMemo | undefined;
 
   private constructor(
     readonly storage: Storage,
@@ -300,15 +313,28 @@ export class Repository {
 
   async listSnapshots(): Promise<SnapshotEntry[]> {
     const names = (await collectList(this.storage, SNAPSHOTS)).map((o) => o.name).filter((n) => idOf(SNAPSHOTS, n));
+    const memo = this.snapshotMemo;
+    const known = memo ? await memo.load() : new Map<string, Snapshot>();
+    let opened = 0;
     const loaded = await mapLimit(names, 8, async (name) => {
+      const id = idOf(SNAPSHOTS, name)!;
+      const remembered = known.get(name);
+      if (remembered) return { id, name, snapshot: remembered };
       try {
-        return { id: idOf(SNAPSHOTS, name)!, snapshot: openJson<Snapshot>(this.keys, name, await this.storage.get(name)) };
+        const snapshot = openJson<Snapshot>(this.keys, name, await this.storage.get(name));
+        opened++;
+        return { id, name, snapshot };
       } catch (err) {
         if (isNotFound(err)) return undefined; // forgotten meanwhile
         throw err;
       }
     });
-    return sortByTime(loaded.filter((e): e is SnapshotEntry => e !== undefined));
+    const entries = loaded.filter((e) => e !== undefined);
+    // Written again when it gained a snapshot or holds one the listing no longer shows.
+    if (memo && (opened > 0 || known.size !== entries.length - opened)) {
+      await memo.save(new Map(entries.map((e) => [e.name, e.snapshot])));
+    }
+    return sortByTime(entries.map(({ id, snapshot }) => ({ id, snapshot })));
   }
 
   async loadSnapshot(id: string): Promise<Snapshot> {

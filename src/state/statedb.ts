@@ -1,22 +1,15 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { FILE_CACHE_SCHEMA, dropOldFileTables } from './filecache.js';
 import { TREE_MEMO_SCHEMA } from './treememo.js';
+import { STALE_AFTER_MS, stateDir } from './state-dir.js';
 
 /**
  * The local state database: a cache of what earlier backups saw, so unchanged
  * files are not read again. It is disposable: deleting it only makes the next
- * backup read every file. Location: $AEGIS_STATE_DIR, else $XDG_STATE_HOME/aegis,
- * else ~/.local/state/aegis.
+ * backup read every file. It lives in stateDir().
  */
-export function stateDir(): string {
-  if (process.env.AEGIS_STATE_DIR) return process.env.AEGIS_STATE_DIR;
-  const base = process.env.XDG_STATE_HOME || path.join(os.homedir(), '.local', 'state');
-  return path.join(base, 'aegis');
-}
-
 export function openStateDb(): Database.Database {
   const dir = stateDir();
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -45,14 +38,7 @@ export function openStateDb(): Database.Database {
   return db;
 }
 
-/**
- * How long the state of a repository no backup has used is kept. Each
- * repository's rows are about 0.5 KB per file backed up; without an end, a
- * machine that moves to a new repository (or a developer's, creating test
- * repositories) keeps the rows of every old one for ever (one such database had
- * grown to 2 GB). restic drops cache directories unused for 30 days likewise.
- */
-export const STALE_AFTER_MS = 30 * 24 * 3600 * 1000;
+export { STALE_AFTER_MS };
 
 const STATE_TABLES = ['dir_files', 'dir_trees'] as const;
 
