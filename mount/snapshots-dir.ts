@@ -1,8 +1,5 @@
-import { SNAPSHOTS, idOf } from '../src/repo/layout.js';
 import { type Repository } from '../src/repo/repository.js';
 import { type Snapshot, type SnapshotEntry, sortByTime } from '../src/snapshot/snapshot.js';
-import { isNotFound } from '../src/storage/storage.js';
-import { mapLimit } from '../src/util/concurrency.js';
 import { type MountContext, joinPath, virtualDirAttr } from './context.js';
 import { TreeDir } from './dir.js';
 import { HistoryDir } from './history.js';
@@ -243,11 +240,11 @@ export class SnapshotSet {
     // A remote repository's local cache trusts its listings for a while; ask the backend.
     const cached = repo.storage as { refresh?: () => Promise<void> };
     if (this.generation > 0 && typeof cached.refresh === 'function') await cached.refresh();
-    const seen = new Set<string>();
-    for await (const o of repo.storage.list(SNAPSHOTS)) {
-      const id = idOf(SNAPSHOTS, o.name);
-      if (id) seen.add(id);
-    }
+    // Snapshots this machine decoded before come from the repository's memo, not the storage.
+    const listed = await repo.listSnapshots((id, err) =>
+      this.ctx.log(`snapshot ${id.slice(0, 8)} cannot be read and is not shown: ${(err as Error).message}`),
+    );
+    const seen = new Set(listed.map((e) => e.id));
     let changed = false;
     for (const id of [...this.all.keys()]) {
       if (!seen.has(id)) {
@@ -255,16 +252,7 @@ export class SnapshotSet {
         changed = true;
       }
     }
-    const fresh = [...seen].filter((id) => !this.all.has(id));
-    const loaded = await mapLimit(fresh, 8, async (id) => {
-      try {
-        return { id, snapshot: await repo.loadSnapshot(id) };
-      } catch (err) {
-        if (!isNotFound(err)) this.ctx.log(`snapshot ${id.slice(0, 8)} cannot be read and is not shown: ${(err as Error).message}`);
-        return undefined;
-      }
-    });
-    const added = loaded.filter((e): e is SnapshotEntry => e !== undefined);
+    const added = listed.filter((e) => !this.all.has(e.id));
     if (added.length > 0) {
       // New snapshots refer to blobs in index files written before them: read
       // those first (the first list is read while the index loads anyway).

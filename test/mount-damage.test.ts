@@ -66,6 +66,8 @@ describe('aegis mount: damaged blobs', () => {
   let dataHit: { blob: string; pack: string };
   let treeHit: { blob: string; pack: string };
   let gone: { dir: string; snapshot: string; pack: string };
+  const badSnapshot = 'e'.repeat(64);
+  let firstShort: string;
 
   beforeAll(async () => {
     ws = workspace('mount-damage');
@@ -91,8 +93,12 @@ describe('aegis mount: damaged blobs', () => {
     expect(before.has(path.relative(path.join(ws.repo, 'data'), packFile))).toBe(false);
     fs.rmSync(packFile);
     gone = { dir: goneDir, snapshot: summary.snapshot_id.slice(0, 8), pack: blob.pack };
+    // A snapshot object that does not open: a real one's bytes under another name (its name is authenticated).
+    const snapshotsDir = path.join(ws.repo, 'snapshots');
+    fs.copyFileSync(path.join(snapshotsDir, first.snapshot_id), path.join(snapshotsDir, badSnapshot));
     m = await startMount(ws, mnt);
-    snap = path.join(mnt, 'ids', first.snapshot_id.slice(0, 8), src);
+    firstShort = first.snapshot_id.slice(0, 8);
+    snap = path.join(mnt, 'ids', firstShort, src);
   });
 
   afterAll(async () => {
@@ -126,6 +132,13 @@ describe('aegis mount: damaged blobs', () => {
     const line = await waitFor('the log line', () => m!.stderr().split('\n').find((l) => l.includes(gone.pack)));
     expect(line).toMatch(/^aegis mount: cannot read \/ids\/.*gone\.bin: blob [0-9a-f]{64} in pack [0-9a-f]{64} is damaged: its pack is missing$/);
     expect(fs.readFileSync(path.join(snap, 'fine.bin')).equals(deterministicBytes('fine', 300_000))).toBe(true);
+  });
+
+  it('leaves out a snapshot that cannot be opened, names it in the log, and shows the others', async () => {
+    const line = await waitFor('the log line', () => m!.stderr().split('\n').find((l) => l.includes(`snapshot ${badSnapshot.slice(0, 8)}`)));
+    expect(line).toMatch(/^aegis mount: snapshot eeeeeeee cannot be read and is not shown: .*snapshots\/e{64}.*/);
+    expect(fs.readdirSync(path.join(mnt, 'ids')).sort()).toEqual([firstShort, gone.snapshot].sort());
+    expect(fs.readFileSync(path.join(snap, 'also-fine.txt'), 'utf8')).toBe('also fine\n');
   });
 
   it('a damaged directory listing gives EIO for that directory only', async () => {

@@ -142,12 +142,8 @@ describe('path templates and names', () => {
     const snaps = new Map<string, Snapshot>();
     const add = (id: string, time: string) => snaps.set(id, { time, tree: 'f'.repeat(64), paths: ['/data'], hostname: 'h', username: 'u', tags: ['t'] } as Snapshot);
     const repo = {
-      storage: {
-        async *list() {
-          for (const id of snaps.keys()) yield { name: `snapshots/${id}`, size: 1 };
-        },
-      },
-      loadSnapshot: async (id: string) => snaps.get(id)!,
+      storage: {},
+      listSnapshots: async () => [...snaps].map(([id, snapshot]) => ({ id, snapshot })),
     };
     const ctx = { repo, index: { reload: async () => {} }, log: () => {}, uid: 0, gid: 0 } as never;
     const set = new SnapshotSet(ctx, { minRefreshMs: 0 });

@@ -311,7 +311,12 @@ export class Repository {
 
   // ---- snapshots ------------------------------------------------------------
 
-  async listSnapshots(): Promise<SnapshotEntry[]> {
+  /**
+   * Every snapshot, oldest first. One that cannot be read fails the listing,
+   * unless `onUnreadable` is given: then it is told and the snapshot left out
+   * (the mount shows the others). One forgotten meanwhile is left out.
+   */
+  async listSnapshots(onUnreadable?: (id: string, err: unknown) => void): Promise<SnapshotEntry[]> {
     const names = (await collectList(this.storage, SNAPSHOTS)).map((o) => o.name).filter((n) => idOf(SNAPSHOTS, n));
     const memo = this.snapshotMemo;
     const known = memo ? await memo.load() : new Map<string, Snapshot>();
@@ -326,7 +331,9 @@ export class Repository {
         return { id, name, snapshot };
       } catch (err) {
         if (isNotFound(err)) return undefined; // forgotten meanwhile
-        throw err;
+        if (!onUnreadable) throw err;
+        onUnreadable(id, err);
+        return undefined;
       }
     });
     const entries = loaded.filter((e) => e !== undefined);
