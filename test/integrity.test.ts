@@ -89,11 +89,18 @@ describe('damage', () => {
     bytes[bytes.length - 3] ^= 0x80;
     fs.writeFileSync(p, bytes);
     try {
-      const r = await ws.run(['snapshots']);
-      expect(r.code).toBe(1);
-      expect(r.stderr.trim().split('\n')).toHaveLength(1);
-      expect(r.stderr).toContain(`snapshots/${name}`);
-      expect(r.stderr).toContain('damaged');
+      // Read from the repository: with --no-cache, or on a machine that has not decoded it before.
+      const runs: Array<[string[], NodeJS.ProcessEnv]> = [
+        [['snapshots', '--no-cache'], {}],
+        [['snapshots'], { AEGIS_STATE_DIR: path.join(ws.dir, 'fresh-state') }],
+      ];
+      for (const [args, env] of runs) {
+        const r = await ws.run(args, { env });
+        expect(r.code).toBe(1);
+        expect(r.stderr.trim().split('\n')).toHaveLength(1);
+        expect(r.stderr).toContain(`snapshots/${name}`);
+        expect(r.stderr).toContain('damaged');
+      }
     } finally {
       fs.writeFileSync(p, copy);
     }
