@@ -781,7 +781,10 @@ static void put_stat(double *out, const struct stat *st) {
 // backupOpen(path, bytes, offset, stat) -> bytes read into bytes[offset…], or
 // -errno. Opens without updating atime where the kernel lets us (only the owner
 // or root may), fstats into stat and reads once; the descriptor is left open in
-// stat[5]. A small file costs one call here and one backupStat: through Node's
+// stat[5]. The scan saw a regular file, but it may have been replaced since: a
+// symlink is not followed (O_NOFOLLOW: a root backup must not read a file some
+// user pointed it at), a FIFO does not block the open (O_NONBLOCK), and what is
+// not a regular file is not read (-EINVAL; the caller says what it became). A small file costs one call here and one backupStat: through Node's
 // fs each of open, fstat, read, fstat and close was its own call, and each fstat
 // built a BigIntStats with four Dates (~8 us a file in a worker's profile). On
 // any failure nothing is left open and the caller repeats the step with Node's
@@ -800,14 +803,18 @@ static napi_value backup_open(napi_env env, napi_callback_info info) {
   char *p = path_arg(env, argv[0]);
   if (!p) return NULL;
   ssize_t result;
-  int fd = open(p, O_RDONLY | O_NOATIME | O_CLOEXEC);
-  if (fd < 0 && errno == EPERM) fd = open(p, O_RDONLY | O_CLOEXEC);
+  const int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+  int fd = open(p, flags | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = open(p, flags);
   free(p);
   struct stat st;
   if (fd < 0) {
     result = -errno;
   } else if (fstat(fd, &st) != 0) {
     result = -errno;
+    close(fd);
+  } else if (!S_ISREG(st.st_mode)) {
+    result = -EINVAL;
     close(fd);
   } else {
     do result = read(fd, data + offset, len - offset);

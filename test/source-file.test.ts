@@ -1,9 +1,10 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeSyscalls } from '../src/native/syscalls.js';
-import { SourceFile } from '../src/workers/source-file.js';
+import { ChangedTypeError, SourceFile } from '../src/workers/source-file.js';
 
 const openFds = (): number => fs.readdirSync('/proc/self/fd').length;
 
@@ -62,10 +63,40 @@ describe('SourceFile (a file read for a backup)', () => {
     const fds = openFds();
     const buf = Buffer.alloc(64);
     expect(() => SourceFile.open(Buffer.from(path.join(dir, 'missing')), buf, 0)).toThrow(/ENOENT: no such file or directory, open/);
-    // The addon opens a directory and fails to read it (EISDIR); Node's calls then word that.
-    const sub = path.join(dir, 'a-directory');
+    expect(openFds()).toBe(fds);
+  });
+
+  it('refuses what was swapped in for a regular file since the scan: a symlink is not followed, a FIFO does not block', () => {
+    const fds = openFds();
+    const buf = Buffer.alloc(64);
+    const secret = path.join(dir, 'secret');
+    fs.writeFileSync(secret, 'not for this backup');
+    const link = path.join(dir, 'was-a-file-now-a-link');
+    fs.symlinkSync(secret, link);
+    const dangling = path.join(dir, 'was-a-file-now-dangling');
+    fs.symlinkSync(path.join(dir, 'nowhere'), dangling);
+    const sub = path.join(dir, 'was-a-file-now-a-directory');
     fs.mkdirSync(sub);
-    expect(() => SourceFile.open(Buffer.from(sub), buf, 0)).toThrow(/EISDIR: illegal operation on a directory, read/);
+    const fifo = path.join(dir, 'was-a-file-now-a-fifo');
+    execFileSync('mkfifo', [fifo]);
+    for (const [p, now] of [
+      [link, 'a symbolic link'],
+      [dangling, 'a symbolic link'],
+      [sub, 'a directory'],
+      [fifo, 'a named pipe'],
+    ] as const) {
+      buf.fill(0);
+      let thrown: unknown;
+      try {
+        SourceFile.open(Buffer.from(p), buf, 0);
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown, p).toBeInstanceOf(ChangedTypeError);
+      expect((thrown as ChangedTypeError).code).toBe('ECHANGEDTYPE');
+      expect((thrown as Error).message).toBe(`is now ${now}, not the regular file the scan found; left out`);
+      expect(buf.toString('utf8')).not.toContain('not for this backup');
+    }
     expect(openFds()).toBe(fds);
   });
 

@@ -16,9 +16,25 @@ const backupStat = native?.backupStat;
 const closeFd = native?.closeFd;
 
 /**
+ * A path the scan found to be a regular file is something else when opened: a
+ * symlink, a FIFO or a directory swapped in since. It is left out (restic does
+ * the same); following a symlink here would let whoever can write the backed-up
+ * directory have a root backup read any file, and opening a FIFO would block.
+ */
+export class ChangedTypeError extends Error {
+  readonly code = 'ECHANGEDTYPE';
+
+  constructor(now: string) {
+    super(`is now ${now}, not the regular file the scan found; left out`);
+    this.name = 'ChangedTypeError';
+  }
+}
+
+/**
  * A file being read for a backup: opened without touching its access time,
  * with the size and times it had when opened, so that one that changed while
- * it was read is noticed (`changed`).
+ * it was read is noticed (`changed`); never through a symlink, and never
+ * anything but a regular file (ChangedTypeError).
  *
  * A small file costs two calls into the addon (open, fstat and the first read;
  * then fstat and close) instead of five through Node's fs, whose fstat builds a
@@ -49,7 +65,8 @@ export class SourceFile {
     }
     const file = new SourceFile(openWithNode(path), false);
     try {
-      statWithNode(file.fd, file.before);
+      const st = statWithNode(file.fd, file.before);
+      if (!st.isFile()) throw new ChangedTypeError(kindOf(st));
       return { file, read: fs.readSync(file.fd, bytes, at, bytes.length - at, null) };
     } catch (err) {
       file.close();
@@ -100,15 +117,39 @@ export class SourceFile {
   }
 }
 
+const OPEN_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
+
 function openWithNode(path: Buffer): number {
   // O_NOATIME keeps the backup from touching the source's access times; only the
   // owner (or root) may use it, so fall back to a plain open.
   try {
-    return fs.openSync(path, fsc.O_RDONLY | fsc.O_NOATIME);
+    try {
+      return fs.openSync(path, OPEN_FLAGS | fsc.O_NOATIME);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+      return fs.openSync(path, OPEN_FLAGS);
+    }
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
-    return fs.openSync(path, fsc.O_RDONLY);
+    // O_NOFOLLOW refuses a symlink with ELOOP, which would read as a loop of links.
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP' && isSymlink(path)) throw new ChangedTypeError('a symbolic link');
+    throw err;
   }
+}
+
+function isSymlink(path: Buffer): boolean {
+  try {
+    return fs.lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+function kindOf(st: fs.BigIntStats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a named pipe';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  return 'something other than a regular file';
 }
 
 const NS = 1_000_000_000n;
@@ -125,9 +166,10 @@ function splitNs(ns: bigint, out: Float64Array, at: number): void {
   out[at + 1] = Number(rest);
 }
 
-function statWithNode(fd: number, out: Float64Array): void {
+function statWithNode(fd: number, out: Float64Array): fs.BigIntStats {
   const st = fs.fstatSync(fd, { bigint: true });
   out[SIZE] = Number(st.size);
   splitNs(st.mtimeNs, out, MTIME_S);
   splitNs(st.ctimeNs, out, CTIME_S);
+  return st;
 }
