@@ -6,7 +6,7 @@
 //   setMmapThreshold(bytes)                           large blocks in their own mappings (mallopt)
 //   gcmSealInto(...), gcmOpenInPlace(...)             AES-256-GCM without an output buffer per call
 //                                                     (Node's Cipher allocates one per update)
-//   scanDir(path)                                     a directory's entries with their lstat, in one call
+//   scanDir(path, [dev, ino])                         a directory's entries with their lstat, in one call
 //   restoreWholeFile(...)                             create, write and finish a restored file under its
 //                                                     final name in one call (seven fs calls from JavaScript before)
 //   restoreDirDone()                                  forget the directory restoreWholeFile kept open
@@ -420,22 +420,57 @@ static int entry_cmp(const void *a, const void *b, void *base) {
   return lx < ly ? -1 : lx > ly ? 1 : 0;
 }
 
+// Optional trailing (dev, ino) BigInt arguments: the identity a scan recorded for
+// a path. A path that leads elsewhere when opened (a directory above it swapped
+// for a symlink since, say) must not be read as if it were the scanned entry.
+static bool identity_args(napi_env env, napi_value *argv, size_t argc, size_t at, bool *given, uint64_t *dev, uint64_t *ino) {
+  *given = false;
+  if (argc < at + 2) return true;
+  napi_valuetype t;
+  napi_typeof(env, argv[at], &t);
+  if (t == napi_undefined) return true;
+  bool lossless;
+  if (napi_get_value_bigint_uint64(env, argv[at], dev, &lossless) != napi_ok ||
+      napi_get_value_bigint_uint64(env, argv[at + 1], ino, &lossless) != napi_ok) {
+    napi_throw_type_error(env, NULL, "dev and ino must be BigInts");
+    return false;
+  }
+  *given = true;
+  return true;
+}
+
 static napi_value scan_dir(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv, "scanDir(path)")) return NULL;
+  napi_value argv[3];
+  size_t argc = 3;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1) {
+    napi_throw_type_error(env, NULL, "scanDir(path, [dev, ino])");
+    return NULL;
+  }
+  bool check;
+  uint64_t want_dev, want_ino;
+  if (!identity_args(env, argv, argc, 1, &check, &want_dev, &want_ino)) return NULL;
   char *p = path_arg(env, argv[0]);
   if (!p) return NULL;
   // O_NOATIME: listing a directory would otherwise move its access time (relatime
   // does once a day, or whenever it is older than the mtime), which its parent's
   // tree records, so every daily backup would store every tree again. Only the
-  // owner (or root) may ask for it: anyone else lists as usual.
-  int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOATIME);
-  if (fd < 0 && errno == EPERM) fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  // owner (or root) may ask for it: anyone else lists as usual. O_NOFOLLOW: a
+  // directory swapped for a symlink since its parent was scanned is not listed.
+  const int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW;
+  int fd = open(p, flags | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = open(p, flags);
   int err = errno;
   free(p);
   napi_value result;
   if (fd < 0) {
     napi_create_int32(env, -err, &result);
+    return result;
+  }
+  struct stat self;
+  if (check && (fstat(fd, &self) != 0 || (uint64_t)self.st_dev != want_dev || (uint64_t)self.st_ino != want_ino)) {
+    close(fd);
+    napi_create_int32(env, -ESTALE, &result);
     return result;
   }
   DIR *d = fdopendir(fd);
@@ -784,18 +819,29 @@ static void put_stat(double *out, const struct stat *st) {
 // stat[5]. The scan saw a regular file, but it may have been replaced since: a
 // symlink is not followed (O_NOFOLLOW: a root backup must not read a file some
 // user pointed it at), a FIFO does not block the open (O_NONBLOCK), and what is
-// not a regular file is not read (-EINVAL; the caller says what it became). A small file costs one call here and one backupStat: through Node's
+// not a regular file is not read (-EINVAL; the caller says what it became).
+// Given the scan's (dev, ino), another file found at the path is not read
+// either (-ESTALE). A small file costs one call here and one backupStat: through Node's
 // fs each of open, fstat, read, fstat and close was its own call, and each fstat
 // built a BigIntStats with four Dates (~8 us a file in a worker's profile). On
 // any failure nothing is left open and the caller repeats the step with Node's
 // calls, which word the error.
 static napi_value backup_open(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  if (!get_args(env, info, 4, argv, "backupOpen(path, bytes, offset, stat)")) return NULL;
+  napi_value argv[6];
+  size_t argc = 6;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "backupOpen(path, bytes, offset, stat, [dev, ino])");
+    return NULL;
+  }
   uint8_t *data;
   size_t len, offset;
   double *out;
-  if (!bytes_arg(env, argv[1], &data, &len, "bytes") || !uint_arg(env, argv[2], &offset, "offset") || !stat_arg(env, argv[3], &out)) return NULL;
+  bool check;
+  uint64_t want_dev, want_ino;
+  if (!bytes_arg(env, argv[1], &data, &len, "bytes") || !uint_arg(env, argv[2], &offset, "offset") || !stat_arg(env, argv[3], &out) ||
+      !identity_args(env, argv, argc, 4, &check, &want_dev, &want_ino))
+    return NULL;
   if (offset > len) {
     napi_throw_range_error(env, NULL, "backupOpen: offset outside the buffer");
     return NULL;
@@ -815,6 +861,9 @@ static napi_value backup_open(napi_env env, napi_callback_info info) {
     close(fd);
   } else if (!S_ISREG(st.st_mode)) {
     result = -EINVAL;
+    close(fd);
+  } else if (check && ((uint64_t)st.st_dev != want_dev || (uint64_t)st.st_ino != want_ino)) {
+    result = -ESTALE;
     close(fd);
   } else {
     do result = read(fd, data + offset, len - offset);

@@ -16,6 +16,7 @@ import { type CachedDir, type CachedFile, FileCache } from '../state/filecache.j
 import { forgetStaleRepos, noteBackup, openStateDb } from '../state/statedb.js';
 import { MemoReader, TreeMemo } from '../state/treememo.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../workers/pool.js';
+import { ChangedTypeError, type FileIdentity } from '../workers/source-file.js';
 import { ExcludeMatcher } from './excludes.js';
 import { DevStrings, REC, nativeScanDir, nodeFromRecord, recordType, u64 } from './dirscan.js';
 import { accounts, nodeFromStat, nodeType } from './fsmeta.js';
@@ -378,14 +379,15 @@ class BackupRun {
     this.checkAbort();
     const type = nodeType(st);
     if (!type) return undefined;
-    if (type === 'dir') return this.saveDir(p, nodeFromStat(name, st, 'dir'), rootDev ?? st.dev);
+    const identity = { dev: st.dev, ino: st.ino };
+    if (type === 'dir') return this.saveDir(p, nodeFromStat(name, st, 'dir'), rootDev ?? st.dev, identity);
     const node = nodeFromStat(name, st, type);
     if (type === 'symlink') {
       if (!this.readLink(p, node)) return undefined;
     } else if (type === 'file') {
       const linkKey = st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
       const got = await this.window.with(() =>
-        this.saveFileContent(p, Number(st.size), linkKey, () => this.cache.lookup(p, st, this.isStoredAt), () => this.cache.knows(p)),
+        this.saveFileContent(p, Number(st.size), linkKey, () => this.cache.lookup(p, st, this.isStoredAt), () => this.cache.knows(p), identity),
       );
       if (!got) return undefined;
       node.content = got.content;
@@ -421,13 +423,14 @@ class BackupRun {
     linkKey: string | undefined,
     cached: () => string[] | undefined,
     known: () => boolean,
+    identity: FileIdentity,
   ): Promise<{ content: string[]; size: number } | undefined> {
     if (linkKey) {
       const earlier = this.hardlinks.get(linkKey);
       if (earlier) return earlier;
     }
     const content = cached();
-    const work = content ? Promise.resolve(this.unmodified(content, size)) : this.readFile(p, size, known);
+    const work = content ? Promise.resolve(this.unmodified(content, size)) : this.readFile(p, size, known, identity);
     if (linkKey) this.hardlinks.set(linkKey, work);
     return work;
   }
@@ -438,13 +441,13 @@ class BackupRun {
     return { content, size };
   }
 
-  private async readFile(p: Buffer, size: number, known: () => boolean): Promise<{ content: string[]; size: number } | undefined> {
+  private async readFile(p: Buffer, size: number, known: () => boolean, identity: FileIdentity): Promise<{ content: string[]; size: number } | undefined> {
     let result;
     try {
       this.checkAbort();
       this.current = p.toString();
       if (this.pool.packFailure) throw this.pool.packFailure;
-      result = await this.pool.chunkFile(p, this.compression, size);
+      result = await this.pool.chunkFile(p, this.compression, size, identity);
     } catch (err) {
       if (err instanceof FileReadError) {
         this.fileError(p, err);
@@ -467,8 +470,8 @@ class BackupRun {
   }
 
   /** A directory: `node` is its own entry; `dev` the device of the backed-up path. Undefined if it vanished. */
-  private async saveDir(p: Buffer, node: TreeNode, dev: bigint): Promise<TreeNode | undefined> {
-    const subtree = await this.dirTree(p, dev);
+  private async saveDir(p: Buffer, node: TreeNode, dev: bigint, identity?: FileIdentity): Promise<TreeNode | undefined> {
+    const subtree = await this.dirTree(p, dev, undefined, identity);
     if (subtree === undefined) return undefined;
     node.subtree = subtree;
     return node;
@@ -479,19 +482,28 @@ class BackupRun {
    * once every entry's work has started (the files to read hold a place in the
    * walk's window): the parent walks on from there without waiting for the reads.
    */
-  private async dirTree(p: Buffer, dev: bigint, walked: () => void = () => {}): Promise<string | undefined> {
+  private async dirTree(p: Buffer, dev: bigint, walked: () => void = () => {}, identity?: FileIdentity): Promise<string | undefined> {
     try {
-      return await this.dirTreeWalk(p, dev, walked);
+      return await this.dirTreeWalk(p, dev, walked, identity);
     } finally {
       walked();
     }
   }
 
-  private async dirTreeWalk(p: Buffer, dev: bigint, walked: () => void): Promise<string | undefined> {
+  private async dirTreeWalk(p: Buffer, dev: bigint, walked: () => void, identity?: FileIdentity): Promise<string | undefined> {
     const scan = nativeScanDir();
-    const scanned = scan ? scan(p) : undefined;
-    // No addon, or the directory could not be read: Node's calls, which also word the error.
-    if (!(scanned instanceof Buffer)) return this.dirTreeWithNode(p, dev);
+    const scanned = scan ? scan(p, identity?.dev, identity?.ino) : undefined;
+    if (!(scanned instanceof Buffer)) {
+      // Not the directory its parent's scan found (a symlink or another directory
+      // swapped in since): left out, never listed through the new path.
+      const now = identity && this.replacedDirectory(p, identity);
+      if (now) {
+        this.warn(p, 'unreadable', new ChangedTypeError(now, 'the directory').message);
+        return undefined;
+      }
+      // No addon, or the directory could not be read: Node's calls, which also word the error.
+      return this.dirTreeWithNode(p, dev);
+    }
     this.checkAbort();
     const prefix = p.length === 1 && p[0] === 0x2f ? p : Buffer.concat([p, SLASH]);
     const memo = this.memos.get(p);
@@ -567,7 +579,8 @@ class BackupRun {
             await this.window.acquire();
             const done = (async () => {
               try {
-                const got = await this.saveFileContent(pathOf(), child.size, linkKey, lookup, () => cached.knows(key));
+                const identity = { dev: scanned.readBigUInt64LE(r + REC.DEV), ino: scanned.readBigUInt64LE(r + REC.INO) };
+                const got = await this.saveFileContent(pathOf(), child.size, linkKey, lookup, () => cached.knows(key), identity);
                 if (!got) return;
                 child.content = got.content;
                 child.size = got.size;
@@ -603,13 +616,32 @@ class BackupRun {
   }
 
   /**
+   * What a directory's path leads to now, if not the directory its parent's
+   * scan found (`identity`): "a symbolic link", "another directory"…; undefined
+   * if it is that directory (or is gone: Node's calls then report it).
+   */
+  private replacedDirectory(p: Buffer, identity: FileIdentity): string | undefined {
+    let st: BigIntStats;
+    try {
+      st = fs.lstatSync(p, { bigint: true });
+    } catch {
+      return undefined;
+    }
+    if (st.isSymbolicLink()) return 'a symbolic link';
+    if (!st.isDirectory()) return 'something other than a directory';
+    if (st.dev !== identity.dev || st.ino !== identity.ino) return 'another directory';
+    return undefined;
+  }
+
+  /**
    * The subtree of a directory entry from a scan: its own tree, or an empty one
    * for a mount point under --one-file-system; undefined if it vanished.
    */
   private async dirEntrySubtree(childPath: Buffer, scanned: Buffer, r: number, dev: bigint, walked?: () => void): Promise<string | undefined> {
+    const identity = { dev: scanned.readBigUInt64LE(r + REC.DEV), ino: scanned.readBigUInt64LE(r + REC.INO) };
     // A mount point: record the directory itself, not what is mounted on it.
     if (this.opts.oneFileSystem && scanned.readBigUInt64LE(r + REC.DEV) !== dev) return this.saveTree([]);
-    return this.dirTree(childPath, dev, walked);
+    return this.dirTree(childPath, dev, walked, identity);
   }
 
   /**

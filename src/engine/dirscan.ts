@@ -30,7 +30,7 @@ export const REC = {
   LENGTH: 80,
 } as const;
 
-type ScanDir = (path: Buffer) => Buffer | number;
+type ScanDir = (path: Buffer, dev?: bigint, ino?: bigint) => Buffer | number;
 
 let scanFn: ScanDir | null | undefined;
 

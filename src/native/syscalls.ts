@@ -14,8 +14,12 @@ interface NativeSyscalls {
   fastcdcCut(buf: Uint8Array, start: number, end: number, gear: Int32Array, min: number, avg: number, max: number, maskStrict: number, maskLoose: number): number;
   /** Absent in an addon built before it was added. */
   mallocTrim?(): boolean;
-  /** A directory's entries with their lstat, packed (src/engine/dirscan.ts), or an errno if it cannot be read. */
-  scanDir?(path: Buffer): Buffer | number;
+  /**
+   * A directory's entries with their lstat, packed (src/engine/dirscan.ts), or
+   * -errno if it cannot be read. Never through a symlink; given (dev, ino), a
+   * directory of another identity is not read (-ESTALE).
+   */
+  scanDir?(path: Buffer, dev?: bigint, ino?: bigint): Buffer | number;
   /** mallopt(M_MMAP_THRESHOLD): blocks of at least `bytes` get their own mappings, unmapped when freed. */
   setMmapThreshold?(bytes: number): boolean;
   /** `size` bytes starting on an `align` boundary (for O_DIRECT), in a V8-owned ArrayBuffer. */
@@ -53,9 +57,11 @@ interface NativeSyscalls {
   /**
    * Open a file to back up (O_NOATIME where allowed), fstat it into `stat` (size,
    * mtime s and ns, ctime s and ns, then the descriptor) and read once into
-   * bytes[offset…]: the bytes read, or -errno with nothing left open.
+   * bytes[offset…]: the bytes read, or -errno with nothing left open. Never
+   * through a symlink, only a regular file (-EINVAL), and given (dev, ino) only
+   * that file (-ESTALE).
    */
-  backupOpen?(path: Buffer, bytes: Uint8Array, offset: number, stat: Float64Array): number;
+  backupOpen?(path: Buffer, bytes: Uint8Array, offset: number, stat: Float64Array, dev?: bigint, ino?: bigint): number;
   /** fstat into `stat` as backupOpen does, then close if asked: 0, or -errno with the descriptor still open. */
   backupStat?(fd: number, stat: Float64Array, close: boolean): number;
   /** close(2) of a descriptor backupOpen opened: 0 or -errno. */

@@ -6,6 +6,7 @@ import { type ChunkerParams } from '../chunker/fastcdc.js';
 import { type MasterKeys } from '../crypto/keys.js';
 import { type BlobType, DamagedBlobError } from '../repo/blob.js';
 import { type CompressionMode } from '../repo/compression.js';
+import { type FileIdentity } from './source-file.js';
 import { type PackedBlob } from '../repo/pack.js';
 import { type Staging } from '../storage/storage.js';
 import { type BlobOpener } from '../repo/repository.js';
@@ -50,6 +51,7 @@ interface Slot {
 /** A file waiting to join a batch for a worker thread. */
 interface QueuedFile {
   path: Uint8Array;
+  identity: FileIdentity | undefined;
   size: number;
   compression: CompressionMode;
   resolve(r: ChunkFileResult): void;
@@ -189,15 +191,16 @@ export class WorkerPool {
   }
 
   /**
-   * Chunk, hash, seal and pack one file; returns its content list. Files queue
+   * Chunk, hash, seal and pack one file; returns its content list (the file
+   * must still be `identity`, the scan's device and inode, if given). Files queue
    * until the end of the current turn of the event loop and then go out in
    * batches (`sizeHint`, the file's size, decides how many fit in one).
    */
-  chunkFile(path: Buffer, compression: CompressionMode, sizeHint = 0): Promise<ChunkFileResult> {
+  chunkFile(path: Buffer, compression: CompressionMode, sizeHint = 0, identity?: FileIdentity): Promise<ChunkFileResult> {
     const unusable = this.unusable();
     if (unusable) return Promise.reject(unusable);
     return new Promise((resolve, reject) => {
-      this.files.push({ path: new Uint8Array(path), size: sizeHint, compression, resolve, reject });
+      this.files.push({ path: new Uint8Array(path), identity, size: sizeHint, compression, resolve, reject });
       if (!this.dispatchScheduled) {
         this.dispatchScheduled = true;
         setImmediate(() => {
@@ -349,8 +352,14 @@ export class WorkerPool {
         else batch[i]!.reject(rebuildError(r.error));
       });
     };
+    const identities = new BigUint64Array(2 * batch.length);
+    batch.forEach((f, i) => {
+      if (!f.identity) return;
+      identities[2 * i] = f.identity.dev;
+      identities[2 * i + 1] = f.identity.ino;
+    });
     return {
-      req: { op: 'chunk', task: 0, paths: batch.map((f) => f.path), compression },
+      req: { op: 'chunk', task: 0, paths: batch.map((f) => f.path), identities, compression },
       transfer: [],
       pending: { resolve: (v) => settle(v as ChunkFilesResult), reject: (err) => batch.forEach((f) => f.reject(err)) },
     };

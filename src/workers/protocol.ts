@@ -57,6 +57,8 @@ export interface ChunkFilesRequest {
   task: number;
   /** File path bytes: names need not be UTF-8. */
   paths: Uint8Array[];
+  /** Per path, the device and inode the scan found there (both 0: not known). */
+  identities: BigUint64Array;
   compression: CompressionMode;
 }
 

@@ -17,17 +17,24 @@ const closeFd = native?.closeFd;
 
 /**
  * A path the scan found to be a regular file is something else when opened: a
- * symlink, a FIFO or a directory swapped in since. It is left out (restic does
- * the same); following a symlink here would let whoever can write the backed-up
- * directory have a root backup read any file, and opening a FIFO would block.
+ * symlink, a FIFO, a directory or another file swapped in since. It is left out
+ * (restic does the same for a change of type); following a symlink here would
+ * let whoever can write the backed-up directory have a root backup read any
+ * file, and opening a FIFO would block.
  */
 export class ChangedTypeError extends Error {
   readonly code = 'ECHANGEDTYPE';
 
-  constructor(now: string) {
-    super(`is now ${now}, not the regular file the scan found; left out`);
+  constructor(now: string, was = 'the regular file') {
+    super(`is now ${now}, not ${was} the scan found; left out`);
     this.name = 'ChangedTypeError';
   }
+}
+
+/** Which file a scan found at a path (lstat's device and inode). */
+export interface FileIdentity {
+  dev: bigint;
+  ino: bigint;
 }
 
 /**
@@ -52,11 +59,15 @@ export class SourceFile {
     private readonly native: boolean,
   ) {}
 
-  /** Open `path` and read once into bytes[at…]: the file and how many bytes came. */
-  static open(path: Buffer, bytes: Buffer, at: number): { file: SourceFile; read: number } {
+  /**
+   * Open `path` and read once into bytes[at…]: the file and how many bytes
+   * came. Given the scan's `identity`, another file found there (a directory
+   * above it swapped for a symlink since the scan) is not read.
+   */
+  static open(path: Buffer, bytes: Buffer, at: number, identity?: FileIdentity): { file: SourceFile; read: number } {
     if (backupOpen && backupStat && closeFd) {
       const stat = new Float64Array(FIELDS);
-      const n = backupOpen(path, bytes, at, stat);
+      const n = backupOpen(path, bytes, at, stat, identity?.dev, identity?.ino);
       if (n >= 0) {
         const file = new SourceFile(stat[FD]!, true);
         file.before.set(stat);
@@ -67,6 +78,7 @@ export class SourceFile {
     try {
       const st = statWithNode(file.fd, file.before);
       if (!st.isFile()) throw new ChangedTypeError(kindOf(st));
+      if (identity && (st.dev !== identity.dev || st.ino !== identity.ino)) throw new ChangedTypeError('another file');
       return { file, read: fs.readSync(file.fd, bytes, at, bytes.length - at, null) };
     } catch (err) {
       file.close();

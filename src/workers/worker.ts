@@ -15,7 +15,7 @@ import type { ChunkFilesRequest, ChunkFilesResult, ChunkFileResult, OpenBlobRequ
 import { type PackedBlob } from '../repo/pack.js';
 import { copyToOwnBuffer, transferList } from './transfer.js';
 import { PackFile, PackWriteError, WriteBuffers, appendTo } from './pack-file.js';
-import { SourceFile } from './source-file.js';
+import { type FileIdentity, SourceFile } from './source-file.js';
 import { PackBuffer } from './pack-buffer.js';
 import { decodeRangeWrites, writeRangeBlobs } from './restored-file.js';
 import { nativeSyscalls } from '../native/syscalls.js';
@@ -312,9 +312,11 @@ let window: Buffer | undefined;
 async function chunkFiles(req: ChunkFilesRequest): Promise<ChunkFilesResult> {
   if (sealFailure) throw sealFailure;
   const out: ChunkFilesResult = [];
-  for (const path of req.paths) {
+  for (const [i, path] of req.paths.entries()) {
+    const dev = req.identities[2 * i]!;
+    const ino = req.identities[2 * i + 1]!;
     try {
-      out.push({ ok: await chunkFile(path, req.compression) });
+      out.push({ ok: await chunkFile(path, req.compression, dev === 0n && ino === 0n ? undefined : { dev, ino }) });
     } catch (err) {
       if (err instanceof PackWriteError) throw err;
       out.push({ error: describe(err) });
@@ -331,12 +333,12 @@ function shiftDown(buf: Buffer, start: number, end: number): void {
   else buf.copy(buf, 0, start, end);
 }
 
-async function chunkFile(path: Uint8Array, compression: CompressionMode): Promise<ChunkFileResult> {
+async function chunkFile(path: Uint8Array, compression: CompressionMode, identity: FileIdentity | undefined): Promise<ChunkFileResult> {
   if (aborting) throw new Error('aborted');
   const { max } = chunker.params;
   window ??= windows[init.index] ?? Buffer.allocUnsafe(2 * max);
   const buf = window;
-  const opened = SourceFile.open(Buffer.from(path.buffer, path.byteOffset, path.byteLength), buf, 0);
+  const opened = SourceFile.open(Buffer.from(path.buffer, path.byteOffset, path.byteLength), buf, 0, identity);
   const file = opened.file;
   try {
     let start = 0;
