@@ -695,6 +695,12 @@ static napi_value restore_whole_file(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static bool fd_arg(napi_env env, napi_value v, int32_t *fd) {
+  if (napi_get_value_int32(env, v, fd) == napi_ok) return true;
+  napi_throw_type_error(env, NULL, "fd must be an integer");
+  return false;
+}
+
 // willNeed(fd, offset, length) -> 0 or an errno. A restore reads each range of a
 // pack once, in a worker thread that waits for the disk and then decrypts: asked
 // for while the thread is still busy with the range before, the kernel reads it
@@ -704,10 +710,7 @@ static napi_value will_need(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 3, argv, "willNeed(fd, offset, length)")) return NULL;
   int32_t fd;
   size_t offset, length;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
-    napi_throw_type_error(env, NULL, "fd must be an integer");
-    return NULL;
-  }
+  if (!fd_arg(env, argv[0], &fd)) return NULL;
   if (!uint_arg(env, argv[1], &offset, "offset") || !uint_arg(env, argv[2], &length, "length")) return NULL;
   napi_value out;
   napi_create_int32(env, posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_WILLNEED), &out);
@@ -746,10 +749,7 @@ static napi_value read_cached(napi_env env, napi_callback_info info) {
   int32_t fd;
   uint8_t *data;
   size_t len, offset;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
-    napi_throw_type_error(env, NULL, "fd must be an integer");
-    return NULL;
-  }
+  if (!fd_arg(env, argv[0], &fd)) return NULL;
   if (!bytes_arg(env, argv[1], &data, &len, "bytes") || !uint_arg(env, argv[2], &offset, "offset")) return NULL;
   size_t done = 0;
   while (done < len) {
@@ -890,8 +890,9 @@ static napi_value backup_stat(napi_env env, napi_callback_info info) {
   int32_t fd;
   double *out;
   bool done;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_bool(env, argv[2], &done) != napi_ok) {
-    napi_throw_type_error(env, NULL, "backupStat(fd, stat, close): fd must be an integer, close a boolean");
+  if (!fd_arg(env, argv[0], &fd)) return NULL;
+  if (napi_get_value_bool(env, argv[2], &done) != napi_ok) {
+    napi_throw_type_error(env, NULL, "close must be a boolean");
     return NULL;
   }
   if (!stat_arg(env, argv[1], &out)) return NULL;
@@ -913,10 +914,7 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv, "closeFd(fd)")) return NULL;
   int32_t fd;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
-    napi_throw_type_error(env, NULL, "fd must be an integer");
-    return NULL;
-  }
+  if (!fd_arg(env, argv[0], &fd)) return NULL;
   napi_value v;
   napi_create_int32(env, close(fd) == 0 ? 0 : -errno, &v);
   return v;
