@@ -18,6 +18,7 @@
 //   backupOpen(path, bytes, offset, stat)             open, fstat and first read of a file to back up
 //   backupStat(fd, stat, close)                       fstat again (and close) after reading it
 //   closeFd(fd)                                       close a descriptor backupOpen opened
+//   prefetchFiles(paths, from)                        start reading files ahead of a worker
 // Paths are Buffers so names that are not UTF-8 pass through untouched.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -790,15 +791,16 @@ static napi_value prefault(napi_env env, napi_callback_info info) {
 
 // The stat fields a backup compares before and after reading a file, as doubles
 // (no BigInt to allocate): size, mtime seconds and nanoseconds, ctime seconds and
-// nanoseconds; then the descriptor.
-enum { ST_SIZE, ST_MTIME_S, ST_MTIME_NS, ST_CTIME_S, ST_CTIME_NS, ST_FD, ST_FIELDS };
+// nanoseconds; then the descriptor, and whether the first read had to wait for
+// the disk.
+enum { ST_SIZE, ST_MTIME_S, ST_MTIME_NS, ST_CTIME_S, ST_CTIME_NS, ST_FD, ST_COLD, ST_FIELDS };
 
 static bool stat_arg(napi_env env, napi_value v, double **out) {
   napi_typedarray_type type;
   size_t len;
   void *data;
   if (napi_get_typedarray_info(env, v, &type, &len, &data, NULL, NULL) != napi_ok || type != napi_float64_array || len < ST_FIELDS) {
-    napi_throw_type_error(env, NULL, "stat must be a Float64Array of 6");
+    napi_throw_type_error(env, NULL, "stat must be a Float64Array of 7");
     return false;
   }
   *out = data;
@@ -866,18 +868,68 @@ static napi_value backup_open(napi_env env, napi_callback_info info) {
     result = -ESTALE;
     close(fd);
   } else {
-    do result = read(fd, data + offset, len - offset);
+    // First without waiting for the disk (RWF_NOWAIT, at the file's offset): a
+    // file that is not in the page cache is marked cold, and the caller has the
+    // files after it read ahead (prefetchFiles) instead of waiting for each.
+    struct iovec iov = {.iov_base = data + offset, .iov_len = len - offset};
+    bool cold = false;
+    do result = preadv2(fd, &iov, 1, -1, RWF_NOWAIT);
     while (result < 0 && errno == EINTR);
+    if (result < 0) {
+      cold = errno == EAGAIN;
+      do result = read(fd, data + offset, len - offset);
+      while (result < 0 && errno == EINTR);
+    }
     if (result < 0) {
       result = -errno;
       close(fd);
     } else {
       put_stat(out, &st);
       out[ST_FD] = fd;
+      out[ST_COLD] = cold;
     }
   }
   napi_value v;
   napi_create_double(env, (double)result, &v);
+  return v;
+}
+
+// prefetchFiles(paths, from) -> how many were asked for: have the kernel start
+// reading the first PREFETCH_BYTES of each of paths[from…] into the page cache
+// (posix_fadvise WILLNEED) and return at once. A worker reads small files one
+// after another, each read waiting for the disk when the file is not cached
+// (one request in flight: 2.8 s for the bench tree's 30,000 small files cold,
+// 1.1 s with 16 at a time); after a cold file it asks for the rest of its batch
+// here. Failures are ignored: the real open reports them.
+#define PREFETCH_BYTES (4 << 20)
+static napi_value prefetch_files(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv, "prefetchFiles(paths, from)")) return NULL;
+  uint32_t n, from;
+  if (napi_get_array_length(env, argv[0], &n) != napi_ok || napi_get_value_uint32(env, argv[1], &from) != napi_ok) {
+    napi_throw_type_error(env, NULL, "prefetchFiles(paths, from): an array of path buffers and an index");
+    return NULL;
+  }
+  uint32_t asked = 0;
+  for (uint32_t i = from; i < n; i++) {
+    napi_value item;
+    void *bytes;
+    size_t len;
+    if (napi_get_element(env, argv[0], i, &item) != napi_ok || napi_get_buffer_info(env, item, &bytes, &len) != napi_ok) continue;
+    char path[PATH_MAX];
+    if (len == 0 || len >= sizeof path || memchr(bytes, 0, len)) continue;
+    memcpy(path, bytes, len);
+    path[len] = 0;
+    const int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+    int fd = open(path, flags | O_NOATIME);
+    if (fd < 0 && errno == EPERM) fd = open(path, flags);
+    if (fd < 0) continue;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && posix_fadvise(fd, 0, PREFETCH_BYTES, POSIX_FADV_WILLNEED) == 0) asked++;
+    close(fd);
+  }
+  napi_value v;
+  napi_create_uint32(env, asked, &v);
   return v;
 }
 
@@ -943,6 +995,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"backupOpen", backup_open},
       {"backupStat", backup_stat},
       {"closeFd", close_fd},
+      {"prefetchFiles", prefetch_files},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

@@ -4,9 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeSyscalls } from '../src/native/syscalls.js';
-import { ChangedTypeError, SourceFile } from '../src/workers/source-file.js';
+import { ChangedTypeError, SourceFile, prefetch } from '../src/workers/source-file.js';
+import { waitFor } from './helpers/mount.js';
 
 const openFds = (): number => fs.readdirSync('/proc/self/fd').length;
+/** Bytes of `file` in the page cache (util-linux fincore). */
+const resident = (file: string): number => Number(execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file], { encoding: 'utf8' }).trim());
 
 describe('SourceFile (a file read for a backup)', () => {
   let dir: string;
@@ -98,6 +101,32 @@ describe('SourceFile (a file read for a backup)', () => {
       expect(buf.toString('utf8')).not.toContain('not for this backup');
     }
     expect(openFds()).toBe(fds);
+  });
+
+  it('says when a read had to wait for the disk, and prefetch brings files into the page cache without waiting', async (ctx) => {
+    const files = Array.from({ length: 8 }, (_, i) => path.join(dir, `cold-${i}`));
+    for (const [i, f] of files.entries()) {
+      fs.writeFileSync(f, `cold file ${i}\n`.repeat(1000));
+      const fd = fs.openSync(f, 'r');
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+      execFileSync('dd', [`if=${f}`, 'iflag=nocache', 'count=0', 'status=none']);
+    }
+    // On a filesystem whose pages cannot be dropped (tmpfs) nothing is ever cold.
+    if (files.some((f) => resident(f) > 0)) ctx.skip();
+    const buf = Buffer.alloc(64 * 1024);
+    const first = SourceFile.open(Buffer.from(files[0]!), buf, 0);
+    expect(first.cold).toBe(true);
+    expect(buf.toString('utf8', 0, first.read)).toBe('cold file 0\n'.repeat(1000));
+    first.file.close();
+    const again = SourceFile.open(Buffer.from(files[0]!), buf, 0);
+    expect(again.cold).toBe(false);
+    again.file.close();
+    prefetch(files.map((f) => Buffer.from(f)), 1);
+    await waitFor('the prefetched files in the page cache', () => files.slice(1).every((f) => resident(f) > 0));
+    const later = SourceFile.open(Buffer.from(files[7]!), buf, 0);
+    expect(later.cold).toBe(false);
+    later.file.close();
   });
 
   it('reads a name that is not UTF-8', () => {

@@ -56,7 +56,8 @@ interface NativeSyscalls {
   prefault?(bytes: Uint8Array): boolean;
   /**
    * Open a file to back up (O_NOATIME where allowed), fstat it into `stat` (size,
-   * mtime s and ns, ctime s and ns, then the descriptor) and read once into
+   * mtime s and ns, ctime s and ns, the descriptor, 1 if the read waited for
+   * the disk) and read once into
    * bytes[offset…]: the bytes read, or -errno with nothing left open. Never
    * through a symlink, only a regular file (-EINVAL), and given (dev, ino) only
    * that file (-ESTALE).
@@ -66,6 +67,8 @@ interface NativeSyscalls {
   backupStat?(fd: number, stat: Float64Array, close: boolean): number;
   /** close(2) of a descriptor backupOpen opened: 0 or -errno. */
   closeFd?(fd: number): number;
+  /** posix_fadvise(WILLNEED) of the first 4 MiB of each of paths[from…]: how many were asked for. */
+  prefetchFiles?(paths: Buffer[], from: number): number;
 }
 
 function projectRoot(): string {

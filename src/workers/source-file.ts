@@ -8,7 +8,8 @@ const MTIME_NS = 2;
 const CTIME_S = 3;
 const CTIME_NS = 4;
 const FD = 5;
-const FIELDS = 6;
+const COLD = 6;
+const FIELDS = 7;
 
 const native = nativeSyscalls();
 const backupOpen = native?.backupOpen;
@@ -60,18 +61,19 @@ export class SourceFile {
   ) {}
 
   /**
-   * Open `path` and read once into bytes[at…]: the file and how many bytes
-   * came. Given the scan's `identity`, another file found there (a directory
+   * Open `path` and read once into bytes[at…]: the file, how many bytes came,
+   * and whether that read had to wait for the disk (`cold`: the file was not in
+   * the page cache; see prefetch). Given the scan's `identity`, another file found there (a directory
    * above it swapped for a symlink since the scan) is not read.
    */
-  static open(path: Buffer, bytes: Buffer, at: number, identity?: FileIdentity): { file: SourceFile; read: number } {
+  static open(path: Buffer, bytes: Buffer, at: number, identity?: FileIdentity): { file: SourceFile; read: number; cold: boolean } {
     if (backupOpen && backupStat && closeFd) {
       const stat = new Float64Array(FIELDS);
       const n = backupOpen(path, bytes, at, stat, identity?.dev, identity?.ino);
       if (n >= 0) {
         const file = new SourceFile(stat[FD]!, true);
         file.before.set(stat);
-        return { file, read: n };
+        return { file, read: n, cold: stat[COLD] === 1 };
       }
     }
     const file = new SourceFile(openWithNode(path), false);
@@ -79,7 +81,7 @@ export class SourceFile {
       const st = statWithNode(file.fd, file.before);
       if (!st.isFile()) throw new ChangedTypeError(kindOf(st));
       if (identity && (st.dev !== identity.dev || st.ino !== identity.ino)) throw new ChangedTypeError('another file');
-      return { file, read: fs.readSync(file.fd, bytes, at, bytes.length - at, null) };
+      return { file, read: fs.readSync(file.fd, bytes, at, bytes.length - at, null), cold: false };
     } catch (err) {
       file.close();
       throw err;
@@ -127,6 +129,22 @@ export class SourceFile {
     if (this.native) closeFd!(this.fd);
     else fs.closeSync(this.fd);
   }
+}
+
+const prefetchFiles = native?.prefetchFiles;
+
+/**
+ * Have the kernel start reading paths[from…] into the page cache, without
+ * waiting (nothing without the addon). A worker reads the files of a batch one
+ * after another; once one of them was cold, it asks for the rest of the batch
+ * here, so that the disk serves them in parallel instead of one wait each.
+ */
+export function prefetch(paths: Uint8Array[], from: number): void {
+  if (!prefetchFiles || from >= paths.length) return;
+  prefetchFiles(
+    paths.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)),
+    from,
+  );
 }
 
 const OPEN_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
