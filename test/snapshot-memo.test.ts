@@ -116,6 +116,16 @@ describe('decoded snapshots remembered between runs', () => {
   });
 });
 
+describe('memo file names', () => {
+  it('are made only from repository IDs as init writes them, never from a path', () => {
+    expect(SnapshotMemoFile.canName('ab'.repeat(32))).toBe(true);
+    for (const id of ['../../etc/passwd', 'AB'.repeat(32), 'ab'.repeat(31), '', `${'ab'.repeat(32)}/x`]) {
+      expect(SnapshotMemoFile.canName(id)).toBe(false);
+      expect(() => new SnapshotMemoFile('/tmp', id)).toThrow(/not a repository ID/);
+    }
+  });
+});
+
 describe('memo files of repositories no longer used', () => {
   it('are removed when another is written, once untouched for STALE_AFTER_MS', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-memo-stale-'));

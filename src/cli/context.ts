@@ -51,7 +51,7 @@ export async function openRepository(args: GlobalArgs): Promise<Repository> {
     const passphrase = await readPassphrase(args);
     const repo = await Repository.open(storage, passphrase);
     // --no-cache: every snapshot is read from the repository, as with the storage cache.
-    if (args.cache !== false) repo.snapshotMemo = new SnapshotMemoFile(stateDir(), repo.config.id);
+    if (args.cache !== false && SnapshotMemoFile.canName(repo.config.id)) repo.snapshotMemo = new SnapshotMemoFile(stateDir(), repo.config.id);
     return repo;
   } catch (err) {
     await storage.close().catch(() => {});

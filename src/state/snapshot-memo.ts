@@ -33,7 +33,14 @@ export class SnapshotMemoFile implements SnapshotMemo {
     stateDir: string,
     private readonly repoId: string,
   ) {
+    // The ID comes from the repository's config: it names a file here only if it is what Aegis writes there.
+    if (!SnapshotMemoFile.canName(repoId)) throw new Error(`not a repository ID: ${JSON.stringify(repoId)}`);
     this.file = path.join(stateDir, 'snapshots', `${repoId}.json`);
+  }
+
+  /** Whether `repoId` (64 hex digits, as `init` makes them) can name a memo file. */
+  static canName(repoId: string): boolean {
+    return /^[0-9a-f]{64}$/.test(repoId);
   }
 
   async load(): Promise<Map<string, Snapshot>> {

@@ -62,9 +62,10 @@ export class SourceFile {
 
   /**
    * Open `path` and read once into bytes[at…]: the file, how many bytes came,
-   * and whether that read had to wait for the disk (`cold`: the file was not in
-   * the page cache; see prefetch). Given the scan's `identity`, another file found there (a directory
-   * above it swapped for a symlink since the scan) is not read.
+   * and whether that read had to wait for the disk (`cold`: the file was not
+   * in the page cache; see prefetch). Given the scan's `identity`, another
+   * file found there (a directory above it swapped for a symlink since the
+   * scan) is not read.
    */
   static open(path: Buffer, bytes: Buffer, at: number, identity?: FileIdentity): { file: SourceFile; read: number; cold: boolean } {
     if (backupOpen && backupStat && closeFd) {
@@ -142,8 +143,8 @@ const prefetchFiles = native?.prefetchFiles;
 export function prefetch(paths: Uint8Array[], from: number): void {
   if (!prefetchFiles || from >= paths.length) return;
   prefetchFiles(
-    paths.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)),
-    from,
+    paths.slice(from).map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)),
+    0,
   );
 }
 
