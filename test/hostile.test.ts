@@ -64,4 +64,34 @@ describe('a hostile repository', () => {
     expect(fs.existsSync('/etc/evil')).toBe(false);
     fs.rmSync(outside, { recursive: true, force: true });
   });
+
+  it('refuses a tree that names an entry twice (a symlink out of the target, then a directory through it), writing nothing through the link', async () => {
+    const outside = path.join(ws.dir, 'outside2');
+    const target = path.join(outside, 'target');
+    const elsewhere = path.join(outside, 'elsewhere');
+    fs.mkdirSync(target, { recursive: true });
+    fs.mkdirSync(elsewhere);
+    const packs: Parameters<Repository['writeIndex']>[0] = [];
+    const packer = repo.newPacker((p) => {
+      packs.push(p);
+    });
+    const save = async (nodes: TreeNode[]) => {
+      const t = repo.encodeTree({ nodes });
+      await packer.add(BlobType.Tree, t.id, t.seal(), t.rawLength);
+      return t.id.toString('hex');
+    };
+    const inner = await save([node(Buffer.from('payload'), 'file', { content: [] })]);
+    const root = await save([
+      node(Buffer.from('a'), 'symlink', { linkTarget: Buffer.from(elsewhere), mode: 0o777 }),
+      node(Buffer.from('a'), 'dir', { subtree: inner, mode: 0o755 }),
+    ]);
+    await packer.flush();
+    await repo.writeIndex(packs);
+    const id = await repo.saveSnapshot({ time: new Date().toISOString(), tree: root, paths: ['/x'], hostname: 'h', username: 'u', uid: 0, gid: 0, tags: [], program_version: 'test' });
+    const r = await ws.run(['restore', id.slice(0, 12), '--target', target]);
+    expect(fs.readdirSync(elsewhere)).toEqual([]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/tree for \/ has duplicate or unsorted entries/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
 });
