@@ -421,6 +421,14 @@ static int entry_cmp(const void *a, const void *b, void *base) {
   return lx < ly ? -1 : lx > ly ? 1 : 0;
 }
 
+// open(2) with O_NOATIME where the kernel allows it (the file's owner, or
+// root), plainly otherwise: reading for a backup must not move access times.
+static int open_noatime(const char *path, int flags) {
+  int fd = open(path, flags | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = open(path, flags);
+  return fd;
+}
+
 // Optional trailing (dev, ino) BigInt arguments: the identity a scan recorded for
 // a path. A path that leads elsewhere when opened (a directory above it swapped
 // for a symlink since, say) must not be read as if it were the scanned entry.
@@ -459,8 +467,7 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
   // owner (or root) may ask for it: anyone else lists as usual. O_NOFOLLOW: a
   // directory swapped for a symlink since its parent was scanned is not listed.
   const int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW;
-  int fd = open(p, flags | O_NOATIME);
-  if (fd < 0 && errno == EPERM) fd = open(p, flags);
+  int fd = open_noatime(p, flags);
   int err = errno;
   free(p);
   napi_value result;
@@ -852,8 +859,7 @@ static napi_value backup_open(napi_env env, napi_callback_info info) {
   if (!p) return NULL;
   ssize_t result;
   const int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
-  int fd = open(p, flags | O_NOATIME);
-  if (fd < 0 && errno == EPERM) fd = open(p, flags);
+  int fd = open_noatime(p, flags);
   free(p);
   struct stat st;
   if (fd < 0) {
@@ -921,8 +927,7 @@ static napi_value prefetch_files(napi_env env, napi_callback_info info) {
     memcpy(path, bytes, len);
     path[len] = 0;
     const int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
-    int fd = open(path, flags | O_NOATIME);
-    if (fd < 0 && errno == EPERM) fd = open(path, flags);
+    int fd = open_noatime(path, flags);
     if (fd < 0) continue;
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && posix_fadvise(fd, 0, PREFETCH_BYTES, POSIX_FADV_WILLNEED) == 0) asked++;

@@ -19,7 +19,8 @@ describe('a hostile repository', () => {
   let ws: Workspace;
   let repo: Repository;
 
-  async function snapshotWith(entryName: Buffer, type: TreeNode['type'] = 'file'): Promise<string> {
+  /** A snapshot whose root tree `build` makes; `save` stores a tree and gives its ID. */
+  async function snapshotOf(build: (save: (nodes: TreeNode[]) => Promise<string>) => Promise<TreeNode[]>): Promise<string> {
     const packs: Parameters<Repository['writeIndex']>[0] = [];
     const packer = repo.newPacker((p) => {
       packs.push(p);
@@ -29,12 +30,17 @@ describe('a hostile repository', () => {
       await packer.add(BlobType.Tree, t.id, t.seal(), t.rawLength);
       return t.id.toString('hex');
     };
-    const inner = type === 'dir' ? await save([node(Buffer.from('payload'), 'file')]) : undefined;
-    const evil = node(entryName, type, inner ? { subtree: inner, mode: 0o755 } : { content: [] });
-    const root = await save([evil]);
+    const root = await save(await build(save));
     await packer.flush();
     await repo.writeIndex(packs);
     return repo.saveSnapshot({ time: new Date().toISOString(), tree: root, paths: ['/x'], hostname: 'h', username: 'u', uid: 0, gid: 0, tags: [], program_version: 'test' });
+  }
+
+  function snapshotWith(entryName: Buffer, type: TreeNode['type'] = 'file'): Promise<string> {
+    return snapshotOf(async (save) => {
+      const inner = type === 'dir' ? await save([node(Buffer.from('payload'), 'file')]) : undefined;
+      return [node(entryName, type, inner ? { subtree: inner, mode: 0o755 } : { content: [] })];
+    });
   }
 
   beforeAll(async () => {
@@ -71,23 +77,13 @@ describe('a hostile repository', () => {
     const elsewhere = path.join(outside, 'elsewhere');
     fs.mkdirSync(target, { recursive: true });
     fs.mkdirSync(elsewhere);
-    const packs: Parameters<Repository['writeIndex']>[0] = [];
-    const packer = repo.newPacker((p) => {
-      packs.push(p);
+    const id = await snapshotOf(async (save) => {
+      const inner = await save([node(Buffer.from('payload'), 'file', { content: [] })]);
+      return [
+        node(Buffer.from('a'), 'symlink', { linkTarget: Buffer.from(elsewhere), mode: 0o777 }),
+        node(Buffer.from('a'), 'dir', { subtree: inner, mode: 0o755 }),
+      ];
     });
-    const save = async (nodes: TreeNode[]) => {
-      const t = repo.encodeTree({ nodes });
-      await packer.add(BlobType.Tree, t.id, t.seal(), t.rawLength);
-      return t.id.toString('hex');
-    };
-    const inner = await save([node(Buffer.from('payload'), 'file', { content: [] })]);
-    const root = await save([
-      node(Buffer.from('a'), 'symlink', { linkTarget: Buffer.from(elsewhere), mode: 0o777 }),
-      node(Buffer.from('a'), 'dir', { subtree: inner, mode: 0o755 }),
-    ]);
-    await packer.flush();
-    await repo.writeIndex(packs);
-    const id = await repo.saveSnapshot({ time: new Date().toISOString(), tree: root, paths: ['/x'], hostname: 'h', username: 'u', uid: 0, gid: 0, tags: [], program_version: 'test' });
     const r = await ws.run(['restore', id.slice(0, 12), '--target', target]);
     expect(fs.readdirSync(elsewhere)).toEqual([]);
     expect(r.code).toBe(1);
