@@ -15,10 +15,10 @@
 //                                                     shared memory one word at a time, ~3x slower)
 //   readCached(fd, bytes, offset)                     pread that never waits for the disk (RWF_NOWAIT)
 //   prefault(bytes)                                   fault in a new buffer's pages in one call
-//   backupOpen(path, bytes, offset, stat)             open, fstat and first read of a file to back up
+//   backupOpen(path, bytes, offset, stat, [dev, ino]) open, fstat and first read of a file to back up
 //   backupStat(fd, stat, close)                       fstat again (and close) after reading it
 //   closeFd(fd)                                       close a descriptor backupOpen opened
-//   prefetchFiles(paths, from)                        start reading files ahead of a worker
+//   prefetchFiles(paths)                              start reading files ahead of a worker
 // Paths are Buffers so names that are not UTF-8 pass through untouched.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -420,6 +420,10 @@ static int entry_cmp(const void *a, const void *b, void *base) {
   if (c != 0) return c;
   return lx < ly ? -1 : lx > ly ? 1 : 0;
 }
+
+// How a backup opens a file the scan found to be regular: never through a
+// symlink, never blocking on a FIFO swapped in since (backupOpen, prefetchFiles).
+#define SOURCE_OPEN_FLAGS (O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
 
 // open(2) with O_NOATIME where the kernel allows it (the file's owner, or
 // root), plainly otherwise: reading for a backup must not move access times.
@@ -830,11 +834,11 @@ static void put_stat(double *out, const struct stat *st) {
 // user pointed it at), a FIFO does not block the open (O_NONBLOCK), and what is
 // not a regular file is not read (-EINVAL; the caller says what it became).
 // Given the scan's (dev, ino), another file found at the path is not read
-// either (-ESTALE). A small file costs one call here and one backupStat: through Node's
-// fs each of open, fstat, read, fstat and close was its own call, and each fstat
-// built a BigIntStats with four Dates (~8 us a file in a worker's profile). On
-// any failure nothing is left open and the caller repeats the step with Node's
-// calls, which word the error.
+// either (-ESTALE). A small file costs one call here and one backupStat:
+// through Node's fs each of open, fstat, read, fstat and close was its own
+// call, and each fstat built a BigIntStats with four Dates (~8 us a file in a
+// worker's profile). On any failure nothing is left open and the caller
+// repeats the step with Node's calls, which word the error.
 static napi_value backup_open(napi_env env, napi_callback_info info) {
   napi_value argv[6];
   size_t argc = 6;
@@ -858,8 +862,7 @@ static napi_value backup_open(napi_env env, napi_callback_info info) {
   char *p = path_arg(env, argv[0]);
   if (!p) return NULL;
   ssize_t result;
-  const int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
-  int fd = open_noatime(p, flags);
+  int fd = open_noatime(p, SOURCE_OPEN_FLAGS);
   free(p);
   struct stat st;
   if (fd < 0) {
@@ -900,8 +903,8 @@ static napi_value backup_open(napi_env env, napi_callback_info info) {
   return v;
 }
 
-// prefetchFiles(paths, from) -> how many were asked for: have the kernel start
-// reading the first PREFETCH_BYTES of each of paths[from…] into the page cache
+// prefetchFiles(paths) -> how many were asked for: have the kernel start
+// reading the first PREFETCH_BYTES of each of paths into the page cache
 // (posix_fadvise WILLNEED) and return at once. A worker reads small files one
 // after another, each read waiting for the disk when the file is not cached
 // (one request in flight: 2.8 s for the bench tree's 30,000 small files cold,
@@ -909,25 +912,19 @@ static napi_value backup_open(napi_env env, napi_callback_info info) {
 // here. Failures are ignored: the real open reports them.
 #define PREFETCH_BYTES (4 << 20)
 static napi_value prefetch_files(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!get_args(env, info, 2, argv, "prefetchFiles(paths, from)")) return NULL;
-  uint32_t n, from;
-  if (napi_get_array_length(env, argv[0], &n) != napi_ok || napi_get_value_uint32(env, argv[1], &from) != napi_ok) {
-    napi_throw_type_error(env, NULL, "prefetchFiles(paths, from): an array of path buffers and an index");
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv, "prefetchFiles(paths)")) return NULL;
+  uint32_t n;
+  if (napi_get_array_length(env, argv[0], &n) != napi_ok) {
+    napi_throw_type_error(env, NULL, "prefetchFiles(paths): an array of path buffers");
     return NULL;
   }
   uint32_t asked = 0;
-  for (uint32_t i = from; i < n; i++) {
+  for (uint32_t i = 0; i < n; i++) {
     napi_value item;
-    void *bytes;
-    size_t len;
-    if (napi_get_element(env, argv[0], i, &item) != napi_ok || napi_get_buffer_info(env, item, &bytes, &len) != napi_ok) continue;
-    char path[PATH_MAX];
-    if (len == 0 || len >= sizeof path || memchr(bytes, 0, len)) continue;
-    memcpy(path, bytes, len);
-    path[len] = 0;
-    const int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
-    int fd = open_noatime(path, flags);
+    char path[PATH_MAX + 1];
+    if (napi_get_element(env, argv[0], i, &item) != napi_ok || !path_into(env, item, path)) continue;
+    int fd = open_noatime(path, SOURCE_OPEN_FLAGS);
     if (fd < 0) continue;
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && posix_fadvise(fd, 0, PREFETCH_BYTES, POSIX_FADV_WILLNEED) == 0) asked++;

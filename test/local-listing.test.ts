@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { setNativeScanDir } from '../src/native/dir-records.js';
+import { nativeScanDir, setNativeScanDir } from '../src/native/dir-records.js';
 import { LocalStorage } from '../src/storage/local.js';
 import { collectList } from '../src/storage/storage.js';
 
@@ -40,7 +40,17 @@ describe('local backend listing', () => {
 
   it('gives the same names and sizes through the addon and through Node', async () => {
     const expected = names.map((name, i) => ({ name, size: i + 1 })).sort((a, b) => a.name.localeCompare(b.name));
+    // Counted, so that an addon that failed (and let Node's calls do the listing) cannot pass for one that works.
+    const scan = nativeScanDir()!;
+    let scanned = 0;
+    setNativeScanDir((p, dev, ino) => {
+      const r = scan(p, dev, ino);
+      if (r instanceof Buffer) scanned++;
+      return r;
+    });
     const viaAddon = { data: await listing('data/'), snapshots: await listing('snapshots/') };
+    // data/ and its 2-hex subdirectories, and snapshots/.
+    expect(scanned).toBeGreaterThan(2);
     setNativeScanDir(null);
     const viaNode = { data: await listing('data/'), snapshots: await listing('snapshots/') };
     expect(viaAddon).toEqual(viaNode);

@@ -67,8 +67,8 @@ interface NativeSyscalls {
   backupStat?(fd: number, stat: Float64Array, close: boolean): number;
   /** close(2) of a descriptor backupOpen opened: 0 or -errno. */
   closeFd?(fd: number): number;
-  /** posix_fadvise(WILLNEED) of the first 4 MiB of each of paths[from…]: how many were asked for. */
-  prefetchFiles?(paths: Buffer[], from: number): number;
+  /** posix_fadvise(WILLNEED) of the first 4 MiB of each of `paths`: how many were asked for. */
+  prefetchFiles?(paths: Buffer[]): number;
 }
 
 function projectRoot(): string {

@@ -317,16 +317,16 @@ export class Repository {
    * (the mount shows the others). One forgotten meanwhile is left out.
    */
   async listSnapshots(onUnreadable?: (id: string, err: unknown) => void): Promise<SnapshotEntry[]> {
-    const names = (await collectList(this.storage, SNAPSHOTS)).map((o) => o.name).filter((n) => idOf(SNAPSHOTS, n));
+    const listed = (await collectList(this.storage, SNAPSHOTS)).map(({ name }) => ({ name, id: idOf(SNAPSHOTS, name) }));
     const memo = this.snapshotMemo;
     const known = memo ? await memo.load() : new Map<string, Snapshot>();
     let opened = 0;
-    const loaded = await mapLimit(names, 8, async (name) => {
-      const id = idOf(SNAPSHOTS, name)!;
+    const loaded = await mapLimit(listed, 8, async ({ name, id }) => {
+      if (!id) return undefined;
       const remembered = known.get(name);
       if (remembered) return { id, name, snapshot: remembered };
       try {
-        const snapshot = openJson<Snapshot>(this.keys, name, await this.storage.get(name));
+        const snapshot = await this.loadSnapshot(id);
         opened++;
         return { id, name, snapshot };
       } catch (err) {

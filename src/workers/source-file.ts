@@ -16,6 +16,9 @@ const backupOpen = native?.backupOpen;
 const backupStat = native?.backupStat;
 const closeFd = native?.closeFd;
 
+/** The stat fields after reading: compared at once, so one array serves every file of this thread. */
+const after = new Float64Array(FIELDS);
+
 /**
  * A path the scan found to be a regular file is something else when opened: a
  * symlink, a FIFO, a directory or another file swapped in since. It is left out
@@ -51,13 +54,16 @@ export interface FileIdentity {
  * else (and succeed if the file was only in the way for a moment).
  */
 export class SourceFile {
-  private readonly before = new Float64Array(FIELDS);
   private closed = false;
 
-  /** `native`: opened by the addon, which closes it too (Node's fs warns about descriptors it did not open). */
+  /**
+   * `native`: opened by the addon, which closes it too (Node's fs warns about
+   * descriptors it did not open). `before`: the stat fields when it was opened.
+   */
   private constructor(
     readonly fd: number,
     private readonly native: boolean,
+    private readonly before: Float64Array,
   ) {}
 
   /**
@@ -68,16 +74,12 @@ export class SourceFile {
    * scan) is not read.
    */
   static open(path: Buffer, bytes: Buffer, at: number, identity?: FileIdentity): { file: SourceFile; read: number; cold: boolean } {
+    const stat = new Float64Array(FIELDS);
     if (backupOpen && backupStat && closeFd) {
-      const stat = new Float64Array(FIELDS);
       const n = backupOpen(path, bytes, at, stat, identity?.dev, identity?.ino);
-      if (n >= 0) {
-        const file = new SourceFile(stat[FD]!, true);
-        file.before.set(stat);
-        return { file, read: n, cold: stat[COLD] === 1 };
-      }
+      if (n >= 0) return { file: new SourceFile(stat[FD]!, true, stat), read: n, cold: stat[COLD] === 1 };
     }
-    const file = new SourceFile(openWithNode(path), false);
+    const file = new SourceFile(openWithNode(path), false, stat);
     try {
       const st = statWithNode(file.fd, file.before);
       if (!st.isFile()) throw new ChangedTypeError(kindOf(st));
@@ -103,7 +105,6 @@ export class SourceFile {
    * `size` bytes long (what was read). Closes the file.
    */
   finish(size: number): boolean {
-    const after = new Float64Array(FIELDS);
     if (this.native && backupStat!(this.fd, after, true) === 0) {
       this.closed = true;
     } else {
@@ -142,10 +143,7 @@ const prefetchFiles = native?.prefetchFiles;
  */
 export function prefetch(paths: Uint8Array[], from: number): void {
   if (!prefetchFiles || from >= paths.length) return;
-  prefetchFiles(
-    paths.slice(from).map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)),
-    0,
-  );
+  prefetchFiles(paths.slice(from).map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)));
 }
 
 const OPEN_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;

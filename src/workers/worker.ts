@@ -356,12 +356,12 @@ async function chunkFile(path: Uint8Array, compression: CompressionMode, identit
     let start = 0;
     let end = opened.read;
     let read = end;
-    const expected = file.size;
     // A read that ends short exactly at the size fstat gave is at the end of
     // the file: no second read just to be told so (one system call of six
     // for each small file). Had the file grown meanwhile, the fstat after
     // reading shows it, and the file is noted as changed.
-    let eof = end === 0 || (end < buf.length && read === expected);
+    const atEnd = (n: number, want: number): boolean => n === 0 || (n < want && read === file.size);
+    let eof = atEnd(end, buf.length);
     let size = 0;
     const content: string[] = [];
     while (!eof || start < end) {
@@ -370,7 +370,7 @@ async function chunkFile(path: Uint8Array, compression: CompressionMode, identit
         const n = file.read(buf, end);
         end += n;
         read += n;
-        if (n === 0 || (n < want && read === expected)) eof = true;
+        if (atEnd(n, want)) eof = true;
       }
       // Cut as far as the window goes: a cut point found before the data runs
       // out is where it would be with more data (the scan stops at the first),
