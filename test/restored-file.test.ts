@@ -6,17 +6,25 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { type MasterKeys } from '../src/crypto/keys.js';
 import { BlobType, blobId, sealBlobWithId } from '../src/repo/blob.js';
 import { nativeSyscalls } from '../src/native/syscalls.js';
-import { type RangeBlobWrites, decodeRangeWrites, encodeRangeWrites, writeRangeBlobs } from '../src/workers/restored-file.js';
+import { type RangeBlobWrites, type RestoreRoot, applyMetadata, decodeRangeWrites, encodeRangeWrites, writeRangeBlobs } from '../src/workers/restored-file.js';
 
 const keys: MasterKeys = { encryption: crypto.randomBytes(32), id: crypto.randomBytes(32), chunker: crypto.randomBytes(32) };
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-restored-file-'));
+/** The target the requests' paths are relative to, as a restore opens it. */
+const root: RestoreRoot = { fd: fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY), path: dir };
+afterAll(() => {
+  fs.closeSync(root.fd);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
 
 /** One sealed blob of `plain` as a range read from a pack, with a whole-file write of it to `dest`. */
 function range(plain: Buffer, dest: string, meta: { mode: number; size?: number; uid?: number; gid?: number }): { data: Buffer; blobs: RangeBlobWrites[] } {
   const id = blobId(keys, BlobType.Data, plain);
   const { sealed } = sealBlobWithId(keys, BlobType.Data, id, plain, 'auto');
-  const tmp = Buffer.from(path.join(path.dirname(dest), `.aegis-restore-test-${crypto.randomBytes(4).toString('hex')}`));
+  const rel = path.relative(dir, dest);
+  const tmp = Buffer.from(path.join(path.dirname(rel), `.aegis-restore-test-${crypto.randomBytes(4).toString('hex')}`).replace(/^\.\//, ''));
   const finish = {
-    dest: Buffer.from(dest),
+    dest: Buffer.from(rel),
     size: meta.size ?? plain.length,
     meta: { type: 'file' as const, uid: meta.uid ?? process.getuid!(), gid: meta.gid ?? process.getgid!(), mode: meta.mode, atimeNs: 1_700_000_000_123_456_789n, mtimeNs: 1_600_000_000_987_654_321n },
   };
@@ -24,14 +32,11 @@ function range(plain: Buffer, dest: string, meta: { mode: number; size?: number;
 }
 
 describe('writing a restored file that is one blob', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-restored-file-'));
-  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-
   it('writes content, size, mode bits and nanosecond times, under its final name', () => {
     const dest = path.join(dir, 'a');
     const plain = crypto.randomBytes(5000);
     const { data, blobs } = range(plain, dest, { mode: 0o4751 });
-    expect(writeRangeBlobs(keys, 'p', data, blobs, true)).toEqual([{ writes: [null] }]);
+    expect(writeRangeBlobs(keys, 'p', data, blobs, root, true)).toEqual([{ writes: [null] }]);
     const st = fs.statSync(dest, { bigint: true });
     expect(fs.readFileSync(dest).equals(plain)).toBe(true);
     expect(Number(st.mode) & 0o7777).toBe(0o4751);
@@ -46,7 +51,7 @@ describe('writing a restored file that is one blob', () => {
     const dest = path.join(dir, 'existing');
     fs.writeFileSync(dest, 'an older, longer content');
     const { data, blobs } = range(Buffer.from('new'), dest, { mode: 0o640 });
-    expect(writeRangeBlobs(keys, 'p', data, blobs, true)).toEqual([{ writes: [null] }]);
+    expect(writeRangeBlobs(keys, 'p', data, blobs, root, true)).toEqual([{ writes: [null] }]);
     expect(fs.readFileSync(dest, 'utf8')).toBe('new');
     expect(fs.statSync(dest).mode & 0o7777).toBe(0o640);
     expect(fs.readdirSync(dir).filter((n) => n.startsWith('.aegis-restore-'))).toEqual([]);
@@ -58,7 +63,7 @@ describe('writing a restored file that is one blob', () => {
     const dest = path.join(dir, 'planted');
     fs.symlinkSync(outside, dest);
     const { data, blobs } = range(Buffer.from('restored'), dest, { mode: 0o644 });
-    expect(writeRangeBlobs(keys, 'p', data, blobs, true)).toEqual([{ writes: [null] }]);
+    expect(writeRangeBlobs(keys, 'p', data, blobs, root, true)).toEqual([{ writes: [null] }]);
     expect(fs.lstatSync(dest).isFile()).toBe(true);
     expect(fs.readFileSync(dest, 'utf8')).toBe('restored');
     expect(fs.readFileSync(outside, 'utf8')).toBe('not to be touched');
@@ -74,7 +79,7 @@ describe('writing a restored file that is one blob', () => {
     for (const c of cases) {
       const dest = path.join(dir, c.name);
       const { data, blobs } = range(Buffer.from(c.name), dest, c);
-      expect(writeRangeBlobs(keys, 'p', data, blobs, true)).toEqual([{ writes: [null] }]);
+      expect(writeRangeBlobs(keys, 'p', data, blobs, root, true)).toEqual([{ writes: [null] }]);
       const st = fs.statSync(dest);
       expect([st.mode & 0o7777, st.uid, st.gid]).toEqual([c.mode, c.uid ?? process.getuid!(), c.gid ?? process.getgid!()]);
       expect(fs.readFileSync(dest, 'utf8')).toBe(c.name);
@@ -84,7 +89,7 @@ describe('writing a restored file that is one blob', () => {
   it('leaves an all-zero blob as a hole of the full size', () => {
     const dest = path.join(dir, 'zeros');
     const { data, blobs } = range(Buffer.alloc(1 << 20), dest, { mode: 0o644 });
-    expect(writeRangeBlobs(keys, 'p', data, blobs, true)).toEqual([{ writes: [null] }]);
+    expect(writeRangeBlobs(keys, 'p', data, blobs, root, true)).toEqual([{ writes: [null] }]);
     const st = fs.statSync(dest);
     expect(st.size).toBe(1 << 20);
     expect(st.blocks).toBe(0);
@@ -96,7 +101,7 @@ describe('writing a restored file that is one blob', () => {
     fs.writeFileSync(path.join(dest, 'x'), '');
     // Renaming a file onto a non-empty directory fails.
     const { data, blobs } = range(Buffer.from('hello'), dest, { mode: 0o644 });
-    const [r] = writeRangeBlobs(keys, 'p', data, blobs, true);
+    const [r] = writeRangeBlobs(keys, 'p', data, blobs, root, true);
     // With the addon, this also shows it removed its own temporary file: Node's exclusive create of the same name succeeded.
     expect(r!.writes![0]).toMatch(/^EISDIR: illegal operation on a directory, rename '.*\.aegis-restore-test-[0-9a-f]+' -> '.*sub'$/);
   });
@@ -112,13 +117,13 @@ describe('writing a restored file that is one blob', () => {
       at += p.data.length;
       return b;
     });
-    expect(writeRangeBlobs(keys, 'p', data, blobs, true)).toEqual(names.map(() => ({ writes: [null] })));
+    expect(writeRangeBlobs(keys, 'p', data, blobs, root, true)).toEqual(names.map(() => ({ writes: [null] })));
     for (const n of names) expect(fs.readFileSync(path.join(dir, n), 'utf8')).toBe(n);
     // The directory is not kept past the request: after a rename, the same path means the new directory.
     fs.renameSync(path.join(dir, 'd1'), path.join(dir, 'd1-old'));
     fs.mkdirSync(path.join(dir, 'd1'));
     const again = range(Buffer.from('new'), path.join(dir, 'd1/a'), { mode: 0o600 });
-    expect(writeRangeBlobs(keys, 'p', again.data, again.blobs, true)).toEqual([{ writes: [null] }]);
+    expect(writeRangeBlobs(keys, 'p', again.data, again.blobs, root, true)).toEqual([{ writes: [null] }]);
     expect(fs.readFileSync(path.join(dir, 'd1/a'), 'utf8')).toBe('new');
     expect(fs.readFileSync(path.join(dir, 'd1-old/a'), 'utf8')).toBe('d1/a');
   });
@@ -142,5 +147,34 @@ describe('writing a restored file that is one blob', () => {
     ];
     const norm = (b: RangeBlobWrites[]) => JSON.parse(JSON.stringify(b, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v)));
     expect(norm(decodeRangeWrites(encodeRangeWrites(blobs)))).toEqual(norm(blobs));
+  });
+});
+
+describe('metadata of a symlink, FIFO or device the restore made', () => {
+  const meta = (type: 'symlink' | 'fifo', uid = process.getuid!()) => ({ type, uid, gid: uid, mode: 0o640, atimeNs: 1_500_000_000_000_000_000n, mtimeNs: 1_400_000_000_000_000_000n });
+
+  it('goes to a symlink itself, never to what it points to', () => {
+    const pointee = path.join(dir, 'pointee');
+    fs.writeFileSync(pointee, 'x');
+    fs.chmodSync(pointee, 0o600);
+    const link = path.join(dir, 'meta-link');
+    fs.symlinkSync(pointee, link);
+    const uid = process.getuid!() === 0 ? 4321 : process.getuid!();
+    applyMetadata(Buffer.from(link), meta('symlink', uid));
+    const l = fs.lstatSync(link, { bigint: true });
+    expect([Number(l.uid), l.mtimeNs]).toEqual([uid, 1_400_000_000_000_000_000n]);
+    const p = fs.statSync(pointee);
+    expect([p.uid, p.mode & 0o7777]).toEqual([process.getuid!(), 0o600]);
+  });
+
+  it('is refused when the name no longer holds what the restore made (a symlink swapped in for a FIFO)', () => {
+    const victim = path.join(dir, 'victim');
+    fs.writeFileSync(victim, 'x');
+    fs.chmodSync(victim, 0o600);
+    const name = path.join(dir, 'meta-swapped');
+    fs.symlinkSync(victim, name);
+    expect(() => applyMetadata(Buffer.from(name), meta('fifo'))).toThrow('is no longer the fifo this restore made');
+    expect(fs.statSync(victim).mode & 0o7777).toBe(0o600);
+    expect(fs.lstatSync(name).mtimeMs).not.toBe(1_400_000_000_000);
   });
 });

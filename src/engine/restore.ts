@@ -11,7 +11,8 @@ import { type TreeNode } from '../snapshot/tree.js';
 import { type WorkerPool } from '../workers/pool.js';
 import { makeDevice, makeFifo } from './special-files.js';
 import { nativeSyscalls } from '../native/syscalls.js';
-import { type FinishSpec, type RangeBlobWrites, type RangeWriteResult, applyMetadata, finishFile, writeRangeBlobs } from '../workers/restored-file.js';
+import { type FinishSpec, type RangeBlobWrites, type RangeWriteResult, type RestoreRoot, applyDirMetadata, applyMetadata, finishFile, writeRangeBlobs } from '../workers/restored-file.js';
+import { TargetDirs, joinRel, parentOf } from '../workers/target-dirs.js';
 import { type WalkEntry, findNode, walk } from './walk.js';
 import { progressIntervalMs } from '../util/progress-interval.js';
 
@@ -59,8 +60,9 @@ interface Target {
 
 interface PendingFile {
   entry: WalkEntry;
-  dest: Buffer;
-  tmp: Buffer;
+  /** Relative to the target (TargetDirs), latin1. */
+  dest: string;
+  tmp: string;
   /** Blob writes still to come. */
   remaining: number;
   /** Set for a file that is one blob: whoever writes that blob finishes the file. */
@@ -80,7 +82,6 @@ interface PackPlan {
 }
 
 const TMP_PREFIX = '.aegis-restore-';
-const SLASH = Buffer.from('/');
 /** Read neighbouring blobs of a pack in one request when the gap between them is smaller than this. */
 const COALESCE_GAP = 1024 * 1024;
 const MAX_RANGE = 8 * 1024 * 1024;
@@ -121,327 +122,342 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     if (opts.signal?.aborted) throw new InterruptedError();
   };
 
-  ensureDir(target, true);
-  const dirs: Array<{ dest: Buffer; node: TreeNode }> = [];
-  // Restoring SNAPSHOT:/some/dir into a target: the target takes that directory's metadata.
-  if (start.node.type === 'dir' && start.path.length > 1 && !include) dirs.push({ dest: target, node: start.node });
-  // Files whose writes are not all done: only these are kept (finished ones are
-  // garbage at once), and an interruption removes their temporary files.
-  const unfinished = new Set<PendingFile>();
-  let filesTotal = 0;
-  const plans = new Map<string, PackPlan>();
-  const hardlinkFirst = new Map<string, Buffer>();
-  const hardlinkLater: Array<{ dest: Buffer; key: string }> = [];
-  const verifyList: PendingFile[] = [];
-  const createdDirs = new Set<string>([target.toString('latin1')]);
-  const freshDirs = new Set<string>();
-
-  const destFor = (p: Buffer): Buffer => {
-    const rel = p.subarray(base.length === 1 ? 1 : base.length + 1);
-    return rel.length ? Buffer.concat([target, SLASH, rel]) : target;
-  };
-  const selected = (p: Buffer, node: TreeNode): boolean => {
-    if (!exclude && !include) return true;
-    const s = p.toString('utf8');
-    if (exclude && matchesSelfOrParent(exclude, s)) return false;
-    if (!include) return true;
-    return node.type === 'dir' ? true : matchesSelfOrParent(include, s);
-  };
-  // Paths as latin1 strings are their bytes one to one: one conversion per entry serves every lookup.
-  /** Create the parent of `dest` (latin1) if this restore has not; returns the parent. */
-  const parentReady = (dest: string): string => {
-    const parent = path.posix.dirname(dest);
-    if (!createdDirs.has(parent)) {
-      if (fs.mkdirSync(Buffer.from(parent, 'latin1'), { recursive: true, mode: 0o700 }) !== undefined) freshDirs.add(parent);
-      createdDirs.add(parent);
-    }
-    return parent;
-  };
-  // A directory this restore created holds nothing it did not put there: no need to look for existing files.
-  const inFreshDir = (parent: string): boolean => freshDirs.has(parent);
-
-  let filesDone = 0;
-  let bytesDone = 0;
-  const report = () => opts.onProgress?.({ filesDone, filesTotal, bytesDone, bytesTotal: summary.bytes });
-  const timer = opts.onProgress ? setInterval(report, progressIntervalMs()) : undefined;
-  timer?.unref();
-
-  const failed = new Set<PendingFile>();
-  // A damaged blob fails only the files that need it: they are dropped (no
-  // partial file under a real name), reported by name, and the rest is restored.
-  const failFile = (file: PendingFile, reason: string) => {
-    if (failed.has(file)) return;
-    failed.add(file);
-    warn(`${file.entry.path.toString()}: not restored: ${reason}`);
-    fs.rmSync(file.tmp, { force: true });
-  };
-  // Worker threads decrypt each ranged read and write its blobs into the files
-  // themselves; a file that is one blob is finished there too, the others here
-  // once their last blob is written.
-  const writeRange = async (plan: PackPlan, range: CoalescedRange): Promise<void> => {
-    const length = range.end - range.start;
-    // A blob whose files have all failed already is not opened at all.
-    const pick = () => range.blobs.map(([id, b]) => ({ id, b, targets: b.targets.filter((t) => !failed.has(t.file)) })).filter((s) => s.targets.length > 0);
-    const requestFor = (sent: ReturnType<typeof pick>): RangeBlobWrites[] =>
-      sent.map(({ id, b, targets }) => ({
-        id: Buffer.from(id, 'hex'),
-        offset: b.offset - range.start,
-        length: b.length,
-        writes: targets.map((t) => ({ tmp: t.file.tmp, offset: t.offset, finish: t.file.whole })),
-      }));
-    let sent = pick();
-    let results: RangeWriteResult | null = null;
-    const packFile = opts.pool && repo.packFile(plan.packId);
-    if (packFile && sent.length > 0) results = await opts.pool!.writeRangeFromFile(plan.packId, { file: packFile, offset: range.start, length }, requestFor(sent));
-    if (!results) {
-      let data: Buffer;
-      try {
-        // A restore reads each blob once: no point keeping a second copy in a remote repository's cache.
-        data = await repo.readPackRange(plan.packId, range.start, length, { kind: 'data', keep: false });
-      } catch (err) {
-        if (err instanceof StorageError && err.kind === 'transient') throw err;
-        for (const [, b] of range.blobs) for (const t of b.targets) failFile(t.file, `pack ${plan.packId.slice(0, 16)} cannot be read: ${(err as Error).message}`);
-        return;
-      }
-      sent = pick();
-      const request = requestFor(sent);
-      results = opts.pool ? await opts.pool.writeRange(plan.packId, data, request) : writeRangeBlobs(repo.keys, plan.packId, data, request);
-    }
-    results.forEach((r, i) => {
-      const { id, b, targets } = sent[i]!;
-      if (r.damaged !== undefined) {
-        for (const t of targets) failFile(t.file, `blob ${id.slice(0, 16)} in pack ${plan.packId.slice(0, 16)} is damaged: ${r.damaged}`);
-        return;
-      }
-      r.writes.forEach((error, j) => {
-        const file = targets[j]!.file;
-        if (failed.has(file)) return;
-        if (error !== null) return failFile(file, error);
-        bytesDone += b.rawLength;
-        if (--file.remaining > 0) return;
-        unfinished.delete(file);
-        try {
-          if (!file.whole) finishFile(file.tmp, file.dest, file.entry.node.size, file.entry.node);
-          filesDone++;
-        } catch (err) {
-          failFile(file, (err as Error).message);
-        }
-      });
-    });
-  };
-  // Ranges wait here in plan order; at most `limit` are being read and written
-  // at once: two per worker thread, one being written while the next is read
-  // (with one each, the threads waited a third of the time). At most 8 MiB each.
-  const limit = 2 * (opts.pool?.size ?? 1);
-  const queue: Array<{ plan: PackPlan; range: CoalescedRange } | undefined> = [];
-  let queueHead = 0;
-  const inFlight = new Set<Promise<void>>();
-  let writeFailure: { err: unknown } | undefined;
-  let onIdle: (() => void) | undefined;
-  // Queue entries before this one have had their read-ahead asked for (PackReadAhead):
-  // those in flight and the next few, so that the disk works ahead of the threads.
-  let hintedTo = 0;
-  const readAhead = new PackReadAhead();
-  const hintAhead = (): void => {
-    if (!opts.pool) return;
-    const end = Math.min(queue.length, queueHead + limit + READ_AHEAD_RANGES);
-    for (let i = Math.max(hintedTo, queueHead); i < end; i++) {
-      const { plan, range } = queue[i]!;
-      const file = repo.packFile(plan.packId);
-      if (file) readAhead.hint(file, range.start, range.end - range.start);
-    }
-    hintedTo = Math.max(hintedTo, end);
-  };
-  const pump = (): void => {
-    hintAhead();
-    while (!writeFailure && inFlight.size < limit && queueHead < queue.length) {
-      if (opts.signal?.aborted) {
-        writeFailure = { err: new InterruptedError() };
-        break;
-      }
-      const { plan, range } = queue[queueHead]!;
-      // Let the plan go once its last range is written, although the queue is not empty yet.
-      queue[queueHead++] = undefined;
-      const job: Promise<void> = writeRange(plan, range)
-        .catch((err: unknown) => {
-          writeFailure ??= { err };
-        })
-        .finally(() => {
-          inFlight.delete(job);
-          pump();
-        });
-      inFlight.add(job);
-    }
-    if (queueHead === queue.length || queueHead >= 4096) {
-      queue.splice(0, queueHead);
-      hintedTo = Math.max(0, hintedTo - queueHead);
-      queueHead = 0;
-    }
-    if (inFlight.size === 0 && (queue.length === 0 || writeFailure)) onIdle?.();
-  };
-  let batchFiles = 0;
-  let batchBytes = 0;
-  let lastPack = '';
-  /** Hand the plans made so far to the writers, and start planning afresh. */
-  const flush = (): void => {
-    for (const plan of plans.values()) for (const range of coalesce(plan)) queue.push({ plan, range });
-    plans.clear();
-    batchFiles = 0;
-    batchBytes = 0;
-    pump();
-  };
-
-  const source = start.node.type === 'dir' ? walk(repo, start) : single(start);
+  // Everything below the target is reached through descriptors (TargetDirs), never by path.
+  const rootFd = openTarget(target);
+  const root: RestoreRoot = { fd: rootFd, path: target.toString('latin1') };
+  const at = new TargetDirs(rootFd, root.path);
   try {
-    let sinceYield = 0;
-    for await (const entry of source) {
-      checkAbort();
-      if (writeFailure) throw writeFailure.err;
-      // Let the writers' replies in now and then (the walk's own awaits rarely leave this turn).
-      if (++sinceYield >= YIELD_EVERY && inFlight.size > 0) {
-        sinceYield = 0;
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-      const { node } = entry;
-      if (!selected(entry.path, node)) continue;
-      const dest = destFor(entry.path);
-      const destName = dest.toString('latin1');
-      try {
-        switch (node.type) {
-          case 'dir': {
-            if (include) break; // created on demand below, metadata applied if it exists
-            if (ensureDir(dest, false)) freshDirs.add(destName);
-            createdDirs.add(destName);
-            dirs.push({ dest, node });
-            summary.dirs++;
-            break;
-          }
-          case 'file': {
-            const parent = parentReady(destName);
-            const linkKey = node.links > 1 ? `${node.dev}:${node.inode}` : undefined;
-            if (linkKey && hardlinkFirst.has(linkKey)) {
-              hardlinkLater.push({ dest, key: linkKey });
-              break;
-            }
-            if (linkKey) hardlinkFirst.set(linkKey, dest);
-            if (!inFreshDir(parent) && keepExisting(dest, node, overwrite)) {
-              summary.skipped++;
-              break;
-            }
-            const file = startFile(entry, dest, destName);
-            unfinished.add(file);
-            filesTotal++;
-            if (opts.verify) verifyList.push(file);
-            let offset = 0;
-            for (const id of node.content ?? []) {
-              const loc = repo.index.get(id);
-              if (!loc) throw new DamagedBlobError(id, `missing from the index (needed by ${entry.path.toString()})`);
-              let plan = plans.get(loc.packId);
-              if (!plan) plans.set(loc.packId, (plan = { packId: loc.packId, blobs: new Map() }));
-              let b = plan.blobs.get(id);
-              if (!b) plan.blobs.set(id, (b = { offset: loc.offset, length: loc.length, rawLength: loc.rawLength, targets: [] }));
-              b.targets.push({ file, offset });
-              file.remaining++;
-              offset += loc.rawLength;
-              lastPack = loc.packId;
-            }
-            summary.bytes += offset;
-            batchFiles++;
-            batchBytes += offset;
-            if (file.remaining === 0) {
-              unfinished.delete(file);
-              finishFile(file.tmp, file.dest, node.size, node);
-            }
-            summary.files++;
-            break;
-          }
-          case 'symlink': {
-            parentReady(destName);
-            if (keepExisting(dest, node, overwrite)) {
-              summary.skipped++;
-              break;
-            }
-            replaceWith(dest, node, (tmp) => fs.symlinkSync(node.linkTarget ?? Buffer.alloc(0), tmp));
-            summary.symlinks++;
-            break;
-          }
-          case 'fifo':
-          case 'chardev':
-          case 'blockdev': {
-            parentReady(destName);
-            if (keepExisting(dest, node, overwrite)) {
-              summary.skipped++;
-              break;
-            }
-            replaceWith(dest, node, (tmp) => (node.type === 'fifo' ? makeFifo(tmp, node.mode) : makeDevice(tmp, node.type as 'chardev', node.rdev ?? 0, node.mode)));
-            summary.special++;
-            break;
-          }
-          case 'socket':
-            break; // a socket is only meaningful while its server runs
-        }
-      } catch (err) {
-        if (err instanceof DamagedBlobError || err instanceof InterruptedError || err instanceof UserError) throw err;
-        warn(`${entry.path.toString()}: ${(err as Error).message}`);
-      }
-      // From a local repository, writing starts while the walk goes on: a batch
-      // of planned files goes out when it is big enough. A blob that files of two
-      // batches share is read twice; from a remote repository every blob is read
-      // once, after the whole walk, as before.
-      if ((batchFiles >= BATCH_FILES || batchBytes >= BATCH_BYTES) && lastPack && opts.pool && repo.packFile(lastPack)) flush();
-    }
-    flush();
-    await new Promise<void>((resolve) => {
-      onIdle = resolve;
-      pump();
-    });
-    if (writeFailure) throw writeFailure.err;
-  } catch (err) {
-    // Let writes already handed to worker threads end, then drop every temporary
-    // file: nothing half-written keeps a real name.
-    writeFailure ??= { err };
-    await Promise.allSettled([...inFlight]);
-    for (const f of unfinished) if (f.remaining > 0) fs.rmSync(f.tmp, { force: true });
-    throw err;
+    return await restoreInto(at, root);
   } finally {
-    if (timer) clearInterval(timer);
-    readAhead.close();
+    at.close();
+    fs.closeSync(rootFd);
   }
-  // A write already on its way when its file failed may have created the temporary file again.
-  for (const f of failed) fs.rmSync(f.tmp, { force: true });
-  report();
-  summary.files -= failed.size;
 
-  for (const { dest, key } of hardlinkLater) {
+  async function restoreInto(at: TargetDirs, root: RestoreRoot): Promise<RestoreSummary> {
+    removeStaleTemporaries(at, '');
+    const dirs: Array<{ dest: string; node: TreeNode }> = [];
+    // Restoring SNAPSHOT:/some/dir into a target: the target takes that directory's metadata.
+    if (start.node.type === 'dir' && start.path.length > 1 && !include) dirs.push({ dest: '', node: start.node });
+    // Files whose writes are not all done: only these are kept (finished ones are
+    // garbage at once), and an interruption removes their temporary files.
+    const unfinished = new Set<PendingFile>();
+    let filesTotal = 0;
+    const plans = new Map<string, PackPlan>();
+    const hardlinkFirst = new Map<string, string>();
+    const hardlinkLater: Array<{ dest: string; key: string }> = [];
+    const verifyList: PendingFile[] = [];
+    const createdDirs = new Set<string>(['']);
+    const freshDirs = new Set<string>();
+
+    /** Where a snapshot path goes, relative to the target. */
+    const destFor = (p: Buffer): string => p.subarray(base.length === 1 ? 1 : base.length + 1).toString('latin1');
+    const selected = (p: Buffer, node: TreeNode): boolean => {
+      if (!exclude && !include) return true;
+      const s = p.toString('utf8');
+      if (exclude && matchesSelfOrParent(exclude, s)) return false;
+      if (!include) return true;
+      return node.type === 'dir' ? true : matchesSelfOrParent(include, s);
+    };
+    // Paths as latin1 strings are their bytes one to one: one conversion per entry serves every lookup.
+    /** Create the parent of `dest` (and above it) if this restore has not; returns the parent. */
+    const parentReady = (dest: string): string => {
+      const parent = parentOf(dest);
+      if (!createdDirs.has(parent)) {
+        parentReady(parent);
+        if (ensureDir(at, parent)) freshDirs.add(parent);
+        createdDirs.add(parent);
+      }
+      return parent;
+    };
+    // A directory this restore created holds nothing it did not put there: no need to look for existing files.
+    const inFreshDir = (parent: string): boolean => freshDirs.has(parent);
+
+    let filesDone = 0;
+    let bytesDone = 0;
+    const report = () => opts.onProgress?.({ filesDone, filesTotal, bytesDone, bytesTotal: summary.bytes });
+    const timer = opts.onProgress ? setInterval(report, progressIntervalMs()) : undefined;
+    timer?.unref();
+
+    const failed = new Set<PendingFile>();
+    // A damaged blob fails only the files that need it: they are dropped (no
+    // partial file under a real name), reported by name, and the rest is restored.
+    const failFile = (file: PendingFile, reason: string) => {
+      if (failed.has(file)) return;
+      failed.add(file);
+      warn(`${file.entry.path.toString()}: not restored: ${reason}`);
+      removeQuietly(at, file.tmp);
+    };
+    // Worker threads decrypt each ranged read and write its blobs into the files
+    // themselves; a file that is one blob is finished there too, the others here
+    // once their last blob is written.
+    const writeRange = async (plan: PackPlan, range: CoalescedRange): Promise<void> => {
+      const length = range.end - range.start;
+      // A blob whose files have all failed already is not opened at all.
+      const pick = () => range.blobs.map(([id, b]) => ({ id, b, targets: b.targets.filter((t) => !failed.has(t.file)) })).filter((s) => s.targets.length > 0);
+      const requestFor = (sent: ReturnType<typeof pick>): RangeBlobWrites[] =>
+        sent.map(({ id, b, targets }) => ({
+          id: Buffer.from(id, 'hex'),
+          offset: b.offset - range.start,
+          length: b.length,
+          writes: targets.map((t) => ({ tmp: Buffer.from(t.file.tmp, 'latin1'), offset: t.offset, finish: t.file.whole })),
+        }));
+      let sent = pick();
+      let results: RangeWriteResult | null = null;
+      const packFile = opts.pool && repo.packFile(plan.packId);
+      if (packFile && sent.length > 0) results = await opts.pool!.writeRangeFromFile(plan.packId, { file: packFile, offset: range.start, length }, requestFor(sent), root);
+      if (!results) {
+        let data: Buffer;
+        try {
+          // A restore reads each blob once: no point keeping a second copy in a remote repository's cache.
+          data = await repo.readPackRange(plan.packId, range.start, length, { kind: 'data', keep: false });
+        } catch (err) {
+          if (err instanceof StorageError && err.kind === 'transient') throw err;
+          for (const [, b] of range.blobs) for (const t of b.targets) failFile(t.file, `pack ${plan.packId.slice(0, 16)} cannot be read: ${(err as Error).message}`);
+          return;
+        }
+        sent = pick();
+        const request = requestFor(sent);
+        results = opts.pool ? await opts.pool.writeRange(plan.packId, data, request, root) : writeRangeBlobs(repo.keys, plan.packId, data, request, root);
+      }
+      results.forEach((r, i) => {
+        const { id, b, targets } = sent[i]!;
+        if (r.damaged !== undefined) {
+          for (const t of targets) failFile(t.file, `blob ${id.slice(0, 16)} in pack ${plan.packId.slice(0, 16)} is damaged: ${r.damaged}`);
+          return;
+        }
+        r.writes.forEach((error, j) => {
+          const file = targets[j]!.file;
+          if (failed.has(file)) return;
+          if (error !== null) return failFile(file, error);
+          bytesDone += b.rawLength;
+          if (--file.remaining > 0) return;
+          unfinished.delete(file);
+          try {
+            if (!file.whole) finishFile(at, file.tmp, file.dest, file.entry.node.size, file.entry.node);
+            filesDone++;
+          } catch (err) {
+            failFile(file, (err as Error).message);
+          }
+        });
+      });
+    };
+    // Ranges wait here in plan order; at most `limit` are being read and written
+    // at once: two per worker thread, one being written while the next is read
+    // (with one each, the threads waited a third of the time). At most 8 MiB each.
+    const limit = 2 * (opts.pool?.size ?? 1);
+    const queue: Array<{ plan: PackPlan; range: CoalescedRange } | undefined> = [];
+    let queueHead = 0;
+    const inFlight = new Set<Promise<void>>();
+    let writeFailure: { err: unknown } | undefined;
+    let onIdle: (() => void) | undefined;
+    // Queue entries before this one have had their read-ahead asked for (PackReadAhead):
+    // those in flight and the next few, so that the disk works ahead of the threads.
+    let hintedTo = 0;
+    const readAhead = new PackReadAhead();
+    const hintAhead = (): void => {
+      if (!opts.pool) return;
+      const end = Math.min(queue.length, queueHead + limit + READ_AHEAD_RANGES);
+      for (let i = Math.max(hintedTo, queueHead); i < end; i++) {
+        const { plan, range } = queue[i]!;
+        const file = repo.packFile(plan.packId);
+        if (file) readAhead.hint(file, range.start, range.end - range.start);
+      }
+      hintedTo = Math.max(hintedTo, end);
+    };
+    const pump = (): void => {
+      hintAhead();
+      while (!writeFailure && inFlight.size < limit && queueHead < queue.length) {
+        if (opts.signal?.aborted) {
+          writeFailure = { err: new InterruptedError() };
+          break;
+        }
+        const { plan, range } = queue[queueHead]!;
+        // Let the plan go once its last range is written, although the queue is not empty yet.
+        queue[queueHead++] = undefined;
+        const job: Promise<void> = writeRange(plan, range)
+          .catch((err: unknown) => {
+            writeFailure ??= { err };
+          })
+          .finally(() => {
+            inFlight.delete(job);
+            pump();
+          });
+        inFlight.add(job);
+      }
+      if (queueHead === queue.length || queueHead >= 4096) {
+        queue.splice(0, queueHead);
+        hintedTo = Math.max(0, hintedTo - queueHead);
+        queueHead = 0;
+      }
+      if (inFlight.size === 0 && (queue.length === 0 || writeFailure)) onIdle?.();
+    };
+    let batchFiles = 0;
+    let batchBytes = 0;
+    let lastPack = '';
+    /** Hand the plans made so far to the writers, and start planning afresh. */
+    const flush = (): void => {
+      for (const plan of plans.values()) for (const range of coalesce(plan)) queue.push({ plan, range });
+      plans.clear();
+      batchFiles = 0;
+      batchBytes = 0;
+      pump();
+    };
+
+    const source = start.node.type === 'dir' ? walk(repo, start) : single(start);
     try {
-      replaceWith(dest, null, (tmp) => fs.linkSync(hardlinkFirst.get(key)!, tmp));
-      summary.hardlinks++;
+      let sinceYield = 0;
+      for await (const entry of source) {
+        checkAbort();
+        if (writeFailure) throw writeFailure.err;
+        // Let the writers' replies in now and then (the walk's own awaits rarely leave this turn).
+        if (++sinceYield >= YIELD_EVERY && inFlight.size > 0) {
+          sinceYield = 0;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        const { node } = entry;
+        if (!selected(entry.path, node)) continue;
+        const dest = destFor(entry.path);
+        try {
+          switch (node.type) {
+            case 'dir': {
+              if (include) break; // created on demand below, metadata applied if it exists
+              if (dest !== '') {
+                parentReady(dest);
+                if (ensureDir(at, dest)) freshDirs.add(dest);
+                createdDirs.add(dest);
+              }
+              dirs.push({ dest, node });
+              summary.dirs++;
+              break;
+            }
+            case 'file': {
+              const parent = parentReady(dest);
+              const linkKey = node.links > 1 ? `${node.dev}:${node.inode}` : undefined;
+              if (linkKey && hardlinkFirst.has(linkKey)) {
+                hardlinkLater.push({ dest, key: linkKey });
+                break;
+              }
+              if (linkKey) hardlinkFirst.set(linkKey, dest);
+              if (!inFreshDir(parent) && keepExisting(at, dest, node, overwrite)) {
+                summary.skipped++;
+                break;
+              }
+              const file = startFile(entry, dest);
+              unfinished.add(file);
+              filesTotal++;
+              if (opts.verify) verifyList.push(file);
+              let offset = 0;
+              for (const id of node.content ?? []) {
+                const loc = repo.index.get(id);
+                if (!loc) throw new DamagedBlobError(id, `missing from the index (needed by ${entry.path.toString()})`);
+                let plan = plans.get(loc.packId);
+                if (!plan) plans.set(loc.packId, (plan = { packId: loc.packId, blobs: new Map() }));
+                let b = plan.blobs.get(id);
+                if (!b) plan.blobs.set(id, (b = { offset: loc.offset, length: loc.length, rawLength: loc.rawLength, targets: [] }));
+                b.targets.push({ file, offset });
+                file.remaining++;
+                offset += loc.rawLength;
+                lastPack = loc.packId;
+              }
+              summary.bytes += offset;
+              batchFiles++;
+              batchBytes += offset;
+              if (file.remaining === 0) {
+                unfinished.delete(file);
+                finishFile(at, file.tmp, file.dest, node.size, node);
+              }
+              summary.files++;
+              break;
+            }
+            case 'symlink': {
+              parentReady(dest);
+              if (keepExisting(at, dest, node, overwrite)) {
+                summary.skipped++;
+                break;
+              }
+              replaceWith(at, dest, node, (tmp) => fs.symlinkSync(node.linkTarget ?? Buffer.alloc(0), tmp));
+              summary.symlinks++;
+              break;
+            }
+            case 'fifo':
+            case 'chardev':
+            case 'blockdev': {
+              parentReady(dest);
+              if (keepExisting(at, dest, node, overwrite)) {
+                summary.skipped++;
+                break;
+              }
+              replaceWith(at, dest, node, (tmp) => (node.type === 'fifo' ? makeFifo(tmp, node.mode) : makeDevice(tmp, node.type as 'chardev', node.rdev ?? 0, node.mode)));
+              summary.special++;
+              break;
+            }
+            case 'socket':
+              break; // a socket is only meaningful while its server runs
+          }
+        } catch (err) {
+          if (err instanceof DamagedBlobError || err instanceof InterruptedError || err instanceof UserError) throw err;
+          warn(`${entry.path.toString()}: ${at.explain((err as Error).message)}`);
+        }
+        // From a local repository, writing starts while the walk goes on: a batch
+        // of planned files goes out when it is big enough. A blob that files of two
+        // batches share is read twice; from a remote repository every blob is read
+        // once, after the whole walk, as before.
+        if ((batchFiles >= BATCH_FILES || batchBytes >= BATCH_BYTES) && lastPack && opts.pool && repo.packFile(lastPack)) flush();
+      }
+      flush();
+      await new Promise<void>((resolve) => {
+        onIdle = resolve;
+        pump();
+      });
+      if (writeFailure) throw writeFailure.err;
     } catch (err) {
-      warn(`${dest.toString()}: hardlink: ${(err as Error).message}`);
+      // Let writes already handed to worker threads end, then drop every temporary
+      // file: nothing half-written keeps a real name.
+      writeFailure ??= { err };
+      await Promise.allSettled([...inFlight]);
+      for (const f of unfinished) if (f.remaining > 0) removeQuietly(at, f.tmp);
+      throw err;
+    } finally {
+      if (timer) clearInterval(timer);
+      readAhead.close();
     }
-  }
+    // A write already on its way when its file failed may have created the temporary file again.
+    for (const f of failed) removeQuietly(at, f.tmp);
+    report();
+    summary.files -= failed.size;
 
-  // Directory metadata last and deepest first: creating entries changes a directory's mtime.
-  for (let i = dirs.length - 1; i >= 0; i--) {
-    try {
-      applyMetadata(dirs[i]!.dest, dirs[i]!.node);
-    } catch (err) {
-      warn(`${dirs[i]!.dest.toString()}: ${(err as Error).message}`);
+    for (const { dest, key } of hardlinkLater) {
+      try {
+        replaceWith(at, dest, null, (tmp) => fs.linkSync(at.at(hardlinkFirst.get(key)!), tmp));
+        summary.hardlinks++;
+      } catch (err) {
+        warn(`${at.shown(dest)}: hardlink: ${at.explain((err as Error).message)}`);
+      }
     }
-  }
 
-  if (opts.verify) {
-    for (const f of verifyList.filter((x) => !failed.has(x))) {
-      checkAbort();
-      await verifyFile(repo, f.dest, f.entry);
-      summary.verified++;
+    // Directory metadata last and deepest first: creating entries changes a directory's mtime.
+    for (let i = dirs.length - 1; i >= 0; i--) {
+      const { dest, node } = dirs[i]!;
+      try {
+        applyDirMetadata(at.dir(dest), node);
+      } catch (err) {
+        warn(`${at.shown(dest)}: ${at.explain((err as Error).message)}`);
+      }
     }
+
+    if (opts.verify) {
+      for (const f of verifyList.filter((x) => !failed.has(x))) {
+        checkAbort();
+        await verifyFile(repo, at, f.dest, f.entry);
+        summary.verified++;
+      }
+    }
+    return summary;
   }
-  return summary;
 
   /** The temporary file is created on the first write (or at the end, for empty and all-zero files). */
-  function startFile(entry: WalkEntry, dest: Buffer, destName: string): PendingFile {
-    return { entry, dest, tmp: temporaryNameOf(destName), remaining: 0, whole: wholeFile(entry.node, dest) };
+  function startFile(entry: WalkEntry, dest: string): PendingFile {
+    return { entry, dest, tmp: temporaryNameOf(dest), remaining: 0, whole: wholeFile(entry.node, dest) };
   }
 }
 
@@ -451,20 +467,15 @@ let tmpCounter = 0;
 /** Exactly the names temporaryNameOf makes, of any run: nothing else is ever removed as a leftover. */
 const TMP_NAME = new RegExp(`^${TMP_PREFIX.replace('.', '\\.')}[0-9a-f]{${TMP_RUN.length}}-[0-9a-z]+$`);
 
-/** A temporary name next to `dest`. */
-function temporaryName(dest: Buffer): Buffer {
-  return temporaryNameOf(dest.toString('latin1'));
-}
-
-/** `temporaryName` of a path given as a latin1 string (its bytes one to one). */
-function temporaryNameOf(dest: string): Buffer {
-  return Buffer.from(`${dest.slice(0, dest.lastIndexOf('/') + 1)}${TMP_PREFIX}${TMP_RUN}-${(tmpCounter++).toString(36)}`, 'latin1');
+/** A temporary name next to `dest` (a relative path as a latin1 string, its bytes one to one). */
+function temporaryNameOf(dest: string): string {
+  return `${dest.slice(0, dest.lastIndexOf('/') + 1)}${TMP_PREFIX}${TMP_RUN}-${(tmpCounter++).toString(36)}`;
 }
 
 /** A file whose content is one blob is written and finished by whoever opens that blob. */
-function wholeFile(n: TreeNode, dest: Buffer): FinishSpec | undefined {
+function wholeFile(n: TreeNode, dest: string): FinishSpec | undefined {
   if (n.content?.length !== 1) return undefined;
-  return { dest, size: n.size, meta: { type: n.type, uid: n.uid, gid: n.gid, mode: n.mode, atimeNs: n.atimeNs, mtimeNs: n.mtimeNs } };
+  return { dest: Buffer.from(dest, 'latin1'), size: n.size, meta: { type: n.type, uid: n.uid, gid: n.gid, mode: n.mode, atimeNs: n.atimeNs, mtimeNs: n.mtimeNs } };
 }
 
 type RangeEntry = [string, PlannedBlob];
@@ -496,20 +507,46 @@ function* coalesce(plan: PackPlan): Generator<CoalescedRange> {
 }
 
 /**
- * Create a directory for the restore; an existing symlink there is never
- * followed. Returns whether the directory is new (so nothing in it predates
- * this restore).
+ * Create the target if it is not there and open it: its own path may lead
+ * through symlinks (the user chose it), but it must itself be a directory.
  */
-function ensureDir(dir: Buffer, isTarget: boolean): boolean {
+function openTarget(target: Buffer): number {
   try {
-    fs.mkdirSync(dir, { recursive: isTarget, mode: 0o700 });
-    // A recursive mkdir succeeds on an existing directory too: only a plain one proves it new.
-    if (!isTarget) return true;
+    fs.mkdirSync(target, { recursive: true, mode: 0o700 });
   } catch (err) {
+    // Something that is not a directory is there: the open below says so.
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
-  if (!fs.lstatSync(dir).isDirectory()) throw new UserError(`${dir.toString()} exists and is not a directory; refusing to restore through it`);
-  removeStaleTemporaries(dir);
+  try {
+    return TargetDirs.openRoot(target);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP' || code === 'ENOTDIR') throw new UserError(`${target.toString()} exists and is not a directory; refusing to restore through it`);
+    throw err;
+  }
+}
+
+/**
+ * Create a directory for the restore (mode 0700 until the end, when it gets
+ * its own: so no one else can add to it meanwhile); an existing symlink there
+ * is never followed. Returns whether the directory is new (so nothing in it
+ * predates this restore).
+ */
+function ensureDir(at: TargetDirs, rel: string): boolean {
+  try {
+    fs.mkdirSync(at.at(rel), { mode: 0o700 });
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw at.explained(err, rel);
+  }
+  try {
+    at.dir(rel);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP' || code === 'ENOTDIR') throw new UserError(`${at.shown(rel)} exists and is not a directory; refusing to restore through it`);
+    throw err;
+  }
+  removeStaleTemporaries(at, rel);
   return false;
 }
 
@@ -518,17 +555,28 @@ function ensureDir(dir: Buffer, isTarget: boolean): boolean {
  * can have them), the target's own included: files restored into the target
  * itself get their temporary names there.
  */
-function removeStaleTemporaries(dir: Buffer): void {
-  for (const n of fs.readdirSync(dir, { encoding: 'buffer' })) {
-    if (TMP_NAME.test(n.toString('latin1'))) fs.rmSync(Buffer.concat([dir, SLASH, n]), { force: true });
+function removeStaleTemporaries(at: TargetDirs, rel: string): void {
+  for (const n of fs.readdirSync(at.self(rel), { encoding: 'buffer' })) {
+    const name = n.toString('latin1');
+    if (TMP_NAME.test(name)) fs.rmSync(at.at(joinRel(rel, name)), { force: true });
+  }
+}
+
+/** Remove a temporary file if it is there; a failure to is not worth a second message. */
+function removeQuietly(at: TargetDirs, rel: string): void {
+  try {
+    fs.rmSync(at.at(rel), { force: true });
+  } catch {
+    // the file's failure was reported already
   }
 }
 
 /** Whether an existing destination may stay as it is under the overwrite policy. */
-function keepExisting(dest: Buffer, node: TreeNode, policy: OverwritePolicy): boolean {
+function keepExisting(at: TargetDirs, rel: string, node: TreeNode, policy: OverwritePolicy): boolean {
+  const dest = at.at(rel);
   const st = fs.lstatSync(dest, { bigint: true, throwIfNoEntry: false });
   if (!st) return false;
-  if (st.isDirectory()) throw new UserError(`${dest.toString()} is a directory; the snapshot has a ${node.type} there`);
+  if (st.isDirectory()) throw new UserError(`${at.shown(rel)} is a directory; the snapshot has a ${node.type} there`);
   if (policy === 'never') return true;
   if (policy === 'always') return false;
   if (node.type === 'file') {
@@ -545,20 +593,22 @@ function absBig(n: bigint): bigint {
 }
 
 /** Create something under a temporary name next to `dest`, then rename it into place. */
-function replaceWith(dest: Buffer, node: TreeNode | null, create: (tmp: Buffer) => void): void {
-  const tmp = temporaryName(dest);
+function replaceWith(at: TargetDirs, dest: string, node: TreeNode | null, create: (tmp: Buffer) => void): void {
+  const tmp = temporaryNameOf(dest);
+  const tmpPath = at.at(tmp);
+  const destPath = at.at(dest);
   try {
-    create(tmp);
-    applyMetadata(tmp, node);
-    fs.renameSync(tmp, dest);
+    create(tmpPath);
+    applyMetadata(tmpPath, node);
+    fs.renameSync(tmpPath, destPath);
   } catch (err) {
-    fs.rmSync(tmp, { force: true });
-    throw err;
+    removeQuietly(at, tmp);
+    throw at.explained(err, dest);
   }
 }
 
-async function verifyFile(repo: Repository, dest: Buffer, entry: WalkEntry): Promise<void> {
-  const fh = await fsp.open(dest, 'r');
+async function verifyFile(repo: Repository, at: TargetDirs, dest: string, entry: WalkEntry): Promise<void> {
+  const fh = await fsp.open(at.at(dest), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   try {
     let offset = 0;
     for (const id of entry.node.content ?? []) {
@@ -566,7 +616,7 @@ async function verifyFile(repo: Repository, dest: Buffer, entry: WalkEntry): Pro
       const buf = Buffer.alloc(loc.rawLength);
       const { bytesRead } = await fh.read(buf, 0, loc.rawLength, offset);
       if (bytesRead !== loc.rawLength || keyedId(repo.keys.id, buf).toString('hex') !== id) {
-        throw new UserError(`verification failed: ${dest.toString()} differs from the snapshot at offset ${offset}`);
+        throw new UserError(`verification failed: ${at.shown(dest)} differs from the snapshot at offset ${offset}`);
       }
       offset += loc.rawLength;
     }

@@ -14,7 +14,7 @@ import { newClaimTable } from './claims.js';
 import { peerStateLength } from './protocol.js';
 import type { ChunkFileResult, ChunkFilesResult, OpenRangeResult, PackFileRange, WirePack, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { transferList } from './transfer.js';
-import { type RangeBlobWrites, type RangeWriteResult, encodeRangeWrites } from './restored-file.js';
+import { type RangeBlobWrites, type RangeWriteResult, type RestoreRoot, encodeRangeWrites } from './restored-file.js';
 
 /**
  * A complete pack a worker thread wrote into a staged file, ready to be stored
@@ -245,9 +245,9 @@ export class WorkerPool {
    * Restore: open every blob of a buffer read from one pack on one worker thread
    * and let it write each into the files that use it (`data` is moved there).
    */
-  writeRange(packId: string, data: Buffer, blobs: RangeBlobWrites[]): Promise<RangeWriteResult> {
+  writeRange(packId: string, data: Buffer, blobs: RangeBlobWrites[], root: RestoreRoot): Promise<RangeWriteResult> {
     const encoded = encodeRangeWrites(blobs);
-    return this.submit({ op: 'write-range', task: 0, packId, data, blobs: encoded }, transferList(data, encoded)) as Promise<RangeWriteResult>;
+    return this.submit({ op: 'write-range', task: 0, packId, data, blobs: encoded, root }, transferList(data, encoded)) as Promise<RangeWriteResult>;
   }
 
   /**
@@ -256,9 +256,9 @@ export class WorkerPool {
    * reads the range through the storage (retries, error reports) and uses
    * `writeRange`.
    */
-  writeRangeFromFile(packId: string, source: PackFileRange, blobs: RangeBlobWrites[]): Promise<RangeWriteResult | null> {
+  writeRangeFromFile(packId: string, source: PackFileRange, blobs: RangeBlobWrites[], root: RestoreRoot): Promise<RangeWriteResult | null> {
     const encoded = encodeRangeWrites(blobs);
-    return this.submit({ op: 'write-range', task: 0, packId, data: source, blobs: encoded }, transferList(encoded)) as Promise<RangeWriteResult | null>;
+    return this.submit({ op: 'write-range', task: 0, packId, data: source, blobs: encoded, root }, transferList(encoded)) as Promise<RangeWriteResult | null>;
   }
 
   blobOpener(): BlobOpener {

@@ -3,7 +3,7 @@ import { type CompressionMode } from '../repo/compression.js';
 import { type BlobType } from '../repo/blob.js';
 import { type ClaimTable } from './claims.js';
 import { type Staging } from '../storage/storage.js';
-import type { RangeWriteResult } from './restored-file.js';
+import type { RangeWriteResult, RestoreRoot } from './restored-file.js';
 
 /** What a worker thread is started with. */
 export interface WorkerInit {
@@ -93,6 +93,8 @@ export interface WriteRangeRequest {
   data: Uint8Array | PackFileRange;
   /** RangeBlobWrites[] encoded by encodeRangeWrites. */
   blobs: Uint8Array;
+  /** The target the paths in `blobs` are relative to. */
+  root: RestoreRoot;
 }
 
 export interface PackFileRange {

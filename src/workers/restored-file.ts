@@ -3,6 +3,7 @@ import { type MasterKeys } from '../crypto/keys.js';
 import { BlobType, DamagedBlobError, openBlob, openBlobTransient } from '../repo/blob.js';
 import { nativeSyscalls } from '../native/syscalls.js';
 import { type NodeType } from '../snapshot/tree.js';
+import { TargetDirs } from './target-dirs.js';
 
 /**
  * Writing restored files: blob contents into a file's temporary name, and the
@@ -27,8 +28,18 @@ export interface RestoredMeta {
   mtimeNs: bigint;
 }
 
+/**
+ * A restore's target: its descriptor (open for the whole restore) and its path
+ * for messages (latin1). Paths in requests are relative to it (TargetDirs).
+ */
+export interface RestoreRoot {
+  fd: number;
+  path: string;
+}
+
 /** For a file written in one piece: everything needed to finish it at once. */
 export interface FinishSpec {
+  /** Relative to the target, like every path here. */
   dest: Uint8Array;
   size: number;
   meta: RestoredMeta;
@@ -152,16 +163,20 @@ function bytes(u: Uint8Array): Buffer {
  * goes. `owned`: `data` is this call's alone (moved to a worker thread), so the
  * blobs are decrypted in place instead of into new buffers.
  */
-export function writeRangeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: RangeBlobWrites[], owned = false): RangeWriteResult {
+export function writeRangeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: RangeBlobWrites[], root: RestoreRoot, owned = false): RangeWriteResult {
+  // Directories are opened afresh per request: a descriptor number is never
+  // trusted past the request that opened it. The addon keeps the last directory
+  // it was given open between files; it lets go before any is closed.
+  const dirs = new TargetDirs(root.fd, root.path, 64, dirDoneNative);
   try {
-    return writeBlobs(keys, packId, data, blobs, owned);
+    return writeBlobs(keys, packId, data, blobs, owned, dirs);
   } finally {
-    // The addon keeps the last directory open between files; not beyond one request.
     dirDoneNative?.();
+    dirs.close();
   }
 }
 
-function writeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: RangeBlobWrites[], owned: boolean): RangeWriteResult {
+function writeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: RangeBlobWrites[], owned: boolean, dirs: TargetDirs): RangeWriteResult {
   const openOne = owned ? openBlobTransient : openBlob;
   const out: RangeWriteResult = [];
   for (const b of blobs) {
@@ -177,12 +192,13 @@ function writeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: Range
     // All-zero blobs are not written: the final truncate leaves a hole there.
     const zero = isAllZero(plain);
     const writes = b.writes.map((w) => {
+      const tmp = bytes(w.tmp).toString('latin1');
       try {
-        if (w.finish) writeWholeFile(bytes(w.tmp), zero ? null : plain, w.finish);
-        else if (!zero) writeAt(bytes(w.tmp), plain, w.offset);
+        if (w.finish) writeWholeFile(dirs, tmp, zero ? null : plain, w.finish);
+        else if (!zero) writeAt(dirs.at(tmp), plain, w.offset);
         return null;
       } catch (err) {
-        return (err as Error).message;
+        return dirs.explain((err as Error).message);
       }
     });
     out.push({ writes });
@@ -217,18 +233,29 @@ function writeAll(fd: number, data: Buffer, offset: number): void {
  * with Node's calls: a temporary name, then a rename that replaces what is
  * there, and errors in Node's words.
  */
-function writeWholeFile(tmp: Buffer, data: Buffer | null, spec: FinishSpec): void {
+function writeWholeFile(dirs: TargetDirs, tmp: string, data: Buffer | null, spec: FinishSpec): void {
   const { meta } = spec;
-  if (wholeFileNative?.(bytes(spec.dest), data, spec.size, isRoot, meta.uid, meta.gid, meta.mode, meta.atimeNs, meta.mtimeNs) === 0) return;
+  // The file and its temporary name share a directory, so one descriptor serves both.
+  const dest = dirs.at(bytes(spec.dest).toString('latin1'));
+  if (wholeFileNative?.(dest, data, spec.size, isRoot, meta.uid, meta.gid, meta.mode, meta.atimeNs, meta.mtimeNs) === 0) return;
   const written = data?.length ?? 0;
-  finishOpen(tmp, fsc.O_EXCL, bytes(spec.dest), spec.size, meta, written, (fd) => {
+  finishOpen(dirs.at(tmp), fsc.O_EXCL, dest, spec.size, meta, written, (fd) => {
     if (data) writeAll(fd, data, 0);
   });
 }
 
-/** The end of a file of several blobs: truncate to the full size (zero blobs become holes), finish, rename. */
-export function finishFile(tmp: Buffer, dest: Buffer, size: number, meta: RestoredMeta): void {
-  finishOpen(tmp, 0, dest, size, meta, -1);
+/**
+ * The end of a file of several blobs: truncate to the full size (zero blobs
+ * become holes), finish, rename. `tmp` and `dest` are relative to `dirs`' target.
+ */
+export function finishFile(dirs: TargetDirs, tmp: string, dest: string, size: number, meta: RestoredMeta): void {
+  const tmpPath = dirs.at(tmp);
+  const destPath = dirs.at(dest);
+  try {
+    finishOpen(tmpPath, 0, destPath, size, meta, -1);
+  } catch (err) {
+    throw dirs.explained(err, tmp);
+  }
 }
 
 /**
@@ -255,12 +282,39 @@ function ownerAndMode(fd: number, meta: RestoredMeta): void {
   fs.fchmodSync(fd, meta.mode);
 }
 
-/** Owner (when root), mode and times of anything restored by path; never follows a symlink. */
+/** Linux's O_PATH: a descriptor that names an object without opening it (no device is touched). */
+const O_PATH = 0o10000000;
+
+/**
+ * Owner (when root), mode and times of a symlink, FIFO or device just made at
+ * `p`. Owner and mode go through a descriptor of what is there, checked to be
+ * of `meta`'s type: a name swapped in the meantime (in a directory someone else
+ * can write) gets neither, and nothing is ever followed.
+ */
 export function applyMetadata(p: Buffer, meta: RestoredMeta | null): void {
   if (!meta) return;
-  if (isRoot) fs.lchownSync(p, meta.uid, meta.gid);
-  if (meta.type !== 'symlink') fs.chmodSync(p, meta.mode);
+  const fd = fs.openSync(p, O_PATH | fsc.O_NOFOLLOW);
+  try {
+    const st = fs.fstatSync(fd);
+    const kind = st.isSymbolicLink() ? 'symlink' : st.isFIFO() ? 'fifo' : st.isCharacterDevice() ? 'chardev' : st.isBlockDevice() ? 'blockdev' : st.isFile() ? 'file' : 'other';
+    if (kind !== meta.type) throw new Error(`${p.toString()} is no longer the ${meta.type} this restore made`);
+    // The descriptor's /proc link leads to the object itself, a symlink included.
+    const self = `/proc/self/fd/${fd}`;
+    if (isRoot) fs.chownSync(self, meta.uid, meta.gid);
+    if (meta.type !== 'symlink') fs.chmodSync(self, meta.mode);
+  } finally {
+    fs.closeSync(fd);
+  }
   setTimes(p, meta.atimeNs, meta.mtimeNs);
+}
+
+/** Owner (when root), mode and times of a directory, through its descriptor. */
+export function applyDirMetadata(fd: number, meta: RestoredMeta): void {
+  if (isRoot) fs.fchownSync(fd, meta.uid, meta.gid);
+  fs.fchmodSync(fd, meta.mode);
+  const native = nativeSyscalls();
+  if (native) native.utimens(Buffer.from(`/proc/self/fd/${fd}`), meta.atimeNs, meta.mtimeNs, true);
+  else fs.futimesSync(fd, secondsOf(meta.atimeNs), secondsOf(meta.mtimeNs));
 }
 
 function secondsOf(ns: bigint): number {

@@ -514,7 +514,7 @@ parentPort!.on('message', (msg: WorkerRequest) => {
     case 'write-range': {
       const data = msg.data instanceof Uint8Array ? Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength) : readPackRange(msg.data);
       try {
-        post({ task: msg.task, kind: 'done', result: data && writeRangeBlobs(keys, msg.packId, data, decodeRangeWrites(msg.blobs), true) });
+        post({ task: msg.task, kind: 'done', result: data && writeRangeBlobs(keys, msg.packId, data, decodeRangeWrites(msg.blobs), msg.root, true) });
       } catch (err) {
         post({ task: msg.task, kind: 'error', error: describe(err) });
       }
