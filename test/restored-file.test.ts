@@ -178,3 +178,37 @@ describe('metadata of a symlink, FIFO or device the restore made', () => {
     expect(fs.lstatSync(name).mtimeMs).not.toBe(1_400_000_000_000);
   });
 });
+
+describe('a piece of a file of several blobs', () => {
+  /** A request writing `plain` at offset 0 of the temporary file `tmp` (relative), as for the first blob of a larger file. */
+  function piece(plain: Buffer, tmp: string): { data: Buffer; blobs: RangeBlobWrites[] } {
+    const id = blobId(keys, BlobType.Data, plain);
+    const { sealed } = sealBlobWithId(keys, BlobType.Data, id, plain, 'auto');
+    return { data: sealed, blobs: [{ id, offset: 0, length: sealed.length, writes: [{ tmp: Buffer.from(tmp), offset: 0 }] }] };
+  }
+
+  it('is written into the temporary file the restore made, and into nothing someone put in its place', () => {
+    const made = piece(Buffer.from('first piece'), '.aegis-restore-test-ours');
+    expect(writeRangeBlobs(keys, 'p', made.data, made.blobs, root, true)).toEqual([{ writes: [null] }]);
+    expect(fs.readFileSync(path.join(dir, '.aegis-restore-test-ours'), 'utf8')).toBe('first piece');
+
+    // A file linked elsewhere too (someone's own, or one they could link to) is refused.
+    const theirs = path.join(dir, 'theirs');
+    fs.writeFileSync(theirs, 'their content');
+    fs.linkSync(theirs, path.join(dir, '.aegis-restore-test-linked'));
+    const linked = piece(Buffer.from('SNAPSHOT BYTES'), '.aegis-restore-test-linked');
+    const [r] = writeRangeBlobs(keys, 'p', linked.data, linked.blobs, root, true);
+    expect(r!.writes![0]).toBe(`${path.join(dir, '.aegis-restore-test-linked')} was replaced by another file during the restore; not written`);
+    expect(fs.readFileSync(theirs, 'utf8')).toBe('their content');
+
+    if (process.getuid?.() === 0) {
+      // As root: a file of another user's is refused too.
+      const other = path.join(dir, '.aegis-restore-test-other');
+      fs.writeFileSync(other, 'their content');
+      fs.chownSync(other, 1234, 1234);
+      const owned = piece(Buffer.from('SNAPSHOT BYTES'), '.aegis-restore-test-other');
+      expect(writeRangeBlobs(keys, 'p', owned.data, owned.blobs, root, true)[0]!.writes![0]).toMatch(/was replaced by another file/);
+      expect(fs.readFileSync(other, 'utf8')).toBe('their content');
+    }
+  });
+});

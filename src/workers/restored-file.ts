@@ -210,6 +210,7 @@ function writeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: Range
 function writeAt(tmp: Buffer, data: Buffer, offset: number): void {
   const fd = fs.openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
   try {
+    ensureMadeHere(fd, tmp);
     writeAll(fd, data, offset);
   } finally {
     fs.closeSync(fd);
@@ -266,6 +267,7 @@ export function finishFile(dirs: TargetDirs, tmp: string, dest: string, size: nu
 function finishOpen(tmp: Buffer, flags: number, dest: Buffer, size: number, meta: RestoredMeta, written: number, write?: (fd: number) => void): void {
   const fd = fs.openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW | flags, 0o600);
   try {
+    if (!(flags & fsc.O_EXCL)) ensureMadeHere(fd, tmp);
     write?.(fd);
     if (written !== size) fs.ftruncateSync(fd, size);
     ownerAndMode(fd, meta);
@@ -274,6 +276,20 @@ function finishOpen(tmp: Buffer, flags: number, dest: Buffer, size: number, meta
   }
   setTimes(tmp, meta.atimeNs, meta.mtimeNs);
   fs.renameSync(tmp, dest);
+}
+
+const euid = process.geteuid?.() ?? -1;
+
+/**
+ * A temporary file opened again by name (a file of several blobs is written in
+ * pieces, on any thread) must be the one this restore made: ours and not linked
+ * elsewhere. Someone who can write its directory could otherwise put a file of
+ * their own there, get the snapshot's bytes written into it, and as root even
+ * have it given the snapshot's owner and setuid bit. Their file cannot be ours.
+ */
+function ensureMadeHere(fd: number, tmp: Buffer): void {
+  const st = fs.fstatSync(fd);
+  if ((euid >= 0 && st.uid !== euid) || st.nlink !== 1) throw new Error(`${tmp.toString()} was replaced by another file during the restore; not written`);
 }
 
 function ownerAndMode(fd: number, meta: RestoredMeta): void {
