@@ -152,13 +152,17 @@ describe('writing a restored file that is one blob', () => {
 
 describe('metadata of a symlink, FIFO or device the restore made', () => {
   const meta = (type: 'symlink' | 'fifo', uid = process.getuid!()) => ({ type, uid, gid: uid, mode: 0o640, atimeNs: 1_500_000_000_000_000_000n, mtimeNs: 1_400_000_000_000_000_000n });
+  /** A file of mode 0600 at `to`, and a symlink to it at `from`. */
+  const linkedFile = (to: string, from: string) => {
+    fs.writeFileSync(to, 'x');
+    fs.chmodSync(to, 0o600);
+    fs.symlinkSync(to, from);
+  };
 
   it('goes to a symlink itself, never to what it points to', () => {
     const pointee = path.join(dir, 'pointee');
-    fs.writeFileSync(pointee, 'x');
-    fs.chmodSync(pointee, 0o600);
     const link = path.join(dir, 'meta-link');
-    fs.symlinkSync(pointee, link);
+    linkedFile(pointee, link);
     const uid = process.getuid!() === 0 ? 4321 : process.getuid!();
     applyMetadata(Buffer.from(link), meta('symlink', uid));
     const l = fs.lstatSync(link, { bigint: true });
@@ -169,10 +173,8 @@ describe('metadata of a symlink, FIFO or device the restore made', () => {
 
   it('is refused when the name no longer holds what the restore made (a symlink swapped in for a FIFO)', () => {
     const victim = path.join(dir, 'victim');
-    fs.writeFileSync(victim, 'x');
-    fs.chmodSync(victim, 0o600);
     const name = path.join(dir, 'meta-swapped');
-    fs.symlinkSync(victim, name);
+    linkedFile(victim, name);
     expect(() => applyMetadata(Buffer.from(name), meta('fifo'))).toThrow('is no longer the fifo this restore made');
     expect(fs.statSync(victim).mode & 0o7777).toBe(0o600);
     expect(fs.lstatSync(name).mtimeMs).not.toBe(1_400_000_000_000);
