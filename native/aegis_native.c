@@ -119,6 +119,21 @@ static napi_value utimens(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static bool fd_arg(napi_env env, napi_value v, int32_t *fd);
+
+// futimens(fd, atimeNs, mtimeNs): a restored directory's times, through the
+// descriptor the restore reached it by (src/workers/target-dirs.ts).
+static napi_value futimens_fn(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv, "futimens(fd, atimeNs, mtimeNs)")) return NULL;
+  int32_t fd;
+  if (!fd_arg(env, argv[0], &fd)) return NULL;
+  struct timespec ts[2];
+  if (!ns_arg(env, argv[1], &ts[0]) || !ns_arg(env, argv[2], &ts[1])) return NULL;
+  if (futimens(fd, ts) != 0) throw_errno(env, errno, "futimens");
+  return NULL;
+}
+
 static napi_value do_mknod(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   if (!get_args(env, info, 3, argv, "mknod(path, mode, dev)")) return NULL;
@@ -980,6 +995,7 @@ static napi_value init(napi_env env, napi_value exports) {
     napi_callback fn;
   } functions[] = {
       {"utimens", utimens},
+      {"futimens", futimens_fn},
       {"mknod", do_mknod},
       {"fastcdcCut", fastcdc_cut},
       {"mallocTrim", malloc_trim_fn},

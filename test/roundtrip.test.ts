@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Workspace, sh, workspace } from './helpers/cli.js';
+import { AEGIS, type Workspace, sh, workspace } from './helpers/cli.js';
 import { NON_UTF8, makeGnarlyTree, metadataDifferences } from './helpers/tree.js';
 
 describe('backup and restore round trip', () => {
@@ -32,6 +32,19 @@ describe('backup and restore round trip', () => {
     expect(diff.stderr).toBe('');
     // diff exits 1 for those notes alone; anything else would have been printed above.
     expect(diff.code === 0 || (diff.code === 1 && diff.stdout.includes(' is a fifo while file '))).toBe(true);
+  });
+
+  // A rescue chroot may not have /proc, which the restore uses to reach the target's
+  // directories through descriptors (docs/DECISIONS.md, "Writing the target safely").
+  it.skipIf(process.getuid?.() !== 0)('restores exactly without /proc, and says it cannot guard the target then', async () => {
+    const target = path.join(ws.dir, 'restored-no-proc');
+    const env = Object.entries(ws.env).map(([k, v]) => `${k}=${v}`);
+    const r = await sh('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'umount -l /proc && exec "$@"', 'sh', 'env', '-i', ...env, process.execPath, AEGIS, '-r', ws.repo, 'restore', `latest:${src}`, '--target', target]);
+    expect(r.stderr).toBe('warning: /proc is not mounted: restoring by path names, so someone else who can write inside the target could redirect this restore (mount /proc to prevent it)\n');
+    expect(r.code).toBe(0);
+    const rsync = await sh('rsync', ['-aHn', '--numeric-ids', '--itemize-changes', `${src}/`, `${target}/`]);
+    expect(rsync.stdout).toBe('');
+    expect(metadataDifferences(src, target)).toEqual([]);
   });
 
   it('keeps holes: the 1 GiB sparse file does not occupy 1 GiB after restore', async () => {

@@ -124,6 +124,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
 
   // Everything below the target is reached through descriptors (TargetDirs), never by path.
   const rootFd = openTarget(target);
+  // Said, not counted: the restore itself is whole.
+  if (!TargetDirs.guarded) opts.onWarning?.('/proc is not mounted: restoring by path names, so someone else who can write inside the target could redirect this restore (mount /proc to prevent it)');
   const root: RestoreRoot = { fd: rootFd, path: target.toString('latin1') };
   const at = new TargetDirs(rootFd, root.path);
   try {

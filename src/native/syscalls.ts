@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
  */
 interface NativeSyscalls {
   utimens(path: Buffer, atimeNs: bigint, mtimeNs: bigint, follow: boolean): void;
+  /** Absent in an addon built before it was added. */
+  futimens?(fd: number, atimeNs: bigint, mtimeNs: bigint): void;
   mknod(path: Buffer, mode: number, dev: bigint): void;
   fastcdcCut(buf: Uint8Array, start: number, end: number, gear: Int32Array, min: number, avg: number, max: number, maskStrict: number, maskLoose: number): number;
   /** Absent in an addon built before it was added. */

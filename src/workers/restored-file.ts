@@ -309,6 +309,13 @@ const O_PATH = 0o10000000;
  */
 export function applyMetadata(p: Buffer, meta: RestoredMeta | null): void {
   if (!meta) return;
+  if (!TargetDirs.guarded) {
+    // Without /proc there is no way to a descriptor's object from Node: by path, never following the last name.
+    if (isRoot) fs.lchownSync(p, meta.uid, meta.gid);
+    if (meta.type !== 'symlink') fs.chmodSync(p, meta.mode);
+    setTimes(p, meta.atimeNs, meta.mtimeNs);
+    return;
+  }
   const fd = fs.openSync(p, O_PATH | fsc.O_NOFOLLOW);
   try {
     const st = fs.fstatSync(fd);
@@ -328,8 +335,8 @@ export function applyMetadata(p: Buffer, meta: RestoredMeta | null): void {
 export function applyDirMetadata(fd: number, meta: RestoredMeta): void {
   if (isRoot) fs.fchownSync(fd, meta.uid, meta.gid);
   fs.fchmodSync(fd, meta.mode);
-  const native = nativeSyscalls();
-  if (native) native.utimens(Buffer.from(`/proc/self/fd/${fd}`), meta.atimeNs, meta.mtimeNs, true);
+  const futimens = nativeSyscalls()?.futimens;
+  if (futimens) futimens(fd, meta.atimeNs, meta.mtimeNs);
   else fs.futimesSync(fd, secondsOf(meta.atimeNs), secondsOf(meta.mtimeNs));
 }
 

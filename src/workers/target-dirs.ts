@@ -20,8 +20,15 @@ import fs, { constants as fsc } from 'node:fs';
  * Descriptors are kept in a small LRU per thread (a restore walks one directory
  * after another); one is closed only when another is opened, so a path from
  * `at` stays good until this object's next `dir` or `at` call.
+ *
+ * Without /proc (a rescue chroot that did not mount it), paths are built from
+ * the target's name instead, as before: the restore still works, without that
+ * protection, and says so (`TargetDirs.guarded`).
  */
 export class TargetDirs {
+  /** Whether /proc/self/fd works here; otherwise paths are plain. */
+  static readonly guarded = procWorks();
+
   /** Relative directory -> descriptor, least recently used first. */
   private readonly fds = new Map<string, number>();
   /** Descriptor -> relative directory, to put real paths back into messages. */
@@ -53,10 +60,10 @@ export class TargetDirs {
       return have;
     }
     const slash = rel.lastIndexOf('/');
-    const parent = this.dir(slash < 0 ? '' : rel.slice(0, slash));
+    const parent = TargetDirs.guarded ? this.dir(slash < 0 ? '' : rel.slice(0, slash)) : -1;
     let fd: number;
     try {
-      fd = fs.openSync(procPath(parent, rel.slice(slash + 1)), fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+      fd = fs.openSync(TargetDirs.guarded ? procPath(parent, rel.slice(slash + 1)) : this.plain(rel), fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
     } catch (err) {
       throw this.explained(err, rel);
     }
@@ -68,13 +75,18 @@ export class TargetDirs {
 
   /** `rel` named through its parent directory's descriptor. */
   at(rel: string): Buffer {
+    if (!TargetDirs.guarded) return this.plain(rel);
     const slash = rel.lastIndexOf('/');
     return procPath(this.dir(slash < 0 ? '' : rel.slice(0, slash)), rel.slice(slash + 1));
   }
 
   /** The descriptor path of directory `rel` itself (for calls that take no descriptor). */
   self(rel: string): Buffer {
-    return Buffer.from(`/proc/self/fd/${this.dir(rel)}`, 'latin1');
+    return TargetDirs.guarded ? Buffer.from(`/proc/self/fd/${this.dir(rel)}`, 'latin1') : this.plain(rel);
+  }
+
+  private plain(rel: string): Buffer {
+    return Buffer.from(rel === '' ? this.rootPath : `${this.rootPath}/${rel}`, 'latin1');
   }
 
   /** Where `rel` is, as a user knows it. */
@@ -120,6 +132,15 @@ export class TargetDirs {
       this.beforeClose?.();
       fs.closeSync(fd);
     }
+  }
+}
+
+function procWorks(): boolean {
+  try {
+    // Listing it opens it: never empty where it works.
+    return fs.readdirSync('/proc/self/fd').length > 0;
+  } catch {
+    return false;
   }
 }
 
