@@ -129,13 +129,14 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   const root: RestoreRoot = { fd: rootFd, path: target.toString('latin1') };
   const at = new TargetDirs(rootFd, root.path);
   try {
-    return await restoreInto(at, root);
+    return await restoreInto();
   } finally {
     at.close();
     fs.closeSync(rootFd);
   }
 
-  async function restoreInto(at: TargetDirs, root: RestoreRoot): Promise<RestoreSummary> {
+  /** The restore proper, once the target is open. */
+  async function restoreInto(): Promise<RestoreSummary> {
     removeStaleTemporaries(at, '');
     const dirs: Array<{ dest: string; node: TreeNode }> = [];
     // Restoring SNAPSHOT:/some/dir into a target: the target takes that directory's metadata.
