@@ -57,6 +57,21 @@ describe('backup and restore round trip', () => {
     expect(cmp.code).toBe(0);
   });
 
+  it('--include: the directories on the way to what it selects, and a directory it names, get their own metadata', async () => {
+    const target = path.join(ws.dir, 'restored-include');
+    const r = await ws.ok(['restore', `latest:${src}`, '--target', target, '--include', '**/bottom.txt', '--include', '**/sticky']);
+    expect(r.stdout).toMatch(/^restored 1 files .*, 42 directories,/);
+    const dirs = ['sticky', 'deep'];
+    for (let i = 0, d = 'deep'; i < 40; i++) dirs.push((d = `${d}/level${i}`));
+    expect(fs.readFileSync(path.join(target, dirs.at(-1)!, 'bottom.txt'), 'utf8')).toBe('deep down\n');
+    for (const d of dirs) {
+      const [a, b] = [fs.lstatSync(path.join(src, d), { bigint: true }), fs.lstatSync(path.join(target, d), { bigint: true })];
+      expect([b.mode, b.uid, b.gid, b.mtimeNs], d).toEqual([a.mode, a.uid, a.gid, a.mtimeNs]);
+    }
+    expect(fs.statSync(path.join(target, 'sticky')).mode & 0o7777).toBe(0o1777);
+    expect(fs.readdirSync(target).sort()).toEqual(['deep', 'sticky']);
+  });
+
   it('restores the full absolute path layout without a subpath', async () => {
     const target = path.join(ws.dir, 'restored-full');
     await ws.ok(['restore', 'latest', '--target', target, '--exclude', '**/sparse.img']);

@@ -151,6 +151,9 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     const verifyList: PendingFile[] = [];
     const createdDirs = new Set<string>(['']);
     const freshDirs = new Set<string>();
+    // With --include, a directory the patterns do not select is made only when
+    // something selected goes inside it, and then gets its metadata like any other.
+    const dirsOnDemand = new Map<string, TreeNode>();
 
     /** Where a snapshot path goes, relative to the target. */
     const destFor = (p: Buffer): string => p.subarray(base.length === 1 ? 1 : base.length + 1).toString('latin1');
@@ -169,6 +172,12 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
         parentReady(parent);
         if (ensureDir(at, parent)) freshDirs.add(parent);
         createdDirs.add(parent);
+        const node = dirsOnDemand.get(parent);
+        if (node) {
+          dirsOnDemand.delete(parent);
+          dirs.push({ dest: parent, node });
+          summary.dirs++;
+        }
       }
       return parent;
     };
@@ -323,7 +332,10 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
         try {
           switch (node.type) {
             case 'dir': {
-              if (include) break; // created on demand below, metadata applied if it exists
+              if (include && !matchesSelfOrParent(include, entry.path.toString('utf8'))) {
+                if (dest !== '') dirsOnDemand.set(dest, node);
+                break;
+              }
               if (dest !== '') {
                 parentReady(dest);
                 if (ensureDir(at, dest)) freshDirs.add(dest);
