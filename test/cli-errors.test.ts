@@ -184,6 +184,19 @@ describe('user errors', () => {
       expect(fs.readFileSync(file, 'utf8')).toBe('keep me');
     });
 
+    it('restore to a target that is a symlink: into the directory it names; to nothing: one clear line', async () => {
+      const real = path.join(ws.dir, 'target-real');
+      fs.mkdirSync(real);
+      fs.symlinkSync(real, path.join(ws.dir, 'target-link'));
+      const r = await ws.run(['restore', 'latest', '--target', path.join(ws.dir, 'target-link')]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(fs.readdirSync(real).length).toBeGreaterThan(0);
+      fs.symlinkSync(path.join(ws.dir, 'nowhere'), path.join(ws.dir, 'target-dangling'));
+      const d = await ws.run(['restore', 'latest', '--target', path.join(ws.dir, 'target-dangling')]);
+      expectUserError(d, 1, /cannot create the restore target .*target-dangling/);
+      expect(fs.existsSync(path.join(ws.dir, 'nowhere'))).toBe(false);
+    });
+
     it('restore --target without a value does not restore into the current directory', async () => {
       const cwd = path.join(ws.dir, 'cwd-for-restore');
       fs.mkdirSync(cwd);

@@ -523,20 +523,22 @@ function* coalesce(plan: PackPlan): Generator<CoalescedRange> {
 
 /**
  * Create the target if it is not there and open it: its own path may lead
- * through symlinks (the user chose it), but it must itself be a directory.
+ * through symlinks, its last name too (the user chose it), to a directory.
  */
 function openTarget(target: Buffer): number {
   try {
     fs.mkdirSync(target, { recursive: true, mode: 0o700 });
   } catch (err) {
     // Something that is not a directory is there: the open below says so.
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EEXIST') throw code ? new UserError(`cannot create the restore target ${target.toString()}: ${(err as Error).message}`) : err;
   }
   try {
     return TargetDirs.openRoot(target);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP' || code === 'ENOTDIR') throw new UserError(`${target.toString()} exists and is not a directory; refusing to restore through it`);
+    if (code === 'ENOTDIR') throw new UserError(`${target.toString()} exists and is not a directory; refusing to restore through it`);
+    if (code !== undefined) throw new UserError(`cannot open the restore target ${target.toString()}: ${(err as Error).message}`);
     throw err;
   }
 }

@@ -45,9 +45,12 @@ export class TargetDirs {
     this.rels.set(rootFd, '');
   }
 
-  /** Open the target itself (it must be a directory, not a symlink to one). */
+  /**
+   * Open the target itself. The user named it, so a symlink to a directory is
+   * followed (~/Pictures -> /data/Pictures), as restic does; below it, never.
+   */
   static openRoot(target: Buffer): number {
-    return fs.openSync(target, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+    return fs.openSync(target, fsc.O_RDONLY | fsc.O_DIRECTORY);
   }
 
   /** The descriptor of directory `rel`, opening it (and the directories above it) as needed. */
