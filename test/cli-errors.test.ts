@@ -193,7 +193,7 @@ describe('user errors', () => {
       expect(fs.readdirSync(real).length).toBeGreaterThan(0);
       fs.symlinkSync(path.join(ws.dir, 'nowhere'), path.join(ws.dir, 'target-dangling'));
       const d = await ws.run(['restore', 'latest', '--target', path.join(ws.dir, 'target-dangling')]);
-      expectUserError(d, 1, /cannot create the restore target .*target-dangling/);
+      expectUserError(d, 1, /cannot open the restore target .*target-dangling: ENOENT/);
       expect(fs.existsSync(path.join(ws.dir, 'nowhere'))).toBe(false);
     });
 

@@ -15,6 +15,7 @@ import { type FinishSpec, type RangeBlobWrites, type RangeWriteResult, type Rest
 import { TargetDirs, joinRel, parentOf } from '../workers/target-dirs.js';
 import { type WalkEntry, findNode, walk } from './walk.js';
 import { progressIntervalMs } from '../util/progress-interval.js';
+import { makeDirsSync } from '../util/make-dirs.js';
 
 export type OverwritePolicy = 'always' | 'if-changed' | 'never';
 
@@ -527,7 +528,7 @@ function* coalesce(plan: PackPlan): Generator<CoalescedRange> {
  */
 function openTarget(target: Buffer): number {
   try {
-    fs.mkdirSync(target, { recursive: true, mode: 0o700 });
+    makeDirsSync(target, 0o700);
   } catch (err) {
     // Something that is not a directory is there: the open below says so.
     const code = (err as NodeJS.ErrnoException).code;

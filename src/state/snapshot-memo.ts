@@ -4,6 +4,7 @@ import path from 'node:path';
 import { type Snapshot } from '../snapshot/snapshot.js';
 import { type SnapshotMemo } from '../repo/repository.js';
 import { STALE_AFTER_MS } from './state-dir.js';
+import { makeDirs } from '../util/make-dirs.js';
 
 const VERSION = 1;
 
@@ -54,7 +55,7 @@ export class SnapshotMemoFile implements SnapshotMemo {
     const text = `${body}\n${sha256(body)}\n`;
     const tmp = `${this.file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
     try {
-      await fsp.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+      await makeDirs(path.dirname(this.file), 0o700);
       await fsp.writeFile(tmp, text, { mode: 0o600 });
       await fsp.rename(tmp, this.file);
     } catch {

@@ -1,9 +1,10 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { FILE_CACHE_SCHEMA, dropOldFileTables } from './filecache.js';
 import { TREE_MEMO_SCHEMA } from './treememo.js';
 import { STALE_AFTER_MS, stateDir } from './state-dir.js';
+import { makeDirsSync } from '../util/make-dirs.js';
+import { UserError } from '../errors.js';
 
 /**
  * The local state database: a cache of what earlier backups saw, so unchanged
@@ -12,7 +13,11 @@ import { STALE_AFTER_MS, stateDir } from './state-dir.js';
  */
 export function openStateDb(): Database.Database {
   const dir = stateDir();
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  try {
+    makeDirsSync(dir, 0o700);
+  } catch (err) {
+    throw new UserError(`cannot create the state directory ${dir} (AEGIS_STATE_DIR): ${(err as Error).message}`);
+  }
   const db = new Database(path.join(dir, 'state.sqlite'));
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { type ByteRange, type GetOptions, type ObjectInfo, type PutFileOptions, type PutOptions, type Staging, type Storage, isNotFound, sliceRange } from './storage.js';
 import { WholePackMemo } from './tree-memo.js';
+import { makeDirs } from '../util/make-dirs.js';
 
 /**
  * The local cache of a remote repository (docs/S3.md, "The local cache").
@@ -506,7 +507,7 @@ export class CachedStorage implements Storage {
         // The directory is new, or was deleted under us (then the tag goes back too).
         this.prepared = false;
         await this.prepare();
-        await fsp.mkdir(dir, { recursive: true });
+        await makeDirs(dir);
         await writeParts(tmp, [data, digest]);
       }
       try {
@@ -559,7 +560,7 @@ export class CachedStorage implements Storage {
   /** Once per process: the directory, a CACHEDIR.TAG (backup tools skip it) and a note of the location. */
   private async prepare(): Promise<void> {
     if (this.prepared) return;
-    await fsp.mkdir(this.dir, { recursive: true });
+    await makeDirs(this.dir);
     const tag = 'Signature: 8a477f597d28d172789f06886806bc55\n# This directory is a cache made by Aegis (aegis backup); it can be deleted at any time.\n';
     await fsp.writeFile(path.join(this.dir, 'CACHEDIR.TAG'), tag).catch(() => {});
     await fsp.writeFile(path.join(this.dir, 'location'), `${this.location}\n`).catch(() => {});

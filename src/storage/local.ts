@@ -6,6 +6,7 @@ import { REC, S_IFDIR, S_IFMT, S_IFREG, nativeScanDir, scanEntries, u64 } from '
 import { mapLimit } from '../util/concurrency.js';
 import { type ByteRange, type ObjectInfo, type PutOptions, type Staging, type Storage, StorageError } from './storage.js';
 import { removeStaleFiles } from './staging.js';
+import { makeDirs } from '../util/make-dirs.js';
 
 /**
  * A whole object with the callback API: fs/promises' readFile makes a FileHandle
@@ -39,7 +40,11 @@ export class LocalStorage implements Storage {
 
   private async ensureDir(dir: string): Promise<void> {
     if (this.madeDirs.has(dir)) return;
-    await fsp.mkdir(dir, { recursive: true });
+    try {
+      await makeDirs(dir);
+    } catch (err) {
+      throw new StorageError('permanent', dir, `cannot create the directory ${dir}: ${(err as Error).message}`, { cause: err });
+    }
     this.madeDirs.add(dir);
   }
 
@@ -110,7 +115,7 @@ export class LocalStorage implements Storage {
   staging(): Promise<Staging> {
     this.stagingArea ??= (async () => {
       const dir = path.join(this.location, '.tmp-staging');
-      await fsp.mkdir(dir, { recursive: true });
+      await makeDirs(dir);
       await removeStaleFiles(dir);
       return { dir, sha256: false, direct: true };
     })();
