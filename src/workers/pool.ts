@@ -8,7 +8,7 @@ import { type BlobType, DamagedBlobError } from '../repo/blob.js';
 import { type CompressionMode } from '../repo/compression.js';
 import { type FileIdentity } from './source-file.js';
 import { type PackedBlob } from '../repo/pack.js';
-import { type Staging } from '../storage/storage.js';
+import { type Staging, StorageError } from '../storage/storage.js';
 import { type BlobOpener } from '../repo/repository.js';
 import { newClaimTable } from './claims.js';
 import { peerStateLength } from './protocol.js';
@@ -461,6 +461,8 @@ export class WorkerPool {
 function rebuildError(e: WorkerError): Error {
   if (e.damaged) return new DamagedBlobError(e.damaged.blobId, e.damaged.detail, e.damaged.packId);
   if (e.code) return new FileReadError(e.code, e.message);
+  // A pack the thread could not write (a full disk): the repository's storage failed, not the code.
+  if (e.name === 'PackWriteError') return new StorageError('permanent', '', e.message);
   return new Error(e.message);
 }
 

@@ -1,0 +1,61 @@
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Workspace, runAegis, sh, workspace } from './helpers/cli.js';
+import { expectUserError } from './helpers/errors.js';
+
+/**
+ * The repository's disk fills up during a backup: one clear line, no snapshot,
+ * nothing earlier damaged, no staging files left taking the space, and once
+ * there is room again the next backup works. A real full file system: a small
+ * tmpfs (needs root to mount).
+ */
+describe.skipIf(process.getuid?.() !== 0)('a full repository disk', () => {
+  let ws: Workspace;
+  let disk: string;
+  let src: string;
+
+  beforeAll(async () => {
+    ws = workspace('disk-full');
+    disk = path.join(ws.dir, 'disk');
+    fs.mkdirSync(disk);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', disk]);
+    src = path.join(ws.dir, 'src');
+    fs.mkdirSync(src);
+    for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(src, `f${i}.txt`), `small file ${i}\n`);
+  });
+  afterAll(() => {
+    execFileSync('umount', [disk]);
+    ws.cleanup();
+  });
+
+  /** aegis with the repository on the small disk. */
+  const run = (args: string[]) => runAegis(['-r', path.join(disk, 'repo'), ...args], ws.env);
+
+  it('fails the backup with one line, keeps the earlier snapshot, and the next backup with room succeeds', async () => {
+    expect((await run(['init'])).code).toBe(0);
+    expect((await run(['backup', src])).code).toBe(0);
+    const freeBefore = fs.statfsSync(disk).bfree;
+
+    // 30 MB that does not compress, on a 12 MiB disk.
+    fs.writeFileSync(path.join(src, 'big.bin'), crypto.randomBytes(30 * 1024 * 1024));
+    const full = await run(['backup', src]);
+    expectUserError(full, 1, /^aegis: storage error: cannot write a new pack at .*: ENOSPC: no space left on device/);
+    const snaps = JSON.parse((await run(['snapshots', '--json'])).stdout) as unknown[];
+    expect(snaps).toHaveLength(1);
+    // The partial pack was removed: the disk has what it had (give or take a lock file's block).
+    expect(Math.abs(fs.statfsSync(disk).bfree - freeBefore)).toBeLessThanOrEqual(2);
+
+    const target = path.join(ws.dir, 'restored');
+    expect((await run(['restore', 'latest', '--target', target])).code).toBe(0);
+    const diff = await sh('diff', ['-r', '-x', 'big.bin', src, path.join(target, src)]);
+    expect(diff.stdout + diff.stderr).toBe('');
+
+    fs.rmSync(path.join(src, 'big.bin'));
+    fs.writeFileSync(path.join(src, 'new.txt'), 'after the disk was full\n');
+    expect((await run(['backup', src])).code).toBe(0);
+    expect(JSON.parse((await run(['snapshots', '--json'])).stdout)).toHaveLength(2);
+  });
+});
