@@ -1,5 +1,7 @@
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { type ChunkerParams } from '../chunker/fastcdc.js';
@@ -125,6 +127,7 @@ export class WorkerPool {
   private readonly perWorker: number;
   private fatal: Error | undefined;
   private readonly threads: number;
+  private readonly stagingPrefix = `pool-${crypto.randomBytes(6).toString('hex')}-`;
   /** The first error storing a pack; backup stops on it. */
   packFailure: unknown;
   /** Chunks one thread handed to another to seal (see forwardSeal). */
@@ -153,6 +156,7 @@ export class WorkerPool {
       claims: newClaimTable(claimSlots ?? 256 * 1024),
       packSize: packSize ?? 16 * 1024 * 1024,
       staging: staging ?? null,
+      stagingPrefix: this.stagingPrefix,
       peers: new SharedArrayBuffer(peerStateLength(this.threads) * Int32Array.BYTES_PER_ELEMENT),
       handover: staging ? Array.from({ length: this.threads }, () => new SharedArrayBuffer(windowBytes)) : null,
     };
@@ -455,6 +459,20 @@ export class WorkerPool {
         return s.worker.terminate();
       }),
     );
+    await this.removeStagedLeftovers();
+  }
+
+  /**
+   * After a failed or interrupted backup, the packs the threads were still
+   * filling (and any not yet stored) would sit in the staging directory for a
+   * day, until a later backup removes stale files: on a disk that just filled
+   * up, that is space the user needs. After a backup that finished there are none.
+   */
+  private async removeStagedLeftovers(): Promise<void> {
+    const staging = this.opts.staging;
+    if (!staging || staging.inMemory || this.slots.length === 0) return;
+    const names = await fs.promises.readdir(staging.dir).catch(() => [] as string[]);
+    for (const n of names) if (n.startsWith(this.stagingPrefix)) await fs.promises.rm(path.join(staging.dir, n), { force: true }).catch(() => {});
   }
 }
 

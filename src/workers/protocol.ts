@@ -20,6 +20,8 @@ export interface WorkerInit {
   packSize: number;
   /** How this thread assembles the packs of a backup (Storage.staging), or null: no backup. */
   staging: Staging | null;
+  /** Starts the name of every pack file this pool stages, so that closing it can remove what is left. */
+  stagingPrefix: string;
   /** This thread's number, 0 … threads − 1. */
   index: number;
   /**

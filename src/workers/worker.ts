@@ -256,7 +256,7 @@ function openPack(): OpenPack {
     return { packId, out: new PackBuffer(spareBuffers.pop() ?? PackBuffer.fresh(init.packSize, PACK_BUFFER_SLACK), hash), blobs: [] };
   }
   writeBuffers ??= WriteBuffers.create(WRITE_BUFFER);
-  return { packId, out: new PackFile(path.join(staging.dir, packId), writeBuffers, staging.direct ?? false, hash), blobs: [] };
+  return { packId, out: new PackFile(path.join(staging.dir, `${init.stagingPrefix}${packId}`), writeBuffers, staging.direct ?? false, hash), blobs: [] };
 }
 
 /** Compress and seal a new data blob and append it to this thread's pack. */
