@@ -58,4 +58,26 @@ describe.skipIf(process.getuid?.() !== 0)('a full repository disk', () => {
     expect((await run(['backup', src])).code).toBe(0);
     expect(JSON.parse((await run(['snapshots', '--json'])).stdout)).toHaveLength(2);
   });
+
+  it('a restore onto a disk that fills up names each file not restored, leaves no partial file, and counts only what it wrote', async () => {
+    const many = path.join(ws.dir, 'many');
+    fs.mkdirSync(many);
+    // 24 files of 1 MiB that do not compress, onto a 12 MiB disk.
+    for (let i = 0; i < 24; i++) fs.writeFileSync(path.join(many, `m${String(i).padStart(2, '0')}.bin`), crypto.randomBytes(1024 * 1024));
+    const repo = path.join(ws.dir, 'repo-big');
+    expect((await runAegis(['-r', repo, 'init'], ws.env)).code).toBe(0);
+    expect((await runAegis(['-r', repo, 'backup', many], ws.env)).code).toBe(0);
+    const target = path.join(disk, 'restore');
+    const r = await runAegis(['-r', repo, 'restore', `latest:${many}`, '--target', target, '--json'], ws.env);
+    expect(r.code).toBe(1);
+    const summary = JSON.parse(r.stdout.trim().split('\n').pop()!) as { files: number; bytes: number; errors: number };
+    const present = fs.readdirSync(target);
+    expect(present.filter((n) => n.startsWith('.aegis-restore-'))).toEqual([]);
+    // Every file there is whole; every other one is named in a warning.
+    for (const n of present) expect(fs.readFileSync(path.join(target, n)).equals(fs.readFileSync(path.join(many, n))), n).toBe(true);
+    const missing = fs.readdirSync(many).filter((n) => !present.includes(n));
+    expect(missing.length).toBeGreaterThan(0);
+    for (const n of missing) expect(r.stderr).toContain(`${path.join(many, n)}: not restored: ENOSPC`);
+    expect([summary.files, summary.bytes, summary.errors]).toEqual([present.length, present.length * 1024 * 1024, missing.length]);
+  });
 });

@@ -440,7 +440,9 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     // A write already on its way when its file failed may have created the temporary file again.
     for (const f of failed) removeQuietly(at, f.tmp);
     report();
+    // The summary counts what was restored: the files that failed, and their bytes, are not.
     summary.files -= failed.size;
+    for (const f of failed) summary.bytes -= f.entry.node.size;
 
     for (const { dest, key } of hardlinkLater) {
       try {
