@@ -281,7 +281,11 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
     traceMemory.chunkCache = () => blobs.size;
     traceMemory.treeCache = () => ctx.trees.size;
   }
-  const set = new SnapshotSet(ctx, { filter: options.filter, templates: options.templates });
+  // Listing a directory of snapshots re-reads the list. From a local repository
+  // that is one directory scan, so every listing does it (`aegis backup && ls`
+  // shows the new snapshot); a remote one is asked at most once a second.
+  const minRefreshMs = repo.storage.localPath ? 0 : undefined;
+  const set = new SnapshotSet(ctx, { filter: options.filter, templates: options.templates, minRefreshMs });
   const resolver = new Resolver(set);
   let fsImpl: MountFs | undefined;
   const reported = new Set<string>();
