@@ -103,10 +103,22 @@ describe('a directory swapped for a symlink during a restore', () => {
     });
   }
 
-  it('a symlink already where a directory goes is refused with a clear message', async () => {
+  it('a symlink already where a directory goes, or a directory where a file goes, is reported once and left; the rest is restored', async () => {
     fs.rmSync(path.join(target, 'd'), { recursive: true });
     fs.symlinkSync(outside, path.join(target, 'd'));
-    await expect(restore(repo, tree, { target, subpath: src })).rejects.toThrow(`${path.join(target, 'd')} exists and is not a directory; refusing to restore through it`);
+    fs.mkdirSync(path.join(target, 'top.txt'));
+    fs.writeFileSync(path.join(src, 'other.txt'), 'other\n');
+    const again = (await backup(repo, { paths: [src], threads: 1 })).snapshot.tree;
+    const warnings: string[] = [];
+    const s = await restore(repo, again, { target, subpath: src, onWarning: (m) => warnings.push(m) });
+    expect(warnings).toEqual([
+      `${path.join(src, 'd')}: ${path.join(target, 'd')} exists and is not a directory; refusing to restore through it (nothing under it is restored)`,
+      `${path.join(src, 'top.txt')}: ${path.join(target, 'top.txt')} is a directory; the snapshot has a file there; left as it is`,
+    ]);
+    expect(s.errors).toBe(2);
     expect(fs.readdirSync(outside)).toEqual([]);
+    expect(fs.readdirSync(path.join(target, 'top.txt'))).toEqual([]);
+    expect(fs.readFileSync(path.join(target, 'other.txt'), 'utf8')).toBe('other\n');
+    fs.rmSync(path.join(src, 'other.txt'));
   });
 });

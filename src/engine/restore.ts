@@ -155,6 +155,16 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     // With --include, a directory the patterns do not select is made only when
     // something selected goes inside it, and then gets its metadata like any other.
     const dirsOnDemand = new Map<string, TreeNode>();
+    // Directories the target has something else in place of (TargetConflict): nothing goes under them.
+    const refusedDirs = new Set<string>();
+    const ensureDirOrRefuse = (rel: string): boolean => {
+      try {
+        return ensureDir(at, rel);
+      } catch (err) {
+        if (err instanceof TargetConflict) refusedDirs.add(rel);
+        throw err;
+      }
+    };
 
     /** Where a snapshot path goes, relative to the target. */
     const destFor = (p: Buffer): string => p.subarray(base.length === 1 ? 1 : base.length + 1).toString('latin1');
@@ -170,8 +180,9 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     const parentReady = (dest: string): string => {
       const parent = parentOf(dest);
       if (!createdDirs.has(parent)) {
+        if (refusedDirs.has(parent)) throw new UnderRefusedDir();
         parentReady(parent);
-        if (ensureDir(at, parent)) freshDirs.add(parent);
+        if (ensureDirOrRefuse(parent)) freshDirs.add(parent);
         createdDirs.add(parent);
         const node = dirsOnDemand.get(parent);
         if (node) {
@@ -339,7 +350,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
               }
               if (dest !== '') {
                 parentReady(dest);
-                if (ensureDir(at, dest)) freshDirs.add(dest);
+                if (ensureDirOrRefuse(dest)) freshDirs.add(dest);
                 createdDirs.add(dest);
               }
               dirs.push({ dest, node });
@@ -412,6 +423,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
           }
         } catch (err) {
           if (err instanceof DamagedBlobError || err instanceof InterruptedError || err instanceof UserError) throw err;
+          // Its directory was refused, and said so once.
+          if (err instanceof UnderRefusedDir) continue;
           warn(`${entry.path.toString()}: ${at.explain((err as Error).message)}`);
         }
         // From a local repository, writing starts while the walk goes on: a batch
@@ -478,6 +491,16 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     return { entry, dest, tmp: temporaryNameOf(dest), remaining: 0, whole: wholeFile(entry.node, dest) };
   }
 }
+
+/**
+ * The target has something of another kind where the snapshot has an entry (a
+ * file where a directory goes, or a directory or symlink where a file goes).
+ * That entry is reported and left alone, and the restore goes on, as restic's does.
+ */
+class TargetConflict extends Error {}
+
+/** An entry under a directory refused for a TargetConflict: skipped without a message of its own. */
+class UnderRefusedDir extends Error {}
 
 // Temporary names: unpredictable per process, then counted (a random draw per file cost measurably).
 const TMP_RUN = crypto.randomBytes(6).toString('hex');
@@ -563,7 +586,7 @@ function ensureDir(at: TargetDirs, rel: string): boolean {
     at.dir(rel);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP' || code === 'ENOTDIR') throw new UserError(`${at.shown(rel)} exists and is not a directory; refusing to restore through it`);
+    if (code === 'ELOOP' || code === 'ENOTDIR') throw new TargetConflict(`${at.shown(rel)} exists and is not a directory; refusing to restore through it (nothing under it is restored)`);
     throw err;
   }
   removeStaleTemporaries(at, rel);
@@ -596,7 +619,7 @@ function keepExisting(at: TargetDirs, rel: string, node: TreeNode, policy: Overw
   const dest = at.at(rel);
   const st = fs.lstatSync(dest, { bigint: true, throwIfNoEntry: false });
   if (!st) return false;
-  if (st.isDirectory()) throw new UserError(`${at.shown(rel)} is a directory; the snapshot has a ${node.type} there`);
+  if (st.isDirectory()) throw new TargetConflict(`${at.shown(rel)} is a directory; the snapshot has a ${node.type} there; left as it is`);
   if (policy === 'never') return true;
   if (policy === 'always') return false;
   if (node.type === 'file') {
