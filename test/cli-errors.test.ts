@@ -1,9 +1,10 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Repository } from '../src/repo/repository.js';
 import { LocalStorage } from '../src/storage/local.js';
-import { ROOT, type Workspace, workspace } from './helpers/cli.js';
+import { AEGIS, ROOT, type Workspace, workspace } from './helpers/cli.js';
 import { aegis, expectUserError, withoutPassword } from './helpers/errors.js';
 import { deterministicBytes } from './helpers/tree.js';
 
@@ -34,6 +35,18 @@ describe('user errors', () => {
       const r = await ws.run(['snapshots'], { env: { AEGIS_PASSWORD: 'not the passphrase' } });
       expectUserError(r, 12, /wrong passphrase/);
       expect(r.stdout).toBe('');
+    });
+
+    it('an S3 endpoint nothing answers: retries are told at a terminal as they happen, a script sees only the final line', async () => {
+      const env = { ...ws.env, AWS_ACCESS_KEY_ID: 'a', AWS_SECRET_ACCESS_KEY: 'b', AEGIS_RETRY: 'attempts=4,base=20ms' };
+      const args = ['-r', 's3:http://127.0.0.1:1/bucket', 'snapshots'];
+      const piped = await aegis(args, { env });
+      expectUserError(piped, 1, /^aegis: storage error: gave up after 4 attempts over .*ECONNREFUSED/);
+      // `script` gives the command a terminal.
+      const tty = spawnSync('script', ['-qec', [process.execPath, AEGIS, ...args].join(' '), '/dev/null'], { env, encoding: 'utf8' });
+      const lines = tty.stdout.split(/\r?\n/).map((l) => l.replace(/^\r\x1b\[K/, '')).filter(Boolean);
+      expect(lines.filter((l) => /ECONNREFUSED 127\.0\.0\.1:1; retrying in \d+\.\d s \(attempt [34]\)$/.test(l)), tty.stdout).toHaveLength(2);
+      expect(lines.at(-1)).toMatch(/^aegis: storage error: gave up after 4 attempts/);
     });
 
     it('missing repository: exit 10, names the location', async () => {

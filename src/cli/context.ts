@@ -3,6 +3,7 @@ import { Repository } from '../repo/repository.js';
 import { SnapshotMemoFile } from '../state/snapshot-memo.js';
 import { stateDir } from '../state/state-dir.js';
 import { openStorage } from '../storage/open.js';
+import { type RetryEvent } from '../storage/retrying.js';
 import { type Storage } from '../storage/storage.js';
 import { readPassphrase } from './password.js';
 
@@ -40,6 +41,16 @@ export async function storageFor(args: GlobalArgs): Promise<Storage> {
   options.onNotice = (msg: string) => {
     if (!args.quiet) process.stderr.write(`${msg}\n`);
   };
+  // Someone at a terminal learns why nothing seems to happen (a wrong endpoint
+  // retried 12 times took 61 s in silence); from the second failure of a call
+  // on, since single transient failures are routine on object storage. Scripts
+  // see only the final error.
+  if (process.stderr.isTTY && !args.quiet) {
+    options.onRetry = (e: RetryEvent) => {
+      // Over a progress line, if one is shown (the next update draws it again).
+      if (e.attempt >= 2) process.stderr.write(`\r\x1b[Kaegis: ${e.error.message}; retrying in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt + 1})\n`);
+    };
+  }
   return openStorage(repoLocation(args), options);
 }
 
