@@ -12,6 +12,7 @@ import { openStateDb } from '../src/state/statedb.js';
 import { WorkerPool } from '../src/workers/pool.js';
 import { MEMO_HEADER, TreeMemo } from '../src/state/treememo.js';
 import { NON_UTF8, makeGnarlyTree } from './helpers/tree.js';
+import { saveEnv } from './helpers/env.js';
 
 interface Entry {
   name: Buffer;
@@ -83,7 +84,7 @@ describe('native directory scan', () => {
 describe('backup with the native scan', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-dirscan-backup-'));
   const src = path.join(dir, 'src');
-  const savedState = process.env.AEGIS_STATE_DIR;
+  const restoreStateDir = saveEnv('AEGIS_STATE_DIR');
   let repo: Repository;
 
   beforeAll(async () => {
@@ -97,8 +98,7 @@ describe('backup with the native scan', () => {
   afterEach(() => setNativeScanDir(undefined));
   afterAll(async () => {
     await repo.close();
-    if (savedState === undefined) delete process.env.AEGIS_STATE_DIR;
-    else process.env.AEGIS_STATE_DIR = savedState;
+    restoreStateDir();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -213,7 +213,7 @@ async function findDir(repo: Repository, root: string, p: string) {
 describe('reusing the trees of unchanged directories', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-treememo-'));
   const src = path.join(dir, 'src');
-  const savedState = process.env.AEGIS_STATE_DIR;
+  const restoreStateDir = saveEnv('AEGIS_STATE_DIR');
   const state = path.join(dir, 'state');
   let repo: Repository;
   let fresh = 0;
@@ -239,8 +239,7 @@ describe('reusing the trees of unchanged directories', () => {
   });
   afterAll(async () => {
     await repo.close();
-    if (savedState === undefined) delete process.env.AEGIS_STATE_DIR;
-    else process.env.AEGIS_STATE_DIR = savedState;
+    restoreStateDir();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 

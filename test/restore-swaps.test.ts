@@ -8,6 +8,7 @@ import { Repository } from '../src/repo/repository.js';
 import { LocalStorage } from '../src/storage/local.js';
 import { WorkerPool } from '../src/workers/pool.js';
 import { TargetDirs } from '../src/workers/target-dirs.js';
+import { saveEnv } from './helpers/env.js';
 
 /**
  * A restore run as root into a tree someone else can write (a user's home)
@@ -22,7 +23,7 @@ describe('a directory swapped for a symlink during a restore', () => {
   const src = path.join(dir, 'src');
   const outside = path.join(dir, 'outside');
   const target = path.join(dir, 'target');
-  const savedState = process.env.AEGIS_STATE_DIR;
+  const restoreStateDir = saveEnv('AEGIS_STATE_DIR');
   const realDir = TargetDirs.prototype.dir;
   let repo: Repository;
   let tree: string;
@@ -53,8 +54,7 @@ describe('a directory swapped for a symlink during a restore', () => {
   });
   afterAll(async () => {
     await repo.close();
-    if (savedState === undefined) delete process.env.AEGIS_STATE_DIR;
-    else process.env.AEGIS_STATE_DIR = savedState;
+    restoreStateDir();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 

@@ -7,6 +7,7 @@ import { nativeScanDir, setNativeScanDir } from '../src/engine/dirscan.js';
 import { Repository } from '../src/repo/repository.js';
 import { type TreeNode } from '../src/snapshot/tree.js';
 import { LocalStorage } from '../src/storage/local.js';
+import { saveEnv } from './helpers/env.js';
 
 /**
  * Whoever can write a directory being backed up (as root, say) may swap a
@@ -19,7 +20,7 @@ describe('paths swapped during a backup', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-swap-'));
   const src = path.join(dir, 'src');
   const secret = path.join(dir, 'secret');
-  const savedState = process.env.AEGIS_STATE_DIR;
+  const restoreStateDir = saveEnv('AEGIS_STATE_DIR');
   const realScan = nativeScanDir()!;
   let repo: Repository;
   let runs = 0;
@@ -41,8 +42,7 @@ describe('paths swapped during a backup', () => {
   afterEach(() => setNativeScanDir(undefined));
   afterAll(async () => {
     await repo.close();
-    if (savedState === undefined) delete process.env.AEGIS_STATE_DIR;
-    else process.env.AEGIS_STATE_DIR = savedState;
+    restoreStateDir();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 

@@ -18,7 +18,7 @@ import { MemoReader, TreeMemo } from '../state/treememo.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../workers/pool.js';
 import { ChangedTypeError, type FileIdentity } from '../workers/source-file.js';
 import { ExcludeMatcher } from './excludes.js';
-import { DevStrings, REC, nativeScanDir, nodeFromRecord, recordType, u64 } from './dirscan.js';
+import { DevStrings, REC, identityAt, nativeScanDir, nodeFromRecord, recordType, u64 } from './dirscan.js';
 import { accounts, nodeFromStat, nodeType } from './fsmeta.js';
 import { adoptUnindexedPacks } from './orphans.js';
 import { findParent, resolveSnapshot } from './snapshots.js';
@@ -579,8 +579,7 @@ class BackupRun {
             await this.window.acquire();
             const done = (async () => {
               try {
-                const identity = { dev: scanned.readBigUInt64LE(r + REC.DEV), ino: scanned.readBigUInt64LE(r + REC.INO) };
-                const got = await this.saveFileContent(pathOf(), child.size, linkKey, lookup, () => cached.knows(key), identity);
+                const got = await this.saveFileContent(pathOf(), child.size, linkKey, lookup, () => cached.knows(key), identityAt(scanned, r));
                 if (!got) return;
                 child.content = got.content;
                 child.size = got.size;
@@ -638,9 +637,9 @@ class BackupRun {
    * for a mount point under --one-file-system; undefined if it vanished.
    */
   private async dirEntrySubtree(childPath: Buffer, scanned: Buffer, r: number, dev: bigint, walked?: () => void): Promise<string | undefined> {
-    const identity = { dev: scanned.readBigUInt64LE(r + REC.DEV), ino: scanned.readBigUInt64LE(r + REC.INO) };
+    const identity = identityAt(scanned, r);
     // A mount point: record the directory itself, not what is mounted on it.
-    if (this.opts.oneFileSystem && scanned.readBigUInt64LE(r + REC.DEV) !== dev) return this.saveTree([]);
+    if (this.opts.oneFileSystem && identity.dev !== dev) return this.saveTree([]);
     return this.dirTree(childPath, dev, walked, identity);
   }
 

@@ -2,7 +2,7 @@ import { type NodeType, type TreeNode } from '../snapshot/tree.js';
 import { REC, S_IFMT, u64 } from '../native/dir-records.js';
 import { withNamesAndDevice } from './fsmeta.js';
 
-export { REC, type ScanDir, nativeScanDir, setNativeScanDir, u64 } from '../native/dir-records.js';
+export { REC, type ScanDir, identityAt, nativeScanDir, setNativeScanDir, u64 } from '../native/dir-records.js';
 
 const TYPES = new Map<number, NodeType>([
   [0o100000, 'file'],

@@ -56,6 +56,11 @@ export function u64(buf: Buffer, at: number): number {
   return buf.readUInt32LE(at) + buf.readUInt32LE(at + 4) * TWO32;
 }
 
+/** The device and inode a scan recorded for the entry at `r`: which file or directory it found there. */
+export function identityAt(buf: Buffer, r: number): { dev: bigint; ino: bigint } {
+  return { dev: buf.readBigUInt64LE(r + REC.DEV), ino: buf.readBigUInt64LE(r + REC.INO) };
+}
+
 /** Each entry of a scan: its name (a view of `buf`) and where its record starts. */
 export function* scanEntries(buf: Buffer): Generator<{ name: Buffer; r: number }> {
   for (let o = 0; o < buf.length; ) {

@@ -166,12 +166,11 @@ function bytes(u: Uint8Array): Buffer {
 export function writeRangeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: RangeBlobWrites[], root: RestoreRoot, owned = false): RangeWriteResult {
   // Directories are opened afresh per request: a descriptor number is never
   // trusted past the request that opened it. The addon keeps the last directory
-  // it was given open between files; it lets go before any is closed.
+  // it was given open between files; it lets go before any is closed, and at the end.
   const dirs = new TargetDirs(root.fd, root.path, 64, dirDoneNative);
   try {
     return writeBlobs(keys, packId, data, blobs, owned, dirs);
   } finally {
-    dirDoneNative?.();
     dirs.close();
   }
 }

@@ -117,9 +117,12 @@ export class TargetDirs {
     return e as Error;
   }
 
-  /** Close every descriptor but the target's (its owner closes that). */
+  /**
+   * Close every descriptor but the target's (its owner closes that). `beforeClose`
+   * runs even when none was opened: what was kept may be the target's own.
+   */
   close(): void {
-    if (this.fds.size > 0) this.beforeClose?.();
+    this.beforeClose?.();
     for (const fd of this.fds.values()) fs.closeSync(fd);
     this.fds.clear();
     this.rels.clear();
