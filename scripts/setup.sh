@@ -2,7 +2,7 @@
 # Installs what Aegis needs on a fresh Debian machine, then builds it. Idempotent and
 # quick when everything is already there. Usage: scripts/setup.sh [--test] [--bench]
 #   --test   also the packages the test suite uses (rsync, a Ceph RADOS gateway for S3 tests)
-#   --bench  also restic and borg, the peers `npm run bench` compares against
+#   --bench  also restic and borg (with pyfuse3, which borg mount needs), the peers `npm run bench` compares against
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +12,7 @@ want_debs=(fuse3 libfuse3-3 libfuse3-dev pkg-config)
 for arg in "$@"; do
   case "$arg" in
     --test) want_debs+=(rsync radosgw ceph-mon ceph-osd ceph-common bc curl psmisc) ;;
-    --bench) want_debs+=(rsync restic borgbackup) ;;
+    --bench) want_debs+=(rsync restic borgbackup python3-pyfuse3) ;;
   esac
 done
 
