@@ -19,6 +19,8 @@
 //   backupStat(fd, stat, close)                       fstat again (and close) after reading it
 //   closeFd(fd)                                       close a descriptor backupOpen opened
 //   prefetchFiles(paths)                              start reading files ahead of a worker
+//   readXattrs(path)                                  a file's extended attributes, packed (no follow)
+//   setXattrs(fd | path, packed, follow, skipPriv)    set extended attributes from the packed form
 // Paths are Buffers so names that are not UTF-8 pass through untouched.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,6 +38,7 @@
 #include <sys/sysmacros.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -989,6 +992,147 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return v;
 }
 
+
+// ---- extended attributes ----
+// Packed form, shared with src/engine/xattrs.ts: per attribute a u16 (LE) name
+// length, the name, a u32 (LE) value length, the value.
+
+typedef struct {
+  uint8_t *bytes;
+  size_t len, cap;
+} growbuf_t;
+
+static bool grow_put(growbuf_t *g, const void *src, size_t n) {
+  if (g->len + n > g->cap) {
+    size_t cap = g->cap ? g->cap : 256;
+    while (cap < g->len + n) cap *= 2;
+    uint8_t *b = realloc(g->bytes, cap);
+    if (!b) return false;
+    g->bytes = b;
+    g->cap = cap;
+  }
+  memcpy(g->bytes + g->len, src, n);
+  g->len += n;
+  return true;
+}
+
+// A buffer holding what `get(path, name, buf, size)` returns, sized by asking
+// first; the list or value may grow in between (ERANGE), so ask again then.
+static ssize_t xattr_fetch(const char *path, const char *name, char **out) {
+  *out = NULL;
+  for (int attempt = 0; attempt < 8; attempt++) {
+    ssize_t n = name ? lgetxattr(path, name, NULL, 0) : llistxattr(path, NULL, 0);
+    if (n <= 0) return n;
+    char *buf = malloc((size_t)n);
+    if (!buf) {
+      errno = ENOMEM;
+      return -1;
+    }
+    ssize_t got = name ? lgetxattr(path, name, buf, (size_t)n) : llistxattr(path, buf, (size_t)n);
+    if (got >= 0) {
+      *out = buf;
+      return got;
+    }
+    free(buf);
+    if (errno != ERANGE) return -1;
+  }
+  errno = ERANGE;
+  return -1;
+}
+
+// readXattrs(path) -> packed Buffer, null when there are none (or the file
+// system has none), or -errno. Never follows a symlink at the end of `path`.
+static napi_value read_xattrs(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  if (!get_args(env, info, 1, argv, "readXattrs(path)")) return NULL;
+  char *path = path_arg(env, argv[0]);
+  if (!path) return NULL;
+  char *names = NULL;
+  ssize_t n = xattr_fetch(path, NULL, &names);
+  int err = n < 0 ? errno : 0;
+  growbuf_t g = {0};
+  for (ssize_t at = 0; !err && at < n;) {
+    const char *name = names + at;
+    size_t name_len = strlen(name);
+    at += (ssize_t)name_len + 1;
+    if (name_len == 0 || name_len > 0xffff) continue;
+    char *value = NULL;
+    ssize_t vlen = xattr_fetch(path, name, &value);
+    if (vlen < 0) {
+      // Removed since it was listed: as if it never was.
+      if (errno != ENODATA) err = errno;
+      continue;
+    }
+    uint16_t nl = (uint16_t)name_len;
+    uint32_t vl = (uint32_t)vlen;
+    if (!grow_put(&g, &nl, 2) || !grow_put(&g, name, name_len) || !grow_put(&g, &vl, 4) || (vl && !grow_put(&g, value, vl))) err = ENOMEM;
+    free(value);
+  }
+  free(names);
+  free(path);
+  if (err == ENOTSUP) err = 0;
+  if (err) napi_create_int32(env, -err, &result);
+  else if (g.len == 0) napi_get_null(env, &result);
+  else napi_create_buffer_copy(env, g.len, g.bytes, NULL, &result);
+  free(g.bytes);
+  return result;
+}
+
+// setXattrs(fd | path, packed, follow, skipPrivileged) -> 0 or the errno of the
+// first attribute that could not be set (the others are still tried). With
+// skipPrivileged, trusted.* and security.* are left out (only root may set them).
+static napi_value set_xattrs(napi_env env, napi_callback_info info) {
+  napi_value argv[4], result;
+  if (!get_args(env, info, 4, argv, "setXattrs(fdOrPath, packed, follow, skipPrivileged)")) return NULL;
+  napi_valuetype t;
+  napi_typeof(env, argv[0], &t);
+  int32_t fd = -1;
+  char *path = NULL;
+  if (t == napi_number) {
+    if (!fd_arg(env, argv[0], &fd)) return NULL;
+  } else if (!(path = path_arg(env, argv[0]))) {
+    return NULL;
+  }
+  void *data;
+  size_t len;
+  bool follow, skip;
+  if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
+    free(path);
+    napi_throw_type_error(env, NULL, "packed attributes must be a Buffer");
+    return NULL;
+  }
+  napi_get_value_bool(env, argv[2], &follow);
+  napi_get_value_bool(env, argv[3], &skip);
+  const uint8_t *p = data;
+  int first = 0;
+  char name[XATTR_NAME_MAX + 1];
+  for (size_t at = 0; at + 2 <= len;) {
+    uint16_t nl;
+    uint32_t vl;
+    memcpy(&nl, p + at, 2);
+    if (at + 2 + nl + 4 > len) {
+      first = first ? first : EINVAL;
+      break;
+    }
+    memcpy(&vl, p + at + 2 + nl, 4);
+    const uint8_t *value = p + at + 2 + nl + 4;
+    if ((size_t)(value - p) + vl > len) {
+      first = first ? first : EINVAL;
+      break;
+    }
+    size_t copy = nl > XATTR_NAME_MAX ? XATTR_NAME_MAX : nl;
+    memcpy(name, p + at + 2, copy);
+    name[copy] = 0;
+    at = (size_t)(value - p) + vl;
+    if (skip && (strncmp(name, "trusted.", 8) == 0 || strncmp(name, "security.", 9) == 0)) continue;
+    int rc = fd >= 0 ? fsetxattr(fd, name, value, vl, 0) : follow ? setxattr(path, name, value, vl, 0) : lsetxattr(path, name, value, vl, 0);
+    if (rc != 0 && !first) first = errno;
+  }
+  free(path);
+  napi_create_int32(env, first, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -1014,6 +1158,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"backupStat", backup_stat},
       {"closeFd", close_fd},
       {"prefetchFiles", prefetch_files},
+      {"readXattrs", read_xattrs},
+      {"setXattrs", set_xattrs},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Aegis needs on a fresh Debian machine, then builds it. Idempotent and
 # quick when everything is already there. Usage: scripts/setup.sh [--test] [--bench]
-#   --test   also the packages the test suite uses (rsync, a Ceph RADOS gateway for S3 tests)
+#   --test   also the packages the test suite uses (rsync, acl and attr for extended attributes,
+#            a Ceph RADOS gateway for S3 tests)
 #   --bench  also restic and borg (with pyfuse3, which borg mount needs), the peers `npm run bench` compares against
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 want_debs=(fuse3 libfuse3-3 libfuse3-dev pkg-config)
 for arg in "$@"; do
   case "$arg" in
-    --test) want_debs+=(rsync radosgw ceph-mon ceph-osd ceph-common bc curl psmisc) ;;
+    --test) want_debs+=(rsync acl attr radosgw ceph-mon ceph-osd ceph-common bc curl psmisc) ;;
     --bench) want_debs+=(rsync restic borgbackup python3-pyfuse3) ;;
   esac
 done

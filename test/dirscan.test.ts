@@ -10,7 +10,7 @@ import { LocalStorage } from '../src/storage/local.js';
 import { nativeSyscalls } from '../src/native/syscalls.js';
 import { openStateDb } from '../src/state/statedb.js';
 import { WorkerPool } from '../src/workers/pool.js';
-import { MEMO_HEADER, TreeMemo } from '../src/state/treememo.js';
+import { MEMO_HEADER, RECORDS_LENGTH_AT, TreeMemo } from '../src/state/treememo.js';
 import { NON_UTF8, makeGnarlyTree } from './helpers/tree.js';
 import { saveEnv } from './helpers/env.js';
 
@@ -392,7 +392,7 @@ describe('reusing the trees of unchanged directories', () => {
     try {
       const memo = new TreeMemo(db, repo.config.id);
       const row = memo.get(Buffer.from(path.join(src, 'b')))!;
-      const records = row.subarray(MEMO_HEADER, MEMO_HEADER + row.readUInt32LE(65));
+      const records = row.subarray(MEMO_HEADER, MEMO_HEADER + row.readUInt32LE(RECORDS_LENGTH_AT));
       expect(memo.matches(row, records)).toBe(true);
       expect(new TreeMemo(db, repo.config.id, Buffer.alloc(32, 7)).matches(row, records)).toBe(false);
       const other = Buffer.from(records);

@@ -46,7 +46,7 @@ describe('interrupted restores', () => {
   };
   /** rsync -aHn and diff -r between the source and `target` see no difference (`extra`: a file only in the target). */
   const expectSameTree = async (target: string, extra?: string) => {
-    const rsync = await sh('rsync', ['-aHn', '--numeric-ids', '--itemize-changes', ...(extra ? [`--exclude=/${extra}`] : []), `${src}/`, `${target}/`]);
+    const rsync = await sh('rsync', ['-aHAXn', '--numeric-ids', '--itemize-changes', ...(extra ? [`--exclude=/${extra}`] : []), `${src}/`, `${target}/`]);
     expect(rsync.stdout).toBe('');
     expect((await sh('diff', ['-r', ...(extra ? ['-x', extra] : []), src, target])).code).toBe(0);
   };

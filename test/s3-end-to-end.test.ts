@@ -72,7 +72,7 @@ async function direct(location: string): Promise<Storage> {
 }
 
 async function rsyncDifferences(from: string, to: string): Promise<string> {
-  const r = await sh('rsync', ['-aHn', '--numeric-ids', '--itemize-changes', `${from}/`, `${to}/`]);
+  const r = await sh('rsync', ['-aHAXn', '--numeric-ids', '--itemize-changes', `${from}/`, `${to}/`]);
   expect(r.code).toBe(0);
   return r.stdout;
 }

@@ -19,7 +19,7 @@ import { type FinishedPack, FileReadError, WorkerPool } from '../workers/pool.js
 import { ChangedTypeError, type FileIdentity } from '../workers/source-file.js';
 import { ExcludeMatcher } from './excludes.js';
 import { DevStrings, REC, identityAt, nativeScanDir, nodeFromRecord, recordType, u64 } from './dirscan.js';
-import { accounts, nodeFromStat, nodeType } from './fsmeta.js';
+import { accounts, nodeFromStat, nodeType, readXattrs } from './fsmeta.js';
 import { adoptUnindexedPacks } from './orphans.js';
 import { findParent, resolveSnapshot } from './snapshots.js';
 import { VERSION } from '../version.js';
@@ -138,6 +138,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     };
     if (parent) snapshot.parent = parent;
     if (opts.excludes?.length) snapshot.excludes = opts.excludes;
+    if (run.sawXattrs) snapshot.has_xattrs = true;
     const snapshotId = opts.dryRun ? undefined : await repo.saveSnapshot(snapshot);
     if (!opts.dryRun) {
       noteBackup(db, repo.config.id);
@@ -195,6 +196,8 @@ interface PathTrie {
 
 class BackupRun {
   readonly warnings: BackupWarning[] = [];
+  /** Whether an entry of the snapshot has extended attributes (read now, or in a tree reused from the memo). */
+  sawXattrs = false;
   readonly summary = {
     files_new: 0,
     files_changed: 0,
@@ -335,7 +338,7 @@ class BackupRun {
     if (trie.whole) {
       // Backing up "/" itself.
       const st = fs.lstatSync('/', { bigint: true });
-      const rootNode = await this.saveDir(Buffer.from('/'), nodeFromStat(Buffer.from('/'), st, 'dir'), st.dev);
+      const rootNode = await this.saveDir(Buffer.from('/'), this.withXattrs(Buffer.from('/'), nodeFromStat(Buffer.from('/'), st, 'dir')), st.dev);
       return rootNode?.subtree ?? this.saveTree([]);
     }
     return this.saveTrie(Buffer.alloc(0), trie);
@@ -353,7 +356,7 @@ class BackupRun {
         const node = await this.saveEntry(childPath, Buffer.from(name), st);
         if (node) nodes.push(node);
       } else {
-        const node = nodeFromStat(Buffer.from(name), st, 'dir');
+        const node = this.withXattrs(childPath, nodeFromStat(Buffer.from(name), st, 'dir'));
         node.subtree = await this.saveTrie(childPath, child);
         nodes.push(node);
       }
@@ -380,8 +383,8 @@ class BackupRun {
     const type = nodeType(st);
     if (!type) return undefined;
     const identity = { dev: st.dev, ino: st.ino };
-    if (type === 'dir') return this.saveDir(p, nodeFromStat(name, st, 'dir'), rootDev ?? st.dev, identity);
-    const node = nodeFromStat(name, st, type);
+    if (type === 'dir') return this.saveDir(p, this.withXattrs(p, nodeFromStat(name, st, 'dir')), rootDev ?? st.dev, identity);
+    const node = this.withXattrs(p, nodeFromStat(name, st, type));
     if (type === 'symlink') {
       if (!this.readLink(p, node)) return undefined;
     } else if (type === 'file') {
@@ -394,6 +397,23 @@ class BackupRun {
       node.size = got.size;
     }
     this.summary.total_files_processed++;
+    return node;
+  }
+
+  /**
+   * `node` with the extended attributes `p` has now. One that cannot be read is
+   * reported (the backup is then partial) and the entry kept without them.
+   */
+  private withXattrs(p: Buffer, node: TreeNode): TreeNode {
+    try {
+      const xattrs = readXattrs(p);
+      if (xattrs) {
+        node.xattrs = xattrs;
+        this.sawXattrs = true;
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.warn(p, 'unreadable', `cannot read its extended attributes: ${describeFsError(err)}`);
+    }
     return node;
   }
 
@@ -542,7 +562,7 @@ class BackupRun {
       }
       const type = recordType(scanned, r);
       if (!type) continue;
-      const child = nodeFromRecord(name, scanned, r, type, devs.of(scanned, r));
+      const child = this.withXattrs(pathOf(), nodeFromRecord(name, scanned, r, type, devs.of(scanned, r)));
       if (type === 'dir') {
         if (subtrees?.has(slot)) {
           // Done already, by the attempt to reuse this directory's tree.
@@ -653,6 +673,7 @@ class BackupRun {
     const subtrees = new Map<number, string | undefined>();
     const row = new MemoReader(memo);
     const treeId = row.tree;
+    const hasXattrs = row.hasXattrs;
     if (!this.isStored(treeId)) return subtrees;
     const dirs: Array<{ slot: number; path: Buffer; r: number; expected: string }> = [];
     let files = 0;
@@ -700,6 +721,7 @@ class BackupRun {
     this.summary.total_files_processed += nonDirs;
     this.summary.total_bytes_processed += bytes;
     this.summary.dirs_unmodified++;
+    if (hasXattrs) this.sawXattrs = true;
     return treeId;
   }
 
@@ -734,7 +756,7 @@ class BackupRun {
   private async saveStatted(childPath: Buffer, childName: Buffer, cst: BigIntStats, dev: bigint): Promise<TreeNode | undefined> {
     if (this.opts.oneFileSystem && cst.isDirectory() && cst.dev !== dev) {
       // A mount point: record the directory itself, not what is mounted on it.
-      const mp = nodeFromStat(childName, cst, 'dir');
+      const mp = this.withXattrs(childPath, nodeFromStat(childName, cst, 'dir'));
       mp.subtree = await this.saveTree([]);
       return mp;
     }

@@ -1,12 +1,13 @@
 import { type Repository } from '../repo/repository.js';
 import { type TreeNode } from '../snapshot/tree.js';
+import { sameXattrs } from '../snapshot/xattrs.js';
 import { joinPath } from './walk.js';
 
 /**
  * What changed between two trees, one path per line:
  *   +  added            -  removed
  *   M  content changed  T  type changed
- *   U  metadata only (mode, owner, times)
+ *   U  metadata only (mode, owner, times, extended attributes)
  * Identical subtrees (same tree blob ID) are skipped without loading them.
  */
 export type ChangeKind = '+' | '-' | 'M' | 'T' | 'U';
@@ -34,7 +35,7 @@ function sameContent(a: TreeNode, b: TreeNode): boolean {
 }
 
 function sameMetadata(a: TreeNode, b: TreeNode): boolean {
-  return a.mode === b.mode && a.uid === b.uid && a.gid === b.gid && a.mtimeNs === b.mtimeNs;
+  return a.mode === b.mode && a.uid === b.uid && a.gid === b.gid && a.mtimeNs === b.mtimeNs && sameXattrs(a.xattrs, b.xattrs);
 }
 
 export async function* diffTrees(repo: Repository, a: string | undefined, b: string | undefined, path: Buffer = Buffer.from('/')): AsyncGenerator<Change> {

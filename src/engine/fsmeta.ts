@@ -1,4 +1,7 @@
 import { type BigIntStats } from 'node:fs';
+import util from 'node:util';
+import { nativeSyscalls } from '../native/syscalls.js';
+import { type Xattr, unpackXattrs } from '../snapshot/xattrs.js';
 import { type NodeType, type TreeNode } from '../snapshot/tree.js';
 import { ACCOUNT_FILES, accountsDigest, readAccountFile } from '../state/treememo.js';
 
@@ -81,4 +84,22 @@ export function withNamesAndDevice(node: TreeNode, rdev: number): TreeNode {
   if (group !== undefined) node.group = group;
   if (node.type === 'chardev' || node.type === 'blockdev') node.rdev = rdev;
   return node;
+}
+
+const readPacked = nativeSyscalls()?.readXattrs;
+
+/**
+ * The extended attributes at `p` (never through a last symlink), sorted by
+ * name; undefined if there are none, or the file system has none, or the
+ * native addon is missing. Throws an error with the errno's code otherwise.
+ */
+export function readXattrs(p: Buffer): Xattr[] | undefined {
+  const got = readPacked?.(p);
+  if (got === undefined || got === null) return undefined;
+  if (typeof got === 'number') {
+    // Worded as Node words its own errors ("EACCES: permission denied, …").
+    const [code, text] = util.getSystemErrorMap().get(got) ?? [`errno ${-got}`, 'unknown error'];
+    throw Object.assign(new Error(`${code}: ${text}, llistxattr '${p.toString()}'`), { code, errno: got });
+  }
+  return unpackXattrs(got);
 }

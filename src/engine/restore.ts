@@ -245,6 +245,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
       }
       results.forEach((r, i) => {
         const { id, b, targets } = sent[i]!;
+        for (const w of r.warnings ?? []) warn(w);
         if (r.damaged !== undefined) {
           for (const t of targets) failFile(t.file, `blob ${id.slice(0, 16)} in pack ${plan.packId.slice(0, 16)} is damaged: ${r.damaged}`);
           return;
@@ -257,7 +258,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
           if (--file.remaining > 0) return;
           unfinished.delete(file);
           try {
-            if (!file.whole) finishFile(at, file.tmp, file.dest, file.entry.node.size, file.entry.node);
+            const warning = file.whole ? undefined : finishFile(at, file.tmp, file.dest, file.entry.node.size, file.entry.node);
+            if (warning) warn(warning);
             filesDone++;
           } catch (err) {
             failFile(file, (err as Error).message);
@@ -391,7 +393,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
               batchBytes += offset;
               if (file.remaining === 0) {
                 unfinished.delete(file);
-                finishFile(at, file.tmp, file.dest, node.size, node);
+                const warning = finishFile(at, file.tmp, file.dest, node.size, node);
+                if (warning) warn(warning);
               }
               summary.files++;
               break;
@@ -402,7 +405,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
                 summary.skipped++;
                 break;
               }
-              replaceWith(at, dest, node, (tmp) => fs.symlinkSync(node.linkTarget ?? Buffer.alloc(0), tmp));
+              const warning = replaceWith(at, dest, node, (tmp) => fs.symlinkSync(node.linkTarget ?? Buffer.alloc(0), tmp));
+              if (warning) warn(warning);
               summary.symlinks++;
               break;
             }
@@ -414,7 +418,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
                 summary.skipped++;
                 break;
               }
-              replaceWith(at, dest, node, (tmp) => (node.type === 'fifo' ? makeFifo(tmp, node.mode) : makeDevice(tmp, node.type as 'chardev', node.rdev ?? 0, node.mode)));
+              const warning = replaceWith(at, dest, node, (tmp) => (node.type === 'fifo' ? makeFifo(tmp, node.mode) : makeDevice(tmp, node.type as 'chardev', node.rdev ?? 0, node.mode)));
+              if (warning) warn(warning);
               summary.special++;
               break;
             }
@@ -470,7 +475,8 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     for (let i = dirs.length - 1; i >= 0; i--) {
       const { dest, node } = dirs[i]!;
       try {
-        applyDirMetadata(at.dir(dest), node);
+        const warning = applyDirMetadata(at.dir(dest), node);
+        if (warning) warn(`${at.shown(dest)}: ${warning}`);
       } catch (err) {
         warn(`${at.shown(dest)}: ${at.explain((err as Error).message)}`);
       }
@@ -516,7 +522,7 @@ function temporaryNameOf(dest: string): string {
 /** A file whose content is one blob is written and finished by whoever opens that blob. */
 function wholeFile(n: TreeNode, dest: string): FinishSpec | undefined {
   if (n.content?.length !== 1) return undefined;
-  return { dest: Buffer.from(dest, 'latin1'), size: n.size, meta: { type: n.type, uid: n.uid, gid: n.gid, mode: n.mode, atimeNs: n.atimeNs, mtimeNs: n.mtimeNs } };
+  return { dest: Buffer.from(dest, 'latin1'), size: n.size, meta: { type: n.type, uid: n.uid, gid: n.gid, mode: n.mode, atimeNs: n.atimeNs, mtimeNs: n.mtimeNs, xattrs: n.xattrs } };
 }
 
 type RangeEntry = [string, PlannedBlob];
@@ -635,19 +641,24 @@ function absBig(n: bigint): bigint {
   return n < 0n ? -n : n;
 }
 
-/** Create something under a temporary name next to `dest`, then rename it into place. */
-function replaceWith(at: TargetDirs, dest: string, node: TreeNode | null, create: (tmp: Buffer) => void): void {
+/**
+ * Create something under a temporary name next to `dest`, then rename it into
+ * place. Returns a warning if it is there without all its extended attributes.
+ */
+function replaceWith(at: TargetDirs, dest: string, node: TreeNode | null, create: (tmp: Buffer) => void): string | undefined {
   const tmp = temporaryNameOf(dest);
   const tmpPath = at.at(tmp);
   const destPath = at.at(dest);
+  let problem: string | undefined;
   try {
     create(tmpPath);
-    applyMetadata(tmpPath, node);
+    problem = applyMetadata(tmpPath, node);
     fs.renameSync(tmpPath, destPath);
   } catch (err) {
     removeQuietly(at, tmp);
     throw at.explained(err, dest);
   }
+  return problem && `${at.shown(dest)}: ${problem}`;
 }
 
 async function verifyFile(repo: Repository, at: TargetDirs, dest: string, entry: WalkEntry): Promise<void> {

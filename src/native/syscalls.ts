@@ -71,6 +71,14 @@ interface NativeSyscalls {
   closeFd?(fd: number): number;
   /** posix_fadvise(WILLNEED) of the first 4 MiB of each of `paths`: how many were asked for. */
   prefetchFiles?(paths: Buffer[]): number;
+  /** A file's extended attributes packed (src/snapshot/xattrs.ts), null if none, or -errno; never follows a last symlink. */
+  readXattrs?(path: Buffer): Buffer | null | number;
+  /**
+   * Set the packed attributes on a descriptor or a path (`follow`: setxattr,
+   * else lsetxattr); with `skipPrivileged`, trusted.* and security.* are left
+   * out. 0, or the errno of the first that failed (the rest are still tried).
+   */
+  setXattrs?(target: number | Buffer, packed: Buffer, follow: boolean, skipPrivileged: boolean): number;
 }
 
 function projectRoot(): string {

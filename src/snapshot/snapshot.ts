@@ -32,6 +32,12 @@ export interface Snapshot {
   parent?: string;
   excludes?: string[];
   program_version: string;
+  /**
+   * True when an entry of the snapshot has extended attributes (absent
+   * otherwise): the mount shows attributes only if a snapshot has some, since
+   * answering for them costs `ls -l` a request per entry (docs/MOUNT.md).
+   */
+  has_xattrs?: boolean;
   summary?: BackupSummary;
 }
 

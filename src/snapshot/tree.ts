@@ -5,6 +5,8 @@
  * base64 (`name_b64`), so every name round-trips exactly. Times are integer
  * nanoseconds since the epoch written as decimal strings.
  */
+import { type Xattr } from './xattrs.js';
+
 export type NodeType = 'file' | 'dir' | 'symlink' | 'fifo' | 'chardev' | 'blockdev' | 'socket';
 
 export interface TreeNode {
@@ -33,6 +35,8 @@ export interface TreeNode {
   linkTarget?: Buffer;
   /** Device nodes: the device number. */
   rdev?: number;
+  /** Extended attributes (ACLs among them), sorted by name; absent when there are none. */
+  xattrs?: Xattr[];
 }
 
 export interface Tree {
@@ -81,6 +85,14 @@ export function encodeTree(tree: Tree): Buffer {
     if (n.subtree) o.subtree = n.subtree;
     if (n.linkTarget) bytesField(o, 'link_target', n.linkTarget);
     if (n.rdev !== undefined) o.rdev = n.rdev;
+    if (n.xattrs?.length) {
+      o.xattrs = n.xattrs.map((x) => {
+        const e: Record<string, unknown> = {};
+        bytesField(e, 'name', x.name);
+        e.value = x.value.toString('base64');
+        return e;
+      });
+    }
     return o;
   });
   return Buffer.from(JSON.stringify({ nodes }), 'utf8');
@@ -117,9 +129,16 @@ export function decodeTree(buf: Buffer): Tree {
       const target = readBytesField(o, 'link_target');
       if (target) node.linkTarget = target;
       if (o.rdev !== undefined) node.rdev = Number(o.rdev);
+      if (Array.isArray(o.xattrs) && o.xattrs.length > 0) node.xattrs = (o.xattrs as Record<string, unknown>[]).map(decodeXattr);
       return node;
     }),
   };
+}
+
+function decodeXattr(e: Record<string, unknown>): Xattr {
+  const name = readBytesField(e, 'name');
+  if (!name || name.length === 0 || name.includes(0) || typeof e.value !== 'string') throw new Error('tree blob has a malformed extended attribute');
+  return { name, value: Buffer.from(e.value, 'base64') };
 }
 
 /**

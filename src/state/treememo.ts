@@ -17,14 +17,24 @@ import { RowBatch } from './row-batch.js';
  * (read again). A file whose lstat differs in any byte makes its directory take
  * the usual path, where the file cache decides whether to read it.
  *
+ * The row also says whether an entry of the directory itself has extended
+ * attributes: a snapshot records whether any of its entries may have some
+ * (the mount asks for them only then), and a tree taken from a row is not walked.
+ *
  * Row (u32 and u16 little-endian):
- *   u8 version ‖ tree ID (32) ‖ accounts digest (32) ‖ u32 records length ‖ records
+ *   u8 version ‖ u8 flags (bit 0: an entry has extended attributes) ‖ tree ID (32)
+ *   ‖ accounts digest (32) ‖ u32 records length ‖ records
  *   ‖ per entry, in the records' order: file: u32 count ‖ IDs (32 each);
  *     directory: subtree ID (32); symlink: u16 length ‖ target; other: nothing.
  */
-const MEMO_VERSION = 1;
-export const MEMO_HEADER = 1 + 32 + 32 + 4;
-const RECORDS_LENGTH_AT = 1 + 32 + 32;
+// 2: the flags byte, and trees with extended attributes (a row of 1 was made without reading them).
+const MEMO_VERSION = 2;
+const FLAGS_AT = 1;
+const TREE_AT = 2;
+const ACCOUNTS_AT = TREE_AT + 32;
+export const RECORDS_LENGTH_AT = ACCOUNTS_AT + 32;
+export const MEMO_HEADER = RECORDS_LENGTH_AT + 4;
+const FLAG_XATTRS = 1;
 
 /** What a row keeps of one scanned entry beyond its lstat (a tree node has these fields). */
 export interface MemoEntry {
@@ -32,6 +42,7 @@ export interface MemoEntry {
   content?: string[];
   subtree?: string;
   linkTarget?: Buffer;
+  xattrs?: unknown[];
 }
 
 function encodeMemo(tree: string, accounts: Buffer, records: Buffer, entries: readonly MemoEntry[]): Buffer {
@@ -43,8 +54,9 @@ function encodeMemo(tree: string, accounts: Buffer, records: Buffer, entries: re
   }
   const memo = Buffer.allocUnsafe(length);
   memo[0] = MEMO_VERSION;
-  memo.write(tree, 1, 'hex');
-  accounts.copy(memo, 33);
+  memo[FLAGS_AT] = entries.some((e) => e.xattrs !== undefined) ? FLAG_XATTRS : 0;
+  memo.write(tree, TREE_AT, 'hex');
+  accounts.copy(memo, ACCOUNTS_AT);
   memo.writeUInt32LE(records.length, RECORDS_LENGTH_AT);
   let x = MEMO_HEADER + records.copy(memo, MEMO_HEADER);
   for (const e of entries) {
@@ -74,7 +86,12 @@ export class MemoReader {
 
   /** The tree the row was made for. */
   get tree(): string {
-    return this.memo.toString('hex', 1, 33);
+    return this.memo.toString('hex', TREE_AT, TREE_AT + 32);
+  }
+
+  /** Whether an entry of the directory (not below it) has extended attributes. */
+  get hasXattrs(): boolean {
+    return (this.memo[FLAGS_AT]! & FLAG_XATTRS) !== 0;
   }
 
   /** A file's content IDs: `count` of 32 bytes each from `memo[at]`. */
@@ -168,7 +185,7 @@ export class TreeMemo {
    */
   matches(memo: Buffer, records: Buffer): boolean {
     if (memo.length < MEMO_HEADER || memo[0] !== MEMO_VERSION) return false;
-    if (memo.compare(this.accounts, 0, 32, 33, RECORDS_LENGTH_AT) !== 0) return false;
+    if (memo.compare(this.accounts, 0, 32, ACCOUNTS_AT, RECORDS_LENGTH_AT) !== 0) return false;
     const length = memo.readUInt32LE(RECORDS_LENGTH_AT);
     if (length !== records.length || MEMO_HEADER + length > memo.length) return false;
     return memo.compare(records, 0, length, MEMO_HEADER, MEMO_HEADER + length) === 0;

@@ -1,8 +1,10 @@
 import fs, { constants as fsc } from 'node:fs';
+import util from 'node:util';
 import { type MasterKeys } from '../crypto/keys.js';
 import { BlobType, DamagedBlobError, openBlob, openBlobTransient } from '../repo/blob.js';
 import { nativeSyscalls } from '../native/syscalls.js';
 import { type NodeType } from '../snapshot/tree.js';
+import { type Xattr, packXattrs, unpackXattrs } from '../snapshot/xattrs.js';
 import { TargetDirs } from './target-dirs.js';
 
 /**
@@ -26,6 +28,7 @@ export interface RestoredMeta {
   mode: number;
   atimeNs: bigint;
   mtimeNs: bigint;
+  xattrs?: Xattr[];
 }
 
 /**
@@ -71,7 +74,10 @@ export function encodeRangeWrites(blobs: RangeBlobWrites[]): Uint8Array {
   let size = 4;
   for (const b of blobs) {
     size += 32 + 8 + 8 + 4;
-    for (const w of b.writes) size += 1 + 4 + w.tmp.length + 8 + (w.finish ? 4 + w.finish.dest.length + 8 + 12 + 16 : 0);
+    for (const w of b.writes) {
+      size += 1 + 4 + w.tmp.length + 8;
+      if (w.finish) size += 4 + w.finish.dest.length + 8 + 12 + 16 + 4 + (w.finish.meta.xattrs ? packXattrs(w.finish.meta.xattrs).length : 0);
+    }
   }
   // Its own ArrayBuffer (not the pool's), so it can be moved instead of copied.
   const out = Buffer.from(new ArrayBuffer(size));
@@ -99,6 +105,7 @@ export function encodeRangeWrites(blobs: RangeBlobWrites[]): Uint8Array {
       at = out.writeUInt32LE(meta.mode, at);
       at = out.writeBigInt64LE(meta.atimeNs, at);
       at = out.writeBigInt64LE(meta.mtimeNs, at);
+      bytesOf(meta.xattrs ? packXattrs(meta.xattrs) : new Uint8Array(0));
     }
   }
   return out;
@@ -140,15 +147,21 @@ export function decodeRangeWrites(u: Uint8Array): RangeBlobWrites[] {
       const atimeNs = buf.readBigInt64LE(at + 20);
       const mtimeNs = buf.readBigInt64LE(at + 28);
       at += 36;
-      writes.push({ tmp, offset: woffset, finish: { dest, size, meta: { type: 'file', uid, gid, mode, atimeNs, mtimeNs } } });
+      const packed = bytesAt();
+      const meta: RestoredMeta = { type: 'file', uid, gid, mode, atimeNs, mtimeNs };
+      if (packed.length > 0) meta.xattrs = unpackXattrs(packed);
+      writes.push({ tmp, offset: woffset, finish: { dest, size, meta } });
     }
     blobs.push({ id, offset, length, writes });
   }
   return blobs;
 }
 
-/** Per blob: why it could not be opened, or per write: null when done, else why it failed. */
-export type RangeWriteResult = Array<{ damaged: string; writes?: undefined } | { damaged?: undefined; writes: Array<string | null> }>;
+/**
+ * Per blob: why it could not be opened, or per write: null when done, else why
+ * it failed; `warnings` for files restored without all their metadata.
+ */
+export type RangeWriteResult = Array<{ damaged: string; writes?: undefined; warnings?: undefined } | { damaged?: undefined; writes: Array<string | null>; warnings?: string[] }>;
 
 const isRoot = process.getuid?.() === 0;
 const wholeFileNative = nativeSyscalls()?.restoreWholeFile;
@@ -190,17 +203,20 @@ function writeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: Range
     }
     // All-zero blobs are not written: the final truncate leaves a hole there.
     const zero = isAllZero(plain);
+    let warnings: string[] | undefined;
     const writes = b.writes.map((w) => {
       const tmp = bytes(w.tmp).toString('latin1');
       try {
-        if (w.finish) writeWholeFile(dirs, tmp, zero ? null : plain, w.finish);
-        else if (!zero) writeAt(dirs.at(tmp), plain, w.offset);
+        if (w.finish) {
+          const warning = writeWholeFile(dirs, tmp, zero ? null : plain, w.finish);
+          if (warning) (warnings ??= []).push(dirs.explain(warning));
+        } else if (!zero) writeAt(dirs.at(tmp), plain, w.offset);
         return null;
       } catch (err) {
         return dirs.explain((err as Error).message);
       }
     });
-    out.push({ writes });
+    out.push(warnings ? { writes, warnings } : { writes });
   }
   return out;
 }
@@ -233,13 +249,14 @@ function writeAll(fd: number, data: Buffer, offset: number): void {
  * with Node's calls: a temporary name, then a rename that replaces what is
  * there, and errors in Node's words.
  */
-function writeWholeFile(dirs: TargetDirs, tmp: string, data: Buffer | null, spec: FinishSpec): void {
+function writeWholeFile(dirs: TargetDirs, tmp: string, data: Buffer | null, spec: FinishSpec): string | undefined {
   const { meta } = spec;
   // The file and its temporary name share a directory, so one descriptor serves both.
   const dest = dirs.at(bytes(spec.dest).toString('latin1'));
-  if (wholeFileNative?.(dest, data, spec.size, isRoot, meta.uid, meta.gid, meta.mode, meta.atimeNs, meta.mtimeNs) === 0) return;
+  // A file with extended attributes takes the path below: they are set through its descriptor.
+  if (!meta.xattrs && wholeFileNative?.(dest, data, spec.size, isRoot, meta.uid, meta.gid, meta.mode, meta.atimeNs, meta.mtimeNs) === 0) return undefined;
   const written = data?.length ?? 0;
-  finishOpen(dirs.at(tmp), fsc.O_EXCL, dest, spec.size, meta, written, (fd) => {
+  return finishOpen(dirs.at(tmp), fsc.O_EXCL, dest, spec.size, meta, written, (fd) => {
     if (data) writeAll(fd, data, 0);
   });
 }
@@ -247,15 +264,18 @@ function writeWholeFile(dirs: TargetDirs, tmp: string, data: Buffer | null, spec
 /**
  * The end of a file of several blobs: truncate to the full size (zero blobs
  * become holes), finish, rename. `tmp` and `dest` are relative to `dirs`' target.
+ * Returns a warning if the file is restored without all its extended attributes.
  */
-export function finishFile(dirs: TargetDirs, tmp: string, dest: string, size: number, meta: RestoredMeta): void {
+export function finishFile(dirs: TargetDirs, tmp: string, dest: string, size: number, meta: RestoredMeta): string | undefined {
   const tmpPath = dirs.at(tmp);
   const destPath = dirs.at(dest);
+  let warning: string | undefined;
   try {
-    finishOpen(tmpPath, 0, destPath, size, meta, -1);
+    warning = finishOpen(tmpPath, 0, destPath, size, meta, -1);
   } catch (err) {
     throw dirs.explained(err, tmp);
   }
+  return warning && dirs.explain(warning);
 }
 
 /**
@@ -263,18 +283,41 @@ export function finishFile(dirs: TargetDirs, tmp: string, dest: string, size: nu
  * set its size unless `written` already is it, owner and mode on the open file,
  * then times and the rename into place.
  */
-function finishOpen(tmp: Buffer, flags: number, dest: Buffer, size: number, meta: RestoredMeta, written: number, write?: (fd: number) => void): void {
+function finishOpen(tmp: Buffer, flags: number, dest: Buffer, size: number, meta: RestoredMeta, written: number, write?: (fd: number) => void): string | undefined {
   const fd = fs.openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW | flags, 0o600);
+  let problem: string | undefined;
   try {
     if (!(flags & fsc.O_EXCL)) ensureMadeHere(fd, tmp);
     write?.(fd);
     if (written !== size) fs.ftruncateSync(fd, size);
     ownerAndMode(fd, meta);
+    // After chown, which drops security.capability.
+    problem = setXattrs(fd, meta.xattrs);
   } finally {
     fs.closeSync(fd);
   }
   setTimes(tmp, meta.atimeNs, meta.mtimeNs);
   fs.renameSync(tmp, dest);
+  return problem && `${dest.toString()}: ${problem}`;
+}
+
+const setPacked = nativeSyscalls()?.setXattrs;
+
+/**
+ * Set extended attributes on a descriptor, or on a path (`follow`: through a
+ * last symlink, for the /proc link of a descriptor). Not as root, trusted.* and
+ * security.* are left out, as the owner is: only root may set them. What failed
+ * comes back as a warning, never thrown: the file itself is restored.
+ */
+function setXattrs(target: number | Buffer, xattrs: Xattr[] | undefined, follow = false): string | undefined {
+  if (!xattrs?.length) return undefined;
+  if (!setPacked) return 'extended attributes not restored: the native addon is not built';
+  const errno = setPacked(target, packXattrs(xattrs), follow, !isRoot);
+  if (errno === 0) return undefined;
+  const [code, text] = util.getSystemErrorMap().get(-errno) ?? [`errno ${errno}`, 'unknown error'];
+  // libuv words EOPNOTSUPP "operation not supported on socket", which would mislead here.
+  if (code === 'EOPNOTSUPP' || code === 'ENOTSUP') return 'extended attributes not restored: the target file system does not support them';
+  return `extended attributes not restored: ${code}: ${text}`;
 }
 
 const euid = process.geteuid?.() ?? -1;
@@ -306,14 +349,16 @@ const O_PATH = 0o10000000;
  * of `meta`'s type: a name swapped in the meantime (in a directory someone else
  * can write) gets neither, and nothing is ever followed.
  */
-export function applyMetadata(p: Buffer, meta: RestoredMeta | null): void {
-  if (!meta) return;
+export function applyMetadata(p: Buffer, meta: RestoredMeta | null): string | undefined {
+  if (!meta) return undefined;
+  let problem: string | undefined;
   if (!TargetDirs.guarded) {
     // Without /proc there is no way to a descriptor's object from Node: by path, never following the last name.
     if (isRoot) fs.lchownSync(p, meta.uid, meta.gid);
     if (meta.type !== 'symlink') fs.chmodSync(p, meta.mode);
+    problem = setXattrs(p, meta.xattrs);
     setTimes(p, meta.atimeNs, meta.mtimeNs);
-    return;
+    return problem;
   }
   const fd = fs.openSync(p, O_PATH | fsc.O_NOFOLLOW);
   try {
@@ -324,19 +369,26 @@ export function applyMetadata(p: Buffer, meta: RestoredMeta | null): void {
     const self = `/proc/self/fd/${fd}`;
     if (isRoot) fs.chownSync(self, meta.uid, meta.gid);
     if (meta.type !== 'symlink') fs.chmodSync(self, meta.mode);
+    problem = setXattrs(Buffer.from(self), meta.xattrs, true);
   } finally {
     fs.closeSync(fd);
   }
   setTimes(p, meta.atimeNs, meta.mtimeNs);
+  return problem;
 }
 
-/** Owner (when root), mode and times of a directory, through its descriptor. */
-export function applyDirMetadata(fd: number, meta: RestoredMeta): void {
+/**
+ * Owner (when root), mode, extended attributes and times of a directory,
+ * through its descriptor. Returns a warning if attributes could not be set.
+ */
+export function applyDirMetadata(fd: number, meta: RestoredMeta): string | undefined {
   if (isRoot) fs.fchownSync(fd, meta.uid, meta.gid);
   fs.fchmodSync(fd, meta.mode);
+  const problem = setXattrs(fd, meta.xattrs);
   const futimens = nativeSyscalls()?.futimens;
   if (futimens) futimens(fd, meta.atimeNs, meta.mtimeNs);
   else fs.futimesSync(fd, secondsOf(meta.atimeNs), secondsOf(meta.mtimeNs));
+  return problem;
 }
 
 function secondsOf(ns: bigint): number {

@@ -20,7 +20,10 @@ function setTimes(p: string, atimeSec: number, mtimeSec: number): void {
  * The engine issue's round-trip tree: non-UTF-8 names, names with newlines and
  * spaces, deep nesting, symlinks (one dangling), hardlinks, empty files and
  * directories, a FIFO, a character device, a sparse file of 1 GiB apparent size,
- * exec/setuid/sticky bits, other owners, and old and future mtimes.
+ * exec/setuid/sticky bits, other owners, old and future mtimes, and extended
+ * attributes: user.* ones (a binary value, on a file of one blob, one of
+ * several blobs, a directory and a non-UTF-8 name), POSIX ACLs (access and
+ * default), and as root trusted.* ones, on a symlink too.
  */
 export function makeGnarlyTree(root: string, opts: { sparse?: boolean } = {}): void {
   fs.mkdirSync(root, { recursive: true });
@@ -71,7 +74,30 @@ export function makeGnarlyTree(root: string, opts: { sparse?: boolean } = {}): v
     fs.ftruncateSync(fd, 1024 * 1024 * 1024);
     fs.closeSync(fd);
   }
+  setExtendedAttributes(root);
   fs.utimesSync(j('deep'), 1000000000, 1000000000);
+}
+
+/** Extended attributes and ACLs for makeGnarlyTree (setfattr and setfacl, from Debian's attr and acl). */
+function setExtendedAttributes(root: string): void {
+  const j = (...p: string[]) => path.join(root, ...p);
+  const setfattr = (file: string, name: string, value: string, ...flags: string[]) => execFileSync('setfattr', [...flags, '-n', name, '-v', value, file]);
+  setfattr(j('plain.txt'), 'user.comment', 'the first file, in a family album');
+  setfattr(j('plain.txt'), 'user.xdg.origin.url', 'https://example.org/plain.txt');
+  // A binary value (setfattr's 0x form), with a NUL and bytes that are not UTF-8.
+  setfattr(j('binary.bin'), 'user.checksum', '0x00ff10fe80');
+  setfattr(j('sub'), 'user.dir-note', 'a directory with an attribute');
+  setfattr(j('empty-file'), 'user.empty', '');
+  // The name's bytes cannot travel in a JavaScript argument: printf makes them (NON_UTF8).
+  execFileSync('sh', ['-c', `cd "$1" && setfattr -n user.odd-name -v 'on a non-UTF-8 name' "$(printf 'bad\\377\\376-\\303(')"`, 'sh', root]);
+  fs.mkdirSync(j('acl-dir'));
+  fs.writeFileSync(j('acl-dir', 'shared.txt'), 'readable by one more user\n');
+  execFileSync('setfacl', ['-m', 'u:1234:rw-,g:5678:r--', j('acl-dir', 'shared.txt')]);
+  execFileSync('setfacl', ['-m', 'd:u:1234:rwx,d:g:5678:r-x', j('acl-dir')]);
+  if (process.getuid?.() === 0) {
+    setfattr(j('exec.sh'), 'trusted.aegis-test', 'only root reads or writes this');
+    setfattr(j('link-relative'), 'trusted.on-a-link', 'a symlink may carry trusted.* attributes', '-h');
+  }
 }
 
 /** Entries of two trees whose lstat metadata differs (beyond what rsync checks: ns times, nlink). */

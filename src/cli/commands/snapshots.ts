@@ -36,6 +36,7 @@ export const snapshotsCommand: CommandModule<GlobalArgs, Args> = {
           ...(s.parent ? { parent: s.parent } : {}),
           ...(s.excludes ? { excludes: s.excludes } : {}),
           program_version: s.program_version,
+          ...(s.has_xattrs ? { has_xattrs: true } : {}),
           ...(s.summary ? { summary: s.summary } : {}),
         }));
         process.stdout.write(JSON.stringify(out, null, 2) + '\n');
