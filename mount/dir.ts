@@ -2,6 +2,7 @@ import { type MountContext, blocksFor, joinPath } from './context.js';
 import { childIno, hardlinkIno } from './inodes.js';
 import { EntryLink } from './link.js';
 import { type Entry, subdirTrees } from './tree-cache.js';
+import { type Xattr } from '../src/snapshot/xattrs.js';
 import { type Attr, type DirNode, type FileNode, type Listing, type MountNode, type SpecialNode } from './types.js';
 
 /**
@@ -22,10 +23,15 @@ export class TreeDir implements DirNode {
     /** Inode of the snapshot's root directory (hardlink numbers are per snapshot). */
     readonly snapshotIno: number,
     private readonly attrs: () => Attr,
+    private readonly stored?: readonly Xattr[],
   ) {}
 
   attr(): Attr {
     return this.attrs();
+  }
+
+  xattrs(): readonly Xattr[] | undefined {
+    return this.stored;
   }
 
   async lookup(name: string): Promise<MountNode | undefined> {
@@ -79,6 +85,7 @@ export function entryAttr(e: Entry, ino: number): Attr {
     atimeMs: e.atimeMs,
     mtimeMs: e.mtimeMs,
     ctimeMs: e.ctimeMs,
+    hasXattrs: e.xattrs !== undefined,
   };
 }
 
@@ -103,6 +110,10 @@ export class EntryFile implements FileNode {
   attr(): Attr {
     return entryAttr(this.entry, this.ino);
   }
+
+  xattrs(): readonly Xattr[] | undefined {
+    return this.entry.xattrs;
+  }
 }
 
 /** A FIFO, socket or device node: metadata only (the kernel never asks us for its data). */
@@ -117,6 +128,10 @@ export class EntrySpecial implements SpecialNode {
   attr(): Attr {
     return entryAttr(this.entry, this.ino);
   }
+
+  xattrs(): readonly Xattr[] | undefined {
+    return this.entry.xattrs;
+  }
 }
 
 export function nodeForEntry(ctx: MountContext, dir: TreeDir, e: Entry): MountNode {
@@ -125,7 +140,7 @@ export function nodeForEntry(ctx: MountContext, dir: TreeDir, e: Entry): MountNo
     case 'dir': {
       const path = joinPath(dir.path, e.name);
       // A directory without a subtree (never written by Aegis) shows as empty.
-      return new TreeDir(ctx, path, ino, e.subtree ?? EMPTY_TREE, dir.snapshotIno, () => entryAttr(e, ino));
+      return new TreeDir(ctx, path, ino, e.subtree ?? EMPTY_TREE, dir.snapshotIno, () => entryAttr(e, ino), e.xattrs);
     }
     case 'file':
       return new EntryFile(e, ino, joinPath(dir.path, e.name));

@@ -49,6 +49,14 @@ export interface FsOperations {
   read(path: string, fd: number, buf: Buffer, len: number, pos: number): number | Promise<number>;
   release(path: string, fd: number): void | Promise<void>;
   statfs(path: string): Statfs;
+  /**
+   * An extended attribute's value (FsError ENODATA if there is none by that
+   * name). Asked only for entries whose attributes said they have some: the
+   * binding answers the others itself.
+   */
+  getxattr(path: string, name: Buffer): Promise<Buffer>;
+  /** The names of the extended attributes, each followed by a NUL. */
+  listxattr(path: string): Promise<Buffer>;
 }
 
 export interface KernelOptions {
@@ -98,8 +106,10 @@ const enum Op {
   Read,
   Release,
   Statfs,
+  Getxattr,
+  Listxattr,
 }
-const OP_NAMES = ['', 'getattr', 'readdir', 'readlink', 'open', 'read', 'release', 'statfs'];
+const OP_NAMES = ['', 'getattr', 'readdir', 'readlink', 'open', 'read', 'release', 'statfs', 'getxattr', 'listxattr'];
 const EV_INIT = 1;
 const EV_EXIT = 2;
 
@@ -114,6 +124,8 @@ interface FuseBinding {
   replyAttr(req: Request, attr: Float64Array): void;
   replyStatfs(req: Request, statfs: Float64Array): void;
   replyLink(req: Request, target: string): void;
+  /** A getxattr's value or a listxattr's names (the binding handles the size rules). */
+  replyBytes(req: Request, bytes: Buffer): void;
   replyDir(req: Request, names: string[], modes: number[], inos: number[], attrs: Float64Array | null): void;
   invalidate(session: object, paths: string[]): Promise<void>;
 }
@@ -136,7 +148,7 @@ function fuseBinding(): FuseBinding {
 }
 
 // Field order shared with native/aegis_fuse.c (A_* and S_*).
-const ATTR_FIELDS = 12;
+const ATTR_FIELDS = 13;
 
 function putAttr(out: Float64Array, at: number, a: Attr): void {
   out[at] = a.mode;
@@ -151,6 +163,7 @@ function putAttr(out: Float64Array, at: number, a: Attr): void {
   out[at + 9] = a.atimeMs;
   out[at + 10] = a.mtimeMs;
   out[at + 11] = a.ctimeMs;
+  out[at + 12] = a.hasXattrs ? 1 : 0;
 }
 
 function statfsArray(s: Statfs): Float64Array {
@@ -231,6 +244,13 @@ function dispatcher(fs: FsOperations, report: ErrorReporter, b: FuseBinding): Di
         break;
       case Op.Readlink:
         pending = fs.readlink(p).then((t) => b.replyLink(req, t));
+        break;
+      case Op.Getxattr:
+        // The binding passes the attribute's name in the buffer argument.
+        pending = fs.getxattr(p, buf!).then((v) => b.replyBytes(req, v));
+        break;
+      case Op.Listxattr:
+        pending = fs.listxattr(p).then((v) => b.replyBytes(req, v));
         break;
       case Op.Open:
       case Op.Release:

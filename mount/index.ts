@@ -13,7 +13,7 @@ import { Resolver } from './root.js';
 import { type SnapshotFilter, SnapshotSet } from './snapshots-dir.js';
 import { TreeCache } from './tree-cache.js';
 import { TRACE, traceMemory, tracePhase } from './trace.js';
-import { type Attr, EINVAL, EISDIR, ENOENT, ENOTDIR, EIO, EROFS, FsError, type Listing, type MountNode, S_IFDIR } from './types.js';
+import { type Attr, EINVAL, EISDIR, ENODATA, ENOENT, ENOSYS, ENOTDIR, EIO, EROFS, FsError, type Listing, type MountNode, S_IFDIR } from './types.js';
 
 /**
  * `createMount(repo, mountpoint, options)`: the read-only snapshot file system
@@ -79,6 +79,8 @@ const O_TRUNC = 0o1000;
 
 export const MIN_CACHE_SIZE = 16 * 1024 * 1024;
 
+const NUL = Buffer.of(0);
+
 class MountFs implements FsOperations {
   /** Open files by handle: being made ready, or ready. */
   private readonly handles = new Map<number, OpenFile | Promise<OpenFile>>();
@@ -118,6 +120,7 @@ class MountFs implements FsOperations {
     let node = await this.resolve(p);
     if (node.kind !== 'dir') throw new FsError(ENOTDIR, `${p} is not a directory`);
     if ((node as { refreshOnList?: boolean }).refreshOnList && (await this.set.refreshIfOlder())) {
+      this.noteHiddenXattrs();
       node = await this.resolve(p);
       if (node.kind !== 'dir') throw new FsError(ENOTDIR, `${p} is not a directory`);
     }
@@ -130,6 +133,44 @@ class MountFs implements FsOperations {
       inos: [node.ino, parent?.ino ?? node.ino, ...l.inos],
       attrs: l.attrs && [undefined, undefined, ...l.attrs],
     };
+  }
+
+  /**
+   * Whether this mount answers for extended attributes: decided at the first
+   * request, from the snapshots then known. If none has any, the answer is
+   * ENOSYS, which the kernel keeps for the mount's life and asks no more: an
+   * `ls -l` asks for two or three attributes of every entry (an ACL, an SELinux
+   * label), and even answered by the binding each costs a round trip to this
+   * process, which tripled the time of an `ls -lR` of the bench snapshot.
+   */
+  private xattrsShown: boolean | undefined;
+
+  private async xattrsAnswered(): Promise<void> {
+    if (this.set.generation === 0) await this.initial;
+    this.xattrsShown ??= this.set.anyHasXattrs;
+    if (!this.xattrsShown) throw new FsError(ENOSYS, 'no snapshot has extended attributes');
+  }
+
+  /** Said once, when a snapshot with extended attributes appears after the kernel was told there are none. */
+  private noteHiddenXattrs(): void {
+    if (this.xattrsShown !== false || this.logged.has('xattrs') || !this.set.anyHasXattrs) return;
+    this.logged.add('xattrs');
+    this.ctx.log('a snapshot taken since this mount started has extended attributes; mount again to see them');
+  }
+
+  async getxattr(p: string, name: Buffer): Promise<Buffer> {
+    await this.xattrsAnswered();
+    const node = await this.resolve(p);
+    const found = node.xattrs?.()?.find((x) => x.name.equals(name));
+    if (!found) throw new FsError(ENODATA, `${p} has no extended attribute ${name.toString()}`);
+    return found.value;
+  }
+
+  async listxattr(p: string): Promise<Buffer> {
+    await this.xattrsAnswered();
+    const node = await this.resolve(p);
+    const list = node.xattrs?.() ?? [];
+    return Buffer.concat(list.flatMap((x) => [x.name, NUL]));
   }
 
   async readlink(p: string): Promise<string> {

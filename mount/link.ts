@@ -1,4 +1,5 @@
 import { type MountContext, blocksFor } from './context.js';
+import { type Xattr } from '../src/snapshot/xattrs.js';
 import { type Entry } from './tree-cache.js';
 import { type Attr, type LinkNode, S_IFLNK } from './types.js';
 
@@ -30,7 +31,12 @@ export class EntryLink implements LinkNode {
       atimeMs: e.atimeMs,
       mtimeMs: e.mtimeMs,
       ctimeMs: e.ctimeMs,
+      hasXattrs: e.xattrs !== undefined,
     };
+  }
+
+  xattrs(): readonly Xattr[] | undefined {
+    return this.entry.xattrs;
   }
 
   async target(): Promise<string> {

@@ -187,6 +187,12 @@ export interface SnapshotSetOptions {
 
 export class SnapshotSet {
   private readonly all = new Map<string, SnapshotEntry>();
+
+  /** Whether a snapshot of the repository (in this mount's view or not) has extended attributes. */
+  get anyHasXattrs(): boolean {
+    for (const e of this.all.values()) if (e.snapshot.has_xattrs) return true;
+    return false;
+  }
   private refreshing: Promise<boolean> | undefined;
   private lastRefresh = 0;
   private readonly templates: string[][];

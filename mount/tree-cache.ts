@@ -4,6 +4,7 @@ import { BlobType, DamagedBlobError, openBlob } from '../src/repo/blob.js';
 import { type BlobLocation } from '../src/repo/index.js';
 import { type Repository, packReadFailure } from '../src/repo/repository.js';
 import { type NodeType, type TreeNode, decodeTree } from '../src/snapshot/tree.js';
+import { type Xattr } from '../src/snapshot/xattrs.js';
 import { displayName } from './names.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from './types.js';
 
@@ -40,6 +41,7 @@ export interface Entry {
   readonly linkTarget?: string;
   readonly linkBytes?: number;
   readonly rdev?: number;
+  readonly xattrs?: readonly Xattr[];
 }
 
 const TYPE_BITS: Record<NodeType, number> = {
@@ -80,6 +82,7 @@ export function toEntry(n: TreeNode): Entry {
     e.size = e.linkBytes;
   }
   if (n.rdev !== undefined) e.rdev = n.rdev;
+  if (n.xattrs !== undefined) e.xattrs = n.xattrs;
   return e;
 }
 

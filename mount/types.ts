@@ -1,3 +1,5 @@
+import { type Xattr } from '../src/snapshot/xattrs.js';
+
 /** What every node of the mounted tree offers to mount/fuse.ts. */
 
 /** Attributes of a node; times in milliseconds since the epoch. */
@@ -14,6 +16,8 @@ export interface Attr {
   atimeMs: number;
   mtimeMs: number;
   ctimeMs: number;
+  /** Whether the entry has extended attributes (the binding answers getxattr itself for those that have none). */
+  hasXattrs?: boolean;
 }
 
 /** A directory listing: parallel arrays (cheap for 100,000 entries). */
@@ -33,6 +37,8 @@ export interface Listing {
 export interface BaseNode {
   readonly ino: number;
   attr(): Attr;
+  /** The stored extended attributes, sorted by name; undefined if none. */
+  xattrs?(): readonly Xattr[] | undefined;
 }
 
 export interface DirNode extends BaseNode {

@@ -31,16 +31,18 @@
 #include <string.h>
 #include <time.h>
 
-enum op { OP_GETATTR = 1, OP_READDIR, OP_READLINK, OP_OPEN, OP_READ, OP_RELEASE, OP_STATFS };
+enum op { OP_GETATTR = 1, OP_READDIR, OP_READLINK, OP_OPEN, OP_READ, OP_RELEASE, OP_STATFS, OP_GETXATTR, OP_LISTXATTR };
 enum event { EV_INIT = 1, EV_EXIT };
 
 /* Attribute fields as JavaScript sends them (a Float64Array), in this order. */
-enum { A_MODE, A_UID, A_GID, A_SIZE, A_NLINK, A_INO, A_RDEV, A_BLOCKS, A_BLKSIZE, A_ATIME, A_MTIME, A_CTIME, A_FIELDS };
+/* A_XATTRS: 1 if the entry has extended attributes, else 0 (see "paths without extended attributes"). */
+enum { A_MODE, A_UID, A_GID, A_SIZE, A_NLINK, A_INO, A_RDEV, A_BLOCKS, A_BLKSIZE, A_ATIME, A_MTIME, A_CTIME, A_XATTRS, A_FIELDS };
 enum { S_BSIZE, S_FRSIZE, S_BLOCKS, S_BFREE, S_BAVAIL, S_FILES, S_FFREE, S_FAVAIL, S_FSID, S_FLAG, S_NAMEMAX, S_FIELDS };
 
 typedef struct request {
   int op;
   const char *path;
+  const char *xattr_name; /* getxattr */
   uint64_t fh;
   size_t size;
   off_t offset;
@@ -80,6 +82,102 @@ static void listing_clear(listing_t *l) {
   memset(l, 0, sizeof(*l));
 }
 
+/*
+ * Paths without extended attributes, by a 64-bit hash of their bytes. `ls -l`
+ * asks for an ACL (a getxattr) of every entry it shows; one round trip to
+ * JavaScript each would add seconds to an `ls -lR` of 30,000 files. The
+ * attributes JavaScript sends (replyAttr, replyDir) say whether an entry has
+ * any; those that have none are remembered here and their getxattr and
+ * listxattr requests answered at once. A path's answer holds for the mount's
+ * life: snapshots never change, and a snapshot's name never passes to another
+ * while mounted (mount/snapshots-dir.ts, leafFor). Bounded: at 2^21 slots
+ * (16 MiB) and half full, it starts over.
+ */
+typedef struct hintset {
+  uint64_t *slots;
+  size_t cap, used;
+  pthread_mutex_t lock;
+} hintset_t;
+
+#define HINT_MIN_CAP ((size_t)1 << 12)
+#define HINT_MAX_CAP ((size_t)1 << 21)
+
+static uint64_t fnv_add(uint64_t h, const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+#define FNV_START 0xcbf29ce484222325ULL
+
+/* The hash of dir + "/" + name, equal to that of the joined path itself. */
+static uint64_t path_hash(const char *dir, const char *name) {
+  uint64_t h = fnv_add(FNV_START, dir, strlen(dir));
+  if (name) {
+    if (!(dir[0] == '/' && dir[1] == 0)) h = fnv_add(h, "/", 1);
+    h = fnv_add(h, name, strlen(name));
+  }
+  return h ? h : 1; /* 0 marks an empty slot */
+}
+
+static void hint_insert_locked(hintset_t *hs, uint64_t h) {
+  for (size_t i = h & (hs->cap - 1);; i = (i + 1) & (hs->cap - 1)) {
+    if (hs->slots[i] == h) return;
+    if (hs->slots[i] == 0) {
+      hs->slots[i] = h;
+      hs->used++;
+      return;
+    }
+  }
+}
+
+static void hint_add(hintset_t *hs, uint64_t h) {
+  pthread_mutex_lock(&hs->lock);
+  if (!hs->slots || (hs->used + 1) * 2 > hs->cap) {
+    size_t cap = hs->slots ? hs->cap * 2 : HINT_MIN_CAP;
+    if (cap > HINT_MAX_CAP) {
+      memset(hs->slots, 0, hs->cap * sizeof(uint64_t));
+      hs->used = 0;
+    } else {
+      uint64_t *old = hs->slots;
+      size_t old_cap = hs->cap;
+      uint64_t *fresh = calloc(cap, sizeof(uint64_t));
+      if (!fresh) {
+        pthread_mutex_unlock(&hs->lock);
+        return;
+      }
+      hs->slots = fresh;
+      hs->cap = cap;
+      hs->used = 0;
+      for (size_t i = 0; i < old_cap; i++)
+        if (old[i]) hint_insert_locked(hs, old[i]);
+      free(old);
+    }
+  }
+  hint_insert_locked(hs, h);
+  pthread_mutex_unlock(&hs->lock);
+}
+
+static int hint_has(hintset_t *hs, uint64_t h) {
+  int found = 0;
+  pthread_mutex_lock(&hs->lock);
+  if (hs->slots) {
+    for (size_t i = h & (hs->cap - 1); hs->slots[i] != 0; i = (i + 1) & (hs->cap - 1)) {
+      if (hs->slots[i] == h) {
+        found = 1;
+        break;
+      }
+    }
+  }
+  pthread_mutex_unlock(&hs->lock);
+  return found;
+}
+
+static void hint_free(hintset_t *hs) {
+  free(hs->slots);
+  hs->slots = NULL;
+  pthread_mutex_destroy(&hs->lock);
+}
+
 typedef struct session {
   struct fuse *fuse;
   char *mnt;
@@ -93,6 +191,14 @@ typedef struct session {
   int owners;
   /* The last file handle given out (op_open). */
   uint64_t next_fh;
+  hintset_t bare;
+  /*
+   * JavaScript has answered an extended-attribute request with something other
+   * than ENOSYS: it shows them, and `bare` may answer for it. Until then every
+   * such request goes to JavaScript, whose ENOSYS (no snapshot has any) the
+   * kernel keeps, asking no more.
+   */
+  int xattrs_shown;
 } session_t;
 
 /* ---- requests to JavaScript ---- */
@@ -210,6 +316,28 @@ static int op_release(const char *path, struct fuse_file_info *fi) {
   return 0;
 }
 
+static int xattrs_hinted(session_t *s, const char *path) {
+  return __atomic_load_n(&s->xattrs_shown, __ATOMIC_ACQUIRE) && hint_has(&s->bare, path_hash(path, NULL));
+}
+
+static void note_xattr_reply(request_t *r, int result) {
+  if ((r->op == OP_GETXATTR || r->op == OP_LISTXATTR) && result != -ENOSYS) __atomic_store_n(&r->session->xattrs_shown, 1, __ATOMIC_RELEASE);
+}
+
+static int op_getxattr(const char *path, const char *name, char *value, size_t size) {
+  session_t *s = current();
+  if (xattrs_hinted(s, path)) return -ENODATA;
+  request_t r = {.op = OP_GETXATTR, .path = path, .xattr_name = name, .buf = value, .size = size};
+  return to_js(s, &r);
+}
+
+static int op_listxattr(const char *path, char *list, size_t size) {
+  session_t *s = current();
+  if (xattrs_hinted(s, path)) return 0;
+  request_t r = {.op = OP_LISTXATTR, .path = path, .buf = list, .size = size};
+  return to_js(s, &r);
+}
+
 static int op_statfs(const char *path, struct statvfs *sv) {
   request_t r = {.op = OP_STATFS, .path = path, .sv = sv};
   return to_js(current(), &r);
@@ -307,6 +435,8 @@ static const struct fuse_operations operations = {
     .statfs = op_statfs,
     .release = op_release,
     .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
     .removexattr = op_removexattr,
     .opendir = op_opendir,
     .readdir = op_readdir,
@@ -457,6 +587,11 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
     finish(r, -EIO);
     return;
   }
+  /* The attribute's name, as the bytes the kernel gave. */
+  if (r->op == OP_GETXATTR && napi_create_buffer_copy(env, strlen(r->xattr_name), r->xattr_name, NULL, &argv[6]) != napi_ok) {
+    finish(r, -EIO);
+    return;
+  }
   /* The dispatcher (mount/fuse.ts) catches everything and replies exactly once;
      after its reply `r` may be gone, so nothing here touches it again. */
   if (napi_call_function(env, undefined, js_cb, 7, argv, &result) != napi_ok) {
@@ -549,6 +684,7 @@ static napi_value Reply(napi_env env, napi_callback_info info) {
   request_t *r = reply_args(env, info, 2, argv);
   if (!r) return NULL;
   CHECK(env, napi_get_value_int32(env, argv[1], &result));
+  note_xattr_reply(r, result);
   finish(r, result);
   return NULL;
 }
@@ -576,7 +712,34 @@ static napi_value ReplyAttr(napi_env env, napi_callback_info info) {
   request_t *r = numbers_reply(env, info, A_FIELDS, &a, "replyAttr: expected a Float64Array of attributes");
   if (!r) return NULL;
   fill_stat(a, r->st);
+  if (a[A_XATTRS] == 0) hint_add(&r->session->bare, path_hash(r->path, NULL));
   finish(r, 0);
+  return NULL;
+}
+
+/*
+ * replyBytes(req, Buffer): a getxattr's value or a listxattr's names. Asked
+ * with size 0, the length; too long for the buffer given, ERANGE.
+ */
+static napi_value ReplyBytes(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  void *data;
+  size_t len;
+  request_t *r = reply_args(env, info, 2, argv);
+  if (!r) return NULL;
+  if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
+    finish(r, -EIO);
+    napi_throw_type_error(env, NULL, "replyBytes: expected a Buffer");
+    return NULL;
+  }
+  note_xattr_reply(r, 0);
+  if (len > INT32_MAX) finish(r, -E2BIG);
+  else if (r->size == 0) finish(r, (int)len);
+  else if (len > r->size) finish(r, -ERANGE);
+  else {
+    memcpy(r->buf, data, len);
+    finish(r, (int)len);
+  }
   return NULL;
 }
 
@@ -671,6 +834,7 @@ static napi_value ReplyDir(napi_env env, napi_callback_info info) {
     if (attrs && !dot && !isnan(attrs[(size_t)i * A_FIELDS + A_MODE])) {
       fill_stat(attrs + (size_t)i * A_FIELDS, st);
       l->has_attr[at] = 1;
+      if (attrs[(size_t)i * A_FIELDS + A_XATTRS] == 0) hint_add(&r->session->bare, path_hash(r->path, l->names[at]));
       continue;
     }
     st->st_mode = (mode_t)mode;
@@ -683,6 +847,7 @@ static napi_value ReplyDir(napi_env env, napi_callback_info info) {
 /* ---- mounting ---- */
 
 static void session_free(session_t *s) {
+  hint_free(&s->bare);
   pthread_mutex_destroy(&s->lock);
   free(s->mnt);
   free(s);
@@ -756,6 +921,7 @@ static napi_value Mount(napi_env env, napi_callback_info info) {
   }
   session_t *s = calloc(1, sizeof(session_t));
   pthread_mutex_init(&s->lock, NULL);
+  pthread_mutex_init(&s->bare.lock, NULL);
   s->mnt = mnt;
   s->max_readahead = (unsigned)readahead;
 
@@ -876,6 +1042,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"replyLink", NULL, ReplyLink, NULL, NULL, NULL, napi_default, NULL},
       {"replyDir", NULL, ReplyDir, NULL, NULL, NULL, napi_default, NULL},
       {"invalidate", NULL, Invalidate, NULL, NULL, NULL, napi_default, NULL},
+      {"replyBytes", NULL, ReplyBytes, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

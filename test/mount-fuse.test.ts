@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FsOperations, FuseSession, type KernelOptions, optionString } from '../mount/fuse.js';
 import { mountAt } from '../mount/mounts.js';
-import { type Attr, ENOENT, FsError, type Listing, S_IFDIR, S_IFREG } from '../mount/types.js';
+import { type Attr, ENODATA, ENOENT, FsError, type Listing, S_IFDIR, S_IFREG } from '../mount/types.js';
 import { FAKE_STATFS, type InProcessMount, mountInProcess, run, waitFor } from './helpers/mount.js';
 
 /**
@@ -40,7 +40,14 @@ describe('mount/fuse.ts: the FUSE binding', () => {
     ['/listed', { data: Buffer.from('listed with its attributes\n'), ino: 4545 }],
     ['/opened-a', { data: Buffer.from('first\n'), ino: 4646 }],
     ['/opened-b', { data: Buffer.from('second\n'), ino: 4747 }],
+    ['/tagged', { data: Buffer.from('has extended attributes\n'), ino: 4848 }],
   ]);
+  const tagged = [
+    { name: Buffer.from('user.binary'), value: Buffer.of(0x00, 0xff, 0x0a) },
+    { name: Buffer.from('user.note'), value: Buffer.from('a note') },
+  ];
+  /** What getxattr and listxattr were asked: [op, path]. */
+  const xattrCalls: Array<[string, string]> = [];
 
   const ops: FsOperations = {
     getattr(p) {
@@ -48,7 +55,17 @@ describe('mount/fuse.ts: the FUSE binding', () => {
       if (p === '/') return attr(S_IFDIR | 0o555, 0, 1);
       const f = files.get(p);
       if (!f) throw new FsError(ENOENT, 'no');
-      return attr(S_IFREG | 0o444, f.data.length, f.ino);
+      return { ...attr(S_IFREG | 0o444, f.data.length, f.ino), hasXattrs: p === '/tagged' };
+    },
+    async getxattr(p, name) {
+      xattrCalls.push(['getxattr', p]);
+      const found = p === '/tagged' ? tagged.find((x) => x.name.equals(name)) : undefined;
+      if (!found) throw new FsError(ENODATA, 'no such attribute');
+      return found.value;
+    },
+    async listxattr(p) {
+      xattrCalls.push(['listxattr', p]);
+      return p === '/tagged' ? Buffer.concat(tagged.flatMap((x) => [x.name, Buffer.of(0)])) : Buffer.alloc(0);
     },
     async readdir(): Promise<Listing> {
       const names = [...files.keys()].map((k) => k.slice(1));
@@ -162,6 +179,28 @@ describe('mount/fuse.ts: the FUSE binding', () => {
     const seen = seenPaths.length;
     await fsp.lstat(path.join(mnt, 'slow'));
     expect(seenPaths.slice(seen)).toContain('/slow');
+  });
+
+  it('extended attributes: an entry that has some is asked about; one whose attributes said it has none is answered by the binding alone', async () => {
+    const dump = await run('getfattr', ['--absolute-names', '-d', '-m', '-', '-e', 'hex', path.join(mnt, 'tagged')]);
+    expect(dump.stdout.split('\n').filter((l) => l.startsWith('user.'))).toEqual(['user.binary=0x00ff0a', 'user.note=0x61206e6f7465']);
+    const one = await run('getfattr', ['--absolute-names', '--only-values', '-n', 'user.note', path.join(mnt, 'tagged')]);
+    expect(one.stdout).toBe('a note');
+    const absent = await run('getfattr', ['--absolute-names', '-n', 'user.absent', path.join(mnt, 'tagged')]);
+    expect(absent.code).not.toBe(0);
+    expect(absent.stderr).toMatch(/No such attribute/);
+    expect(xattrCalls.filter(([, p]) => p === '/tagged').map(([op]) => op)).toEqual(expect.arrayContaining(['listxattr', 'getxattr']));
+    // /plain's getattr said it has none; /listed's attributes came with a listing and said the same.
+    await fsp.lstat(path.join(mnt, 'plain'));
+    await fsp.readdir(mnt);
+    xattrCalls.length = 0;
+    for (const name of ['plain', 'listed']) {
+      const none = await run('getfattr', ['--absolute-names', '-d', '-m', '-', path.join(mnt, name)]);
+      expect(none).toMatchObject({ code: 0, stdout: '' });
+      const acl = await run('getfattr', ['--absolute-names', '-n', 'system.posix_acl_access', path.join(mnt, name)]);
+      expect(acl.stderr).toMatch(/No such attribute/);
+    }
+    expect(xattrCalls).toEqual([]);
   });
 
   it('a read slower than 15 seconds still completes (no ETIMEDOUT)', async () => {

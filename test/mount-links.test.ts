@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FsOperations, FuseSession, type KernelOptions } from '../mount/fuse.js';
-import { type Attr, ENOENT, FsError, type Listing, S_IFDIR, S_IFLNK, S_IFREG } from '../mount/types.js';
+import { type Attr, ENODATA, ENOENT, FsError, type Listing, S_IFDIR, S_IFLNK, S_IFREG } from '../mount/types.js';
 import { FAKE_STATFS, type InProcessMount, mountInProcess, run } from './helpers/mount.js';
 
 /**
@@ -68,6 +68,8 @@ describe('mount: symlinks are cached by the kernel, and invalidated when they ch
     read: () => 0,
     release() {},
     statfs: () => FAKE_STATFS,
+    getxattr: () => Promise.reject(new FsError(ENODATA, 'none')),
+    listxattr: () => Promise.resolve(Buffer.alloc(0)),
   };
 
   let m: InProcessMount | undefined;

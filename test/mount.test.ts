@@ -105,7 +105,7 @@ describe('aegis mount: the mounted view of a repository', () => {
   });
 
   it('rsync -aHn finds nothing to do, names that are not UTF-8 included', async () => {
-    const r = await run('rsync', ['-aHn', '--numeric-ids', '--itemize-changes', `${src}/`, `${inSnap(snaps[1]!.name)}/`]);
+    const r = await run('rsync', ['-aHAXn', '--numeric-ids', '--itemize-changes', `${src}/`, `${inSnap(snaps[1]!.name)}/`]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('');
@@ -141,7 +141,7 @@ describe('aegis mount: the mounted view of a repository', () => {
     const r = await run('cp', ['-a', inSnap(snaps[1]!.name), target]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    const rs = await run('rsync', ['-aHn', '--numeric-ids', '--itemize-changes', `${src}/`, `${target}/`]);
+    const rs = await run('rsync', ['-aHAXn', '--numeric-ids', '--itemize-changes', `${src}/`, `${target}/`]);
     expect(rs.code).toBe(0);
     expect(rs.stdout).toBe('');
     const diff = await run('diff', ['-r', '--no-dereference', src, target]);

@@ -37,7 +37,7 @@ describe('mount of an S3 repository', () => {
     const m = await startMount(s3ws, mnt);
     try {
       const inside = path.join(mnt, 'snapshots', 'latest', src);
-      const rsync = await sh('rsync', ['-aHn', '--numeric-ids', '--itemize-changes', `${src}/`, `${inside}/`]);
+      const rsync = await sh('rsync', ['-aHAXn', '--numeric-ids', '--itemize-changes', `${src}/`, `${inside}/`]);
       expect(rsync.stderr).toBe('');
       // Names that are not UTF-8 included (as on a local repository, test/mount.test.ts).
       expect(rsync.stdout).toBe('');
