@@ -84,6 +84,8 @@ interface PackPlan {
 
 const TMP_PREFIX = '.aegis-restore-';
 /** Read neighbouring blobs of a pack in one request when the gap between them is smaller than this. */
+/** A write failed because the target's file system is full, or the user's quota is. */
+const TARGET_FULL = /\b(ENOSPC|EDQUOT)\b/;
 const COALESCE_GAP = 1024 * 1024;
 const MAX_RANGE = 8 * 1024 * 1024;
 /** A batch of planned files goes to the writers at whichever comes first (local repositories). */
@@ -208,8 +210,17 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     const failFile = (file: PendingFile, reason: string) => {
       if (failed.has(file)) return;
       failed.add(file);
-      warn(`${file.entry.path.toString()}: not restored: ${reason}`);
       removeQuietly(at, file.tmp);
+      if (TARGET_FULL.test(reason)) {
+        // Every file after this one would fail the same way: one line instead of one per file, and stop.
+        writeFailure ??= {
+          err: new UserError(
+            `restore stopped: no room left on the target (${reason}) for ${file.entry.path.toString()}; the files restored so far are complete; free space and run the same restore again to finish it`,
+          ),
+        };
+        return;
+      }
+      warn(`${file.entry.path.toString()}: not restored: ${reason}`);
     };
     // Worker threads decrypt each ranged read and write its blobs into the files
     // themselves; a file that is one blob is finished there too, the others here
