@@ -48,21 +48,19 @@ describe('backup and restore round trip', () => {
   });
 
   // ramfs keeps no extended attributes at all, as some file systems a restore may go to (vfat, say).
-  it.skipIf(process.getuid?.() !== 0)('onto a file system without extended attributes: every file restored, each one that lost attributes named', async () => {
+  it.skipIf(process.getuid?.() !== 0)('onto a file system without extended attributes: every file restored, the first that lost attributes named and the others counted', async () => {
     const target = path.join(ws.dir, 'ramfs');
     fs.mkdirSync(target);
     expect((await sh('mount', ['-t', 'ramfs', 'ramfs', target])).code).toBe(0);
     try {
       const r = await ws.run(['restore', `latest:${src}`, '--target', target, '--exclude', 'sparse.img']);
       expect(r.code).toBe(1);
+      // Nine entries have attributes (test/helpers/tree.ts): one warning names the first, one line counts the rest.
       const lines = r.stderr.split('\n').filter(Boolean);
-      expect(lines.pop()).toBe('aegis: restore is incomplete: 9 error(s)');
-      const warned = lines.map((l) => /^warning: (.*): extended attributes not restored: the target file system does not support them$/.exec(l)?.[1] ?? `unexpected: ${l}`);
-      const lost = ['plain.txt', 'binary.bin', 'sub', 'empty-file', 'acl-dir', 'acl-dir/shared.txt', 'exec.sh', 'link-relative'].map((n) => path.join(target, n));
-      expect(warned.filter((w) => !w.includes('bad'))).toEqual(expect.arrayContaining(lost));
-      expect(warned.filter((w) => !w.includes('bad') && !lost.includes(w))).toEqual([]);
-      // And the file with the name that is not UTF-8: one more line.
-      expect(warned.filter((w) => w.includes('bad'))).toHaveLength(1);
+      expect(lines).toHaveLength(3);
+      expect(lines[0]).toMatch(new RegExp(`^warning: ${target}/.+: extended attributes not restored: the target file system does not support them$`));
+      expect(lines[1]).toBe('warning: 8 more entries restored without their extended attributes: the target file system does not support them');
+      expect(lines[2]).toBe('aegis: restore is incomplete: 9 error(s)');
       // Everything else is there: content, modes, owners, times, links.
       const rsync = await sh('rsync', ['-aHn', '--numeric-ids', '--itemize-changes', '--exclude=/sparse.img', `${src}/`, `${target}/`]);
       expect(rsync.stdout).toBe('');

@@ -11,7 +11,7 @@ import { type TreeNode } from '../snapshot/tree.js';
 import { type WorkerPool } from '../workers/pool.js';
 import { makeDevice, makeFifo } from './special-files.js';
 import { nativeSyscalls } from '../native/syscalls.js';
-import { type FinishSpec, type RangeBlobWrites, type RangeWriteResult, type RestoreRoot, applyDirMetadata, applyMetadata, finishFile, writeRangeBlobs } from '../workers/restored-file.js';
+import { type FinishSpec, type RangeBlobWrites, type RangeWriteResult, type RestoreRoot, XATTRS_UNSUPPORTED, applyDirMetadata, applyMetadata, finishFile, writeRangeBlobs } from '../workers/restored-file.js';
 import { TargetDirs, joinRel, parentOf } from '../workers/target-dirs.js';
 import { type WalkEntry, findNode, walk } from './walk.js';
 import { progressIntervalMs } from '../util/progress-interval.js';
@@ -117,8 +117,12 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
   const include = opts.include?.length ? picomatch(opts.include, { dot: true }) : undefined;
   const exclude = opts.exclude?.length ? picomatch(opts.exclude, { dot: true }) : undefined;
 
+  // A file system without extended attributes (vfat, say) refuses them for every
+  // entry that has some: the first is named, the others counted in one line at the end.
+  let unsupported = 0;
   const warn = (msg: string) => {
     summary.errors++;
+    if (msg.endsWith(XATTRS_UNSUPPORTED) && unsupported++ > 0) return;
     opts.onWarning?.(msg);
   };
   const checkAbort = () => {
@@ -500,6 +504,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
         summary.verified++;
       }
     }
+    if (unsupported > 1) opts.onWarning?.(`${unsupported - 1} more entries restored without their extended attributes: the target file system does not support them`);
     return summary;
   }
 

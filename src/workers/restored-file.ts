@@ -303,6 +303,9 @@ function finishOpen(tmp: Buffer, flags: number, dest: Buffer, size: number, meta
 
 const setPacked = nativeSyscalls()?.setXattrs;
 
+/** The end of the warning for an entry whose attributes the target's file system cannot keep. */
+export const XATTRS_UNSUPPORTED = 'extended attributes not restored: the target file system does not support them';
+
 /**
  * Set extended attributes on a descriptor, or on a path (`follow`: through a
  * last symlink, for the /proc link of a descriptor). Not as root, trusted.* and
@@ -316,7 +319,7 @@ function setXattrs(target: number | Buffer, xattrs: Xattr[] | undefined, follow 
   if (errno === 0) return undefined;
   const [code, text] = util.getSystemErrorMap().get(-errno) ?? [`errno ${errno}`, 'unknown error'];
   // libuv words EOPNOTSUPP "operation not supported on socket", which would mislead here.
-  if (code === 'EOPNOTSUPP' || code === 'ENOTSUP') return 'extended attributes not restored: the target file system does not support them';
+  if (code === 'EOPNOTSUPP' || code === 'ENOTSUP') return XATTRS_UNSUPPORTED;
   return `extended attributes not restored: ${code}: ${text}`;
 }
 
