@@ -172,10 +172,13 @@ static int hint_has(hintset_t *hs, uint64_t h) {
   return found;
 }
 
-static void hint_free(hintset_t *hs) {
+/* Forget every path (under the lock: a libfuse thread may be looking one up). */
+static void hint_clear(hintset_t *hs) {
+  pthread_mutex_lock(&hs->lock);
   free(hs->slots);
   hs->slots = NULL;
-  pthread_mutex_destroy(&hs->lock);
+  hs->cap = hs->used = 0;
+  pthread_mutex_unlock(&hs->lock);
 }
 
 typedef struct session {
@@ -193,13 +196,15 @@ typedef struct session {
   uint64_t next_fh;
   hintset_t bare;
   /*
-   * JavaScript has answered an extended-attribute request with something other
-   * than ENOSYS: it shows them, and `bare` may answer for it. Until then every
-   * such request goes to JavaScript, whose ENOSYS (no snapshot has any) the
-   * kernel keeps, asking no more.
+   * How JavaScript answered its first extended-attribute request. Until then
+   * every such request goes to it. Shown: `bare` may answer for it. None (its
+   * ENOSYS: no snapshot has any): the kernel keeps that answer and asks no
+   * more, so `bare` is dropped and no longer filled.
    */
-  int xattrs_shown;
+  int xattrs;
 } session_t;
+
+enum { XATTRS_UNKNOWN, XATTRS_SHOWN, XATTRS_NONE };
 
 /* ---- requests to JavaScript ---- */
 
@@ -316,12 +321,25 @@ static int op_release(const char *path, struct fuse_file_info *fi) {
   return 0;
 }
 
+static int xattrs_state(session_t *s) {
+  return __atomic_load_n(&s->xattrs, __ATOMIC_ACQUIRE);
+}
+
 static int xattrs_hinted(session_t *s, const char *path) {
-  return __atomic_load_n(&s->xattrs_shown, __ATOMIC_ACQUIRE) && hint_has(&s->bare, path_hash(path, NULL));
+  return xattrs_state(s) == XATTRS_SHOWN && hint_has(&s->bare, path_hash(path, NULL));
+}
+
+/* An entry JavaScript said has no extended attributes (replyAttr, replyDir). */
+static void remember_bare(session_t *s, uint64_t hash) {
+  if (xattrs_state(s) != XATTRS_NONE) hint_add(&s->bare, hash);
 }
 
 static void note_xattr_reply(request_t *r, int result) {
-  if ((r->op == OP_GETXATTR || r->op == OP_LISTXATTR) && result != -ENOSYS) __atomic_store_n(&r->session->xattrs_shown, 1, __ATOMIC_RELEASE);
+  if (r->op != OP_GETXATTR && r->op != OP_LISTXATTR) return;
+  session_t *s = r->session;
+  int none = result == -ENOSYS;
+  __atomic_store_n(&s->xattrs, none ? XATTRS_NONE : XATTRS_SHOWN, __ATOMIC_RELEASE);
+  if (none) hint_clear(&s->bare);
 }
 
 static int op_getxattr(const char *path, const char *name, char *value, size_t size) {
@@ -712,7 +730,7 @@ static napi_value ReplyAttr(napi_env env, napi_callback_info info) {
   request_t *r = numbers_reply(env, info, A_FIELDS, &a, "replyAttr: expected a Float64Array of attributes");
   if (!r) return NULL;
   fill_stat(a, r->st);
-  if (a[A_XATTRS] == 0) hint_add(&r->session->bare, path_hash(r->path, NULL));
+  if (a[A_XATTRS] == 0) remember_bare(r->session, path_hash(r->path, NULL));
   finish(r, 0);
   return NULL;
 }
@@ -834,7 +852,7 @@ static napi_value ReplyDir(napi_env env, napi_callback_info info) {
     if (attrs && !dot && !isnan(attrs[(size_t)i * A_FIELDS + A_MODE])) {
       fill_stat(attrs + (size_t)i * A_FIELDS, st);
       l->has_attr[at] = 1;
-      if (attrs[(size_t)i * A_FIELDS + A_XATTRS] == 0) hint_add(&r->session->bare, path_hash(r->path, l->names[at]));
+      if (attrs[(size_t)i * A_FIELDS + A_XATTRS] == 0) remember_bare(r->session, path_hash(r->path, l->names[at]));
       continue;
     }
     st->st_mode = (mode_t)mode;
@@ -847,7 +865,8 @@ static napi_value ReplyDir(napi_env env, napi_callback_info info) {
 /* ---- mounting ---- */
 
 static void session_free(session_t *s) {
-  hint_free(&s->bare);
+  hint_clear(&s->bare);
+  pthread_mutex_destroy(&s->bare.lock);
   pthread_mutex_destroy(&s->lock);
   free(s->mnt);
   free(s);

@@ -992,32 +992,15 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return v;
 }
 
-
 // ---- extended attributes ----
-// Packed form, shared with src/engine/xattrs.ts: per attribute a u16 (LE) name
-// length, the name, a u32 (LE) value length, the value.
+// Packed form, shared with src/snapshot/xattrs.ts: per attribute a u16 (LE)
+// name length, the name, a u32 (LE) value length, the value.
 
-typedef struct {
-  uint8_t *bytes;
-  size_t len, cap;
-} growbuf_t;
+static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t get_u32(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24); }
 
-static bool grow_put(growbuf_t *g, const void *src, size_t n) {
-  if (g->len + n > g->cap) {
-    size_t cap = g->cap ? g->cap : 256;
-    while (cap < g->len + n) cap *= 2;
-    uint8_t *b = realloc(g->bytes, cap);
-    if (!b) return false;
-    g->bytes = b;
-    g->cap = cap;
-  }
-  memcpy(g->bytes + g->len, src, n);
-  g->len += n;
-  return true;
-}
-
-// A buffer holding what `get(path, name, buf, size)` returns, sized by asking
-// first; the list or value may grow in between (ERANGE), so ask again then.
+// A buffer holding what llistxattr (name NULL) or lgetxattr returns, sized by
+// asking first; the list or value may grow in between (ERANGE), so ask again then.
 static ssize_t xattr_fetch(const char *path, const char *name, char **out) {
   *out = NULL;
   for (int attempt = 0; attempt < 8; attempt++) {
@@ -1050,7 +1033,7 @@ static napi_value read_xattrs(napi_env env, napi_callback_info info) {
   char *names = NULL;
   ssize_t n = xattr_fetch(path, NULL, &names);
   int err = n < 0 ? errno : 0;
-  growbuf_t g = {0};
+  struct outbuf o = { NULL, 0, 0 };
   for (ssize_t at = 0; !err && at < n;) {
     const char *name = names + at;
     size_t name_len = strlen(name);
@@ -1063,18 +1046,25 @@ static napi_value read_xattrs(napi_env env, napi_callback_info info) {
       if (errno != ENODATA) err = errno;
       continue;
     }
-    uint16_t nl = (uint16_t)name_len;
-    uint32_t vl = (uint32_t)vlen;
-    if (!grow_put(&g, &nl, 2) || !grow_put(&g, name, name_len) || !grow_put(&g, &vl, 4) || (vl && !grow_put(&g, value, vl))) err = ENOMEM;
+    if (!out_reserve(&o, 2 + name_len + 4 + (size_t)vlen)) {
+      err = ENOMEM;
+    } else {
+      uint8_t *w = o.p + o.len;
+      put_u16(w, (uint16_t)name_len);
+      memcpy(w + 2, name, name_len);
+      put_u32(w + 2 + name_len, (uint32_t)vlen);
+      if (vlen) memcpy(w + 2 + name_len + 4, value, (size_t)vlen);
+      o.len += 2 + name_len + 4 + (size_t)vlen;
+    }
     free(value);
   }
   free(names);
   free(path);
   if (err == ENOTSUP) err = 0;
   if (err) napi_create_int32(env, -err, &result);
-  else if (g.len == 0) napi_get_null(env, &result);
-  else napi_create_buffer_copy(env, g.len, g.bytes, NULL, &result);
-  free(g.bytes);
+  else if (o.len == 0) napi_get_null(env, &result);
+  else napi_create_buffer_copy(env, o.len, o.p, NULL, &result);
+  free(o.p);
   return result;
 }
 
@@ -1107,23 +1097,26 @@ static napi_value set_xattrs(napi_env env, napi_callback_info info) {
   int first = 0;
   char name[XATTR_NAME_MAX + 1];
   for (size_t at = 0; at + 2 <= len;) {
-    uint16_t nl;
-    uint32_t vl;
-    memcpy(&nl, p + at, 2);
+    size_t nl = get_u16(p + at);
+    const uint8_t *name_at = p + at + 2;
     if (at + 2 + nl + 4 > len) {
       first = first ? first : EINVAL;
       break;
     }
-    memcpy(&vl, p + at + 2 + nl, 4);
+    size_t vl = get_u32(p + at + 2 + nl);
     const uint8_t *value = p + at + 2 + nl + 4;
     if ((size_t)(value - p) + vl > len) {
       first = first ? first : EINVAL;
       break;
     }
-    size_t copy = nl > XATTR_NAME_MAX ? XATTR_NAME_MAX : nl;
-    memcpy(name, p + at + 2, copy);
-    name[copy] = 0;
     at = (size_t)(value - p) + vl;
+    // No file system takes a longer name: never set a shortened one in its place.
+    if (nl > XATTR_NAME_MAX) {
+      first = first ? first : ERANGE;
+      continue;
+    }
+    memcpy(name, name_at, nl);
+    name[nl] = 0;
     if (skip && (strncmp(name, "trusted.", 8) == 0 || strncmp(name, "security.", 9) == 0)) continue;
     int rc = fd >= 0 ? fsetxattr(fd, name, value, vl, 0) : follow ? setxattr(path, name, value, vl, 0) : lsetxattr(path, name, value, vl, 0);
     if (rc != 0 && !first) first = errno;

@@ -103,7 +103,7 @@ describe('writing a restored file that is one blob', () => {
     const { data, blobs } = range(Buffer.from('hello'), dest, { mode: 0o644 });
     const [r] = writeRangeBlobs(keys, 'p', data, blobs, root, true);
     // With the addon, this also shows it removed its own temporary file: Node's exclusive create of the same name succeeded.
-    expect(r!.writes![0]).toMatch(/^EISDIR: illegal operation on a directory, rename '.*\.aegis-restore-test-[0-9a-f]+' -> '.*sub'$/);
+    expect(r!.writes![0]!.message).toMatch(/^EISDIR: illegal operation on a directory, rename '.*\.aegis-restore-test-[0-9a-f]+' -> '.*sub'$/);
   });
 
   it('files of one request in several directories, back and forth, each land in its own', () => {
@@ -200,7 +200,7 @@ describe('a piece of a file of several blobs', () => {
     fs.linkSync(theirs, path.join(dir, '.aegis-restore-test-linked'));
     const linked = piece(Buffer.from('SNAPSHOT BYTES'), '.aegis-restore-test-linked');
     const [r] = writeRangeBlobs(keys, 'p', linked.data, linked.blobs, root, true);
-    expect(r!.writes![0]).toBe(`${path.join(dir, '.aegis-restore-test-linked')} was replaced by another file during the restore; not written`);
+    expect(r!.writes![0]!.message).toBe(`${path.join(dir, '.aegis-restore-test-linked')} was replaced by another file during the restore; not written`);
     expect(fs.readFileSync(theirs, 'utf8')).toBe('their content');
 
     if (process.getuid?.() === 0) {
@@ -209,7 +209,7 @@ describe('a piece of a file of several blobs', () => {
       fs.writeFileSync(other, 'their content');
       fs.chownSync(other, 1234, 1234);
       const owned = piece(Buffer.from('SNAPSHOT BYTES'), '.aegis-restore-test-other');
-      expect(writeRangeBlobs(keys, 'p', owned.data, owned.blobs, root, true)[0]!.writes![0]).toMatch(/was replaced by another file/);
+      expect(writeRangeBlobs(keys, 'p', owned.data, owned.blobs, root, true)[0]!.writes![0]!.message).toMatch(/was replaced by another file/);
       expect(fs.readFileSync(other, 'utf8')).toBe('their content');
     }
   });

@@ -1,6 +1,5 @@
 import { type BigIntStats } from 'node:fs';
-import util from 'node:util';
-import { nativeSyscalls } from '../native/syscalls.js';
+import { describeErrno, nativeSyscalls } from '../native/syscalls.js';
 import { type Xattr, unpackXattrs } from '../snapshot/xattrs.js';
 import { type NodeType, type TreeNode } from '../snapshot/tree.js';
 import { ACCOUNT_FILES, accountsDigest, readAccountFile } from '../state/treememo.js';
@@ -98,7 +97,7 @@ export function readXattrs(p: Buffer): Xattr[] | undefined {
   if (got === undefined || got === null) return undefined;
   if (typeof got === 'number') {
     // Worded as Node words its own errors ("EACCES: permission denied, …").
-    const [code, text] = util.getSystemErrorMap().get(got) ?? [`errno ${-got}`, 'unknown error'];
+    const [code, text] = describeErrno(got);
     throw Object.assign(new Error(`${code}: ${text}, llistxattr '${p.toString()}'`), { code, errno: got });
   }
   return unpackXattrs(got);

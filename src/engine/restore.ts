@@ -83,9 +83,9 @@ interface PackPlan {
 }
 
 const TMP_PREFIX = '.aegis-restore-';
+/** Errors of a write that say the target's file system is full, or the user's quota is. */
+const TARGET_FULL = new Set(['ENOSPC', 'EDQUOT']);
 /** Read neighbouring blobs of a pack in one request when the gap between them is smaller than this. */
-/** A write failed because the target's file system is full, or the user's quota is. */
-const TARGET_FULL = /\b(ENOSPC|EDQUOT)\b/;
 const COALESCE_GAP = 1024 * 1024;
 const MAX_RANGE = 8 * 1024 * 1024;
 /** A batch of planned files goes to the writers at whichever comes first (local repositories). */
@@ -211,11 +211,11 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     const failed = new Set<PendingFile>();
     // A damaged blob fails only the files that need it: they are dropped (no
     // partial file under a real name), reported by name, and the rest is restored.
-    const failFile = (file: PendingFile, reason: string) => {
+    const failFile = (file: PendingFile, reason: string, code?: string) => {
       if (failed.has(file)) return;
       failed.add(file);
       removeQuietly(at, file.tmp);
-      if (TARGET_FULL.test(reason)) {
+      if (code !== undefined && TARGET_FULL.has(code)) {
         // Every file after this one would fail the same way: one line instead of one per file, and stop.
         writeFailure ??= {
           err: new UserError(
@@ -268,7 +268,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
         r.writes.forEach((error, j) => {
           const file = targets[j]!.file;
           if (failed.has(file)) return;
-          if (error !== null) return failFile(file, error);
+          if (error !== null) return failFile(file, error.message, error.code);
           bytesDone += b.rawLength;
           if (--file.remaining > 0) return;
           unfinished.delete(file);
@@ -277,7 +277,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
             if (warning) warn(warning);
             filesDone++;
           } catch (err) {
-            failFile(file, (err as Error).message);
+            failFile(file, (err as Error).message, (err as NodeJS.ErrnoException).code);
           }
         });
       });

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import util from 'node:util';
 
 /**
  * The native addon in native/ (built by scripts/setup.sh): utimensat with
@@ -79,6 +80,15 @@ interface NativeSyscalls {
    * out. 0, or the errno of the first that failed (the rest are still tried).
    */
   setXattrs?(target: number | Buffer, packed: Buffer, follow: boolean, skipPrivileged: boolean): number;
+}
+
+/**
+ * An errno the addon returned (as -errno or errno) as Node names and words its
+ * own errors: ['EACCES', 'permission denied'].
+ */
+export function describeErrno(errno: number): [code: string, text: string] {
+  const n = Math.abs(errno);
+  return util.getSystemErrorMap().get(-n) ?? [`errno ${n}`, 'unknown error'];
 }
 
 function projectRoot(): string {

@@ -1,8 +1,7 @@
 import fs, { constants as fsc } from 'node:fs';
-import util from 'node:util';
 import { type MasterKeys } from '../crypto/keys.js';
 import { BlobType, DamagedBlobError, openBlob, openBlobTransient } from '../repo/blob.js';
-import { nativeSyscalls } from '../native/syscalls.js';
+import { describeErrno, nativeSyscalls } from '../native/syscalls.js';
 import { type NodeType } from '../snapshot/tree.js';
 import { type Xattr, packXattrs, unpackXattrs } from '../snapshot/xattrs.js';
 import { TargetDirs } from './target-dirs.js';
@@ -157,11 +156,17 @@ export function decodeRangeWrites(u: Uint8Array): RangeBlobWrites[] {
   return blobs;
 }
 
+/** Why a write failed: the message (real paths), and the errno's code when there is one (ENOSPC…). */
+export interface WriteFailure {
+  message: string;
+  code?: string;
+}
+
 /**
  * Per blob: why it could not be opened, or per write: null when done, else why
  * it failed; `warnings` for files restored without all their metadata.
  */
-export type RangeWriteResult = Array<{ damaged: string; writes?: undefined; warnings?: undefined } | { damaged?: undefined; writes: Array<string | null>; warnings?: string[] }>;
+export type RangeWriteResult = Array<{ damaged: string; writes?: undefined; warnings?: undefined } | { damaged?: undefined; writes: Array<WriteFailure | null>; warnings?: string[] }>;
 
 const isRoot = process.getuid?.() === 0;
 const wholeFileNative = nativeSyscalls()?.restoreWholeFile;
@@ -213,7 +218,7 @@ function writeBlobs(keys: MasterKeys, packId: string, data: Buffer, blobs: Range
         } else if (!zero) writeAt(dirs.at(tmp), plain, w.offset);
         return null;
       } catch (err) {
-        return dirs.explain((err as Error).message);
+        return { message: dirs.explain((err as Error).message), code: (err as NodeJS.ErrnoException).code };
       }
     });
     out.push(warnings ? { writes, warnings } : { writes });
@@ -317,7 +322,7 @@ function setXattrs(target: number | Buffer, xattrs: Xattr[] | undefined, follow 
   if (!setPacked) return 'extended attributes not restored: the native addon is not built';
   const errno = setPacked(target, packXattrs(xattrs), follow, !isRoot);
   if (errno === 0) return undefined;
-  const [code, text] = util.getSystemErrorMap().get(-errno) ?? [`errno ${errno}`, 'unknown error'];
+  const [code, text] = describeErrno(errno);
   // libuv words EOPNOTSUPP "operation not supported on socket", which would mislead here.
   if (code === 'EOPNOTSUPP' || code === 'ENOTSUP') return XATTRS_UNSUPPORTED;
   return `extended attributes not restored: ${code}: ${text}`;

@@ -94,7 +94,7 @@ export class TargetDirs {
 
   /** Where `rel` is, as a user knows it. */
   shown(rel: string): string {
-    return Buffer.from(rel === '' ? this.rootPath : `${this.rootPath}/${rel}`, 'latin1').toString();
+    return this.plain(rel).toString();
   }
 
   /** A message with this object's descriptor paths put back as the paths they stand for. */
