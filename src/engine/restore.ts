@@ -8,6 +8,8 @@ import { DamagedBlobError } from '../repo/blob.js';
 import { StorageError } from '../storage/storage.js';
 import { type Repository } from '../repo/repository.js';
 import { type TreeNode } from '../snapshot/tree.js';
+import { type Xattr, sameXattrs, settableXattrs } from '../snapshot/xattrs.js';
+import { readXattrs } from './fsmeta.js';
 import { type WorkerPool } from '../workers/pool.js';
 import { makeDevice, makeFifo } from './special-files.js';
 import { nativeSyscalls } from '../native/syscalls.js';
@@ -382,7 +384,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
                 break;
               }
               if (linkKey) hardlinkFirst.set(linkKey, dest);
-              if (!inFreshDir(parent) && keepExisting(at, dest, node, overwrite)) {
+              if (!inFreshDir(parent) && keepExisting(at, dest, node, overwrite, warn)) {
                 summary.skipped++;
                 break;
               }
@@ -416,7 +418,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
             }
             case 'symlink': {
               parentReady(dest);
-              if (keepExisting(at, dest, node, overwrite)) {
+              if (keepExisting(at, dest, node, overwrite, warn)) {
                 summary.skipped++;
                 break;
               }
@@ -429,7 +431,7 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
             case 'chardev':
             case 'blockdev': {
               parentReady(dest);
-              if (keepExisting(at, dest, node, overwrite)) {
+              if (keepExisting(at, dest, node, overwrite, warn)) {
                 summary.skipped++;
                 break;
               }
@@ -479,7 +481,14 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
 
     for (const { dest, key } of hardlinkLater) {
       try {
-        replaceWith(at, dest, null, (tmp) => fs.linkSync(at.at(hardlinkFirst.get(key)!), tmp));
+        const first = at.at(hardlinkFirst.get(key)!);
+        // Already a link to that file (a rerun): rename() of one link onto another
+        // of the same file does nothing and succeeds, which would leave the temporary name behind.
+        if (linkedAlready(at, dest, first, overwrite)) {
+          summary.skipped++;
+          continue;
+        }
+        replaceWith(at, dest, null, (tmp) => fs.linkSync(first, tmp));
         summary.hardlinks++;
       } catch (err) {
         warn(`${at.shown(dest)}: hardlink: ${at.explain((err as Error).message)}`);
@@ -636,8 +645,15 @@ function removeQuietly(at: TargetDirs, rel: string): void {
   }
 }
 
-/** Whether an existing destination may stay as it is under the overwrite policy. */
-function keepExisting(at: TargetDirs, rel: string, node: TreeNode, policy: OverwritePolicy): boolean {
+/**
+ * Whether an existing destination may stay as it is under the overwrite policy.
+ * Under if-changed, a file or symlink whose content is the snapshot's stays,
+ * and gets the snapshot's owner, mode and times again if they differ (a chmod
+ * since the last restore); one whose extended attributes differ is written
+ * again, so that it ends up exactly as a fresh restore would leave it (an
+ * attribute added since is not the snapshot's either).
+ */
+function keepExisting(at: TargetDirs, rel: string, node: TreeNode, policy: OverwritePolicy, warn: (message: string) => void): boolean {
   const dest = at.at(rel);
   const st = fs.lstatSync(dest, { bigint: true, throwIfNoEntry: false });
   if (!st) return false;
@@ -645,12 +661,42 @@ function keepExisting(at: TargetDirs, rel: string, node: TreeNode, policy: Overw
   if (policy === 'never') return true;
   if (policy === 'always') return false;
   if (node.type === 'file') {
-    return st.isFile() && Number(st.size) === node.size && absBig(st.mtimeNs - node.mtimeNs) < TIME_TOLERANCE_NS;
+    if (!(st.isFile() && Number(st.size) === node.size && absBig(st.mtimeNs - node.mtimeNs) < TIME_TOLERANCE_NS)) return false;
+  } else if (node.type === 'symlink' && st.isSymbolicLink()) {
+    if (!fs.readlinkSync(dest, { encoding: 'buffer' }).equals(node.linkTarget ?? Buffer.alloc(0))) return false;
+  } else {
+    return false;
   }
-  if (node.type === 'symlink' && st.isSymbolicLink()) {
-    return fs.readlinkSync(dest, { encoding: 'buffer' }).equals(node.linkTarget ?? Buffer.alloc(0));
+  const present = existingXattrs(dest);
+  if (!present || !sameXattrs(present, settableXattrs(node.xattrs, isRoot))) return false;
+  const modeDiffers = node.type !== 'symlink' && Number(st.mode & 0o7777n) !== (node.mode & 0o7777);
+  const ownerDiffers = isRoot && (Number(st.uid) !== node.uid || Number(st.gid) !== node.gid);
+  if (modeDiffers || ownerDiffers) {
+    const problem = applyMetadata(dest, node);
+    if (problem) warn(`${at.shown(rel)}: ${problem}`);
   }
-  return false;
+  return true;
+}
+
+const isRoot = process.getuid?.() === 0;
+
+/** Whether a later name of a hardlinked file may stay: it is that file already, or the policy keeps whatever is there. */
+function linkedAlready(at: TargetDirs, rel: string, first: Buffer, policy: OverwritePolicy): boolean {
+  const st = fs.lstatSync(at.at(rel), { bigint: true, throwIfNoEntry: false });
+  if (!st) return false;
+  if (st.isDirectory()) throw new TargetConflict(`${at.shown(rel)} is a directory; the snapshot has a file there; left as it is`);
+  if (policy === 'never') return true;
+  const of = fs.lstatSync(first, { bigint: true });
+  return st.ino === of.ino && st.dev === of.dev;
+}
+
+/** The attributes this process sees on an existing file; null (so: not known to be the same) if they cannot be read. */
+function existingXattrs(p: Buffer): Xattr[] | null {
+  try {
+    return settableXattrs(readXattrs(p), isRoot);
+  } catch {
+    return null;
+  }
 }
 
 function absBig(n: bigint): bigint {

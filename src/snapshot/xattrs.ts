@@ -43,3 +43,17 @@ export function sameXattrs(a: Xattr[] | undefined, b: Xattr[] | undefined): bool
   const y = b ?? [];
   return x.length === y.length && x.every((e, i) => e.name.equals(y[i]!.name) && e.value.equals(y[i]!.value));
 }
+
+/**
+ * The attributes a restore by this process can set: trusted.* and security.*
+ * need root (CAP_SYS_ADMIN), and are left out otherwise, as owners are.
+ */
+export function settableXattrs(list: Xattr[] | undefined, privileged: boolean): Xattr[] {
+  if (!list) return [];
+  if (privileged) return list;
+  return list.filter((x) => !isPrivilegedName(x.name));
+}
+
+function isPrivilegedName(name: Buffer): boolean {
+  return name.subarray(0, 8).toString('latin1') === 'trusted.' || name.subarray(0, 9).toString('latin1') === 'security.';
+}
