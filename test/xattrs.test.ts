@@ -110,6 +110,31 @@ describe.skipIf(process.getuid?.() !== 0)('restore of extended attributes by som
   });
 });
 
+describe('aegis ls -l', () => {
+  let ws: Workspace;
+  beforeAll(() => {
+    ws = workspace('xattrs-ls');
+  });
+  afterAll(() => ws?.cleanup());
+
+  it('marks an entry with a POSIX ACL with "+" after its mode, as GNU ls does; user attributes alone do not', async () => {
+    const src = path.join(ws.dir, 'source');
+    fs.mkdirSync(path.join(src, 'shared'), { recursive: true });
+    for (const f of ['plain.txt', 'tagged.txt', 'shared/acl.txt']) fs.writeFileSync(path.join(src, f), 'x\n');
+    execFileSync('setfattr', ['-n', 'user.topic', '-v', 'recipes', path.join(src, 'tagged.txt')]);
+    execFileSync('setfacl', ['-m', 'u:1234:r--', path.join(src, 'shared', 'acl.txt')]);
+    execFileSync('setfacl', ['-m', 'd:u:1234:rwx', path.join(src, 'shared')]);
+    await ws.ok(['init']);
+    await ws.ok(['backup', src]);
+    const lines = (await ws.ok(['ls', 'latest', src, '-l', '--recursive'])).stdout.split('\n').filter(Boolean);
+    const modeOf = (rel: string) => lines.find((l) => l.endsWith(` ${path.join(src, rel)}`))?.slice(0, 11);
+    expect(modeOf('plain.txt')).toBe('-rw-r--r-- ');
+    expect(modeOf('tagged.txt')).toBe('-rw-r--r-- ');
+    expect(modeOf('shared/acl.txt')).toBe('-rw-r--r--+');
+    expect(modeOf('shared')).toBe('drwxr-xr-x+');
+  });
+});
+
 describe('aegis mount: extended attributes', () => {
   let ws: Workspace;
   let src: string;

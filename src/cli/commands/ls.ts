@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { resolveSnapshot } from '../../engine/snapshots.js';
 import { type WalkEntry, findNode, walk } from '../../engine/walk.js';
-import { nsToIso } from '../../snapshot/tree.js';
+import { type TreeNode, nsToIso } from '../../snapshot/tree.js';
 import { type GlobalArgs, withRepository } from '../context.js';
 import { type FilterArgs, snapshotFilter, withSnapshotFilter } from '../filters.js';
 import { displayPath } from '../format.js';
@@ -26,12 +26,19 @@ export function permissionString(type: string, mode: number): string {
   return chars.join('');
 }
 
+const ACL_NAMES = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
+
+/** As GNU ls marks it: `+` after the mode when the entry has a POSIX ACL (a space otherwise, to keep the columns). */
+function aclMark(n: TreeNode): string {
+  return n.xattrs?.some((x) => ACL_NAMES.has(x.name.toString('latin1'))) ? '+' : ' ';
+}
+
 function longLine(e: WalkEntry): string {
   const n = e.node;
   const owner = `${n.user ?? n.uid}`.padEnd(8) + ' ' + `${n.group ?? n.gid}`.padEnd(8);
   const when = nsToIso(n.mtimeNs).replace('T', ' ').slice(0, 19);
   const target = n.type === 'symlink' ? ` -> ${displayPath(n.linkTarget ?? Buffer.alloc(0))}` : '';
-  return `${permissionString(n.type, n.mode)} ${owner} ${String(n.size).padStart(12)} ${when} ${displayPath(e.path)}${target}`;
+  return `${permissionString(n.type, n.mode)}${aclMark(n)} ${owner} ${String(n.size).padStart(12)} ${when} ${displayPath(e.path)}${target}`;
 }
 
 function jsonLine(e: WalkEntry): string {
