@@ -6,7 +6,8 @@ import { type BlobLocation } from '../src/repo/index.js';
 import { type Repository, packReadFailure } from '../src/repo/repository.js';
 import { type OpenedBlob, type RangeBlob } from '../src/workers/pool.js';
 import { copyToOwnBuffer } from '../src/workers/transfer.js';
-import { type PackFileRange } from '../src/workers/protocol.js';
+import { type ArenaRegion, type PackFileRange } from '../src/workers/protocol.js';
+import { BlobArena } from './blob-arena.js';
 
 /**
  * The chunk cache: decrypted, verified data blobs in an LRU cache bounded in
@@ -41,7 +42,7 @@ export interface BlobCacheOptions {
    * range is moved there whole, with no copy per blob on this thread. Without it
    * a run's blobs are cut apart here and opened one by one through repo.opener.
    */
-  openRange?: (packId: string, data: Buffer, blobs: RangeBlob[]) => Promise<OpenedBlob[]>;
+  openRange?: (packId: string, data: Buffer, blobs: RangeBlob[], arena?: SharedArrayBuffer) => Promise<OpenedBlob[]>;
   /**
    * Opens the blobs of a range of a local pack on a worker thread that reads the
    * range itself, into a buffer it reuses (WorkerPool.openRangeFromFile): no
@@ -49,7 +50,12 @@ export interface BlobCacheOptions {
    * libuv's. Null if it could not read it all; the range is then read through
    * the storage, which retries and reports.
    */
-  openFileRange?: (packId: string, source: PackFileRange, blobs: RangeBlob[]) => Promise<OpenedBlob[] | null>;
+  openFileRange?: (packId: string, source: PackFileRange, blobs: RangeBlob[], arena?: SharedArrayBuffer) => Promise<OpenedBlob[] | null>;
+  /**
+   * Keep the blobs that worker threads open in one arena the size of the cache
+   * (mount/blob-arena.ts) instead of a buffer each; the threads open them into it.
+   */
+  arena?: boolean;
   /**
    * Reads a small blob of a local pack on this thread when its bytes are in the
    * page cache (CachedPackReads); undefined sends the read the usual way.
@@ -89,6 +95,7 @@ export class BlobCache {
   private readonly openFileRange: BlobCacheOptions['openFileRange'];
   private readonly readCached: BlobCacheOptions['readCached'];
   private readonly inlineOpenBytes: number;
+  private readonly arena: BlobArena | undefined;
   /** Counters for tests and the debug log. */
   readonly stats = { hits: 0, misses: 0, joined: 0, prefetched: 0, loaded: 0, loadedBytes: 0, rangeReads: 0 };
 
@@ -104,10 +111,15 @@ export class BlobCache {
     this.openFileRange = opts.openFileRange;
     this.readCached = opts.readCached;
     this.inlineOpenBytes = opts.inlineOpenBytes ?? 0;
+    this.arena = opts.arena ? new BlobArena(this.maxBytes) : undefined;
     this.lru = new LRUCache<string, Buffer>({
       maxSize: Math.max(1, this.maxBytes),
       sizeCalculation: (b) => Math.max(1, b.length),
       dispose: (b) => {
+        if (this.arena?.holds(b)) {
+          this.arena.release(b.byteOffset, b.length);
+          return;
+        }
         this.leftBytes += b.length;
         if (this.leftBytes >= TRIM_AFTER_BYTES) this.trimSoon();
         this.trimWhenIdle();
@@ -182,6 +194,26 @@ export class BlobCache {
     return this.fetch([id], false)[0]!;
   }
 
+  /**
+   * Whether `b`, from `get`, stays as it is after an await: a buffer of its own
+   * does; a view of the arena only while its blob is cached (then `peek` it).
+   */
+  stable(b: Buffer): boolean {
+    return !this.arena?.holds(b);
+  }
+
+  /** `get`, but always a buffer that stays as it is (a copy of an arena region, made while the blob is cached). */
+  async getStable(id: string): Promise<Buffer> {
+    for (let tries = 0; ; tries++) {
+      const hit = this.lru.get(id);
+      if (hit) return this.stable(hit) ? hit : copyToOwnBuffer(hit);
+      const got = await this.get(id);
+      if (this.stable(got)) return got;
+      // Evicted again before this continuation ran: only with a cache far too small for the reads in flight.
+      if (tries >= 3) throw new Error(`blob ${id} keeps leaving the chunk cache before it can be read (cache too small for the reads in flight?)`);
+    }
+  }
+
   /** Read-ahead slots free right now. */
   prefetchRoom(): number {
     return Math.max(0, Math.min(this.maxPrefetch - this.prefetching, this.maxLoads - this.active));
@@ -236,7 +268,14 @@ export class BlobCache {
     const first = locs[0]!;
     const last = locs[locs.length - 1]!;
     const length = last.offset + last.length - first.offset;
-    const blobs = (): RangeBlob[] => ids.map((id, k) => ({ type: BlobType.Data, id: hexToId(id), offset: locs[k]!.offset - first.offset, length: locs[k]!.length }));
+    const { openRange, openFileRange } = this;
+    // A blob small enough to open on this thread is read the usual way: a worker's round trip costs more.
+    const file = openFileRange && (ids.length > 1 || length > this.inlineOpenBytes) ? this.repo.packFile(first.packId) : undefined;
+    // Blobs a worker thread opens go straight into regions of the arena, where there is room.
+    const places = file || (ids.length > 1 && openRange) ? this.reserve(locs) : undefined;
+    const arena = places?.some((p) => p !== null) ? this.arena?.memory : undefined;
+    const blobs = (): RangeBlob[] =>
+      ids.map((id, k) => ({ type: BlobType.Data, id: hexToId(id), offset: locs[k]!.offset - first.offset, length: locs[k]!.length, ...(places?.[k] ? { into: places[k]! } : {}) }));
     let read: Promise<Buffer> | undefined;
     const readOnce = (): Promise<Buffer> => {
       if (!read) {
@@ -245,24 +284,27 @@ export class BlobCache {
       }
       return read;
     };
-    const { openRange, openFileRange } = this;
-    const viaRange = ids.length > 1 && openRange ? () => readOnce().then((buf) => openRange(first.packId, buf, blobs())) : undefined;
-    // A blob small enough to open on this thread is read the usual way: a worker's round trip costs more.
-    const file = openFileRange && (ids.length > 1 || length > this.inlineOpenBytes) ? this.repo.packFile(first.packId) : undefined;
+    const viaRange = ids.length > 1 && openRange ? () => readOnce().then((buf) => openRange(first.packId, buf, blobs(), arena)) : undefined;
     let opened: Promise<OpenedBlob[] | null> | undefined;
     if (file) {
-      opened = this.withLoadSlot(prefetch, () => openFileRange!(first.packId, { file, offset: first.offset, length }, blobs())).then((r) => r ?? viaRange?.() ?? null);
+      opened = this.withLoadSlot(prefetch, () => openFileRange!(first.packId, { file, offset: first.offset, length }, blobs(), arena)).then((r) => r ?? viaRange?.() ?? null);
     } else opened = viaRange?.();
     opened?.catch(() => {});
     return ids.map((id, k) => {
       const loc = locs[k]!;
-      const p = (async () => {
-        let plain: Buffer;
+      // The blob's arena region until the cache takes it; given back if it does not.
+      let place = places?.[k] ?? undefined;
+      const open = async (): Promise<Buffer> => {
         const results = opened && (await opened);
         if (results) {
           const r = results[k]!;
+          if (r.placed && place) {
+            const plain = this.arena!.view(place.offset, place.length);
+            place = undefined;
+            return plain;
+          }
           if (!r.plain) throw new DamagedBlobError(id, r.error ?? 'cannot be opened', loc.packId);
-          plain = r.plain;
+          return own(r.plain);
         } else {
           // Small enough to open here: read here too if it is cached (no await before this: it runs at once).
           const cached = locs.length === 1 && loc.length <= this.inlineOpenBytes ? this.readCached?.(loc.packId, loc.offset, loc.length) : undefined;
@@ -275,17 +317,21 @@ export class BlobCache {
           }
           // Bytes read here for this blob alone, or copied out of a range, are this thread's
           // to decrypt in place; a range from the storage may be a buffer its cache keeps.
-          const open = cached || sealed !== buf ? openBlobOwned : openBlob;
-          plain =
+          const openHere = cached || sealed !== buf ? openBlobOwned : openBlob;
+          const plain =
             sealed.length <= this.inlineOpenBytes
-              ? open(this.repo.keys, BlobType.Data, hexToId(id), sealed, loc.packId)
+              ? openHere(this.repo.keys, BlobType.Data, hexToId(id), sealed, loc.packId)
               : await this.repo.opener.open(BlobType.Data, hexToId(id), sealed, loc.packId);
+          return own(plain);
         }
-        plain = own(plain);
-        this.stats.loaded++;
-        this.stats.loadedBytes += plain.length;
-        this.lru.set(id, plain);
-        return plain;
+      };
+      // Runs at once up to its first await (see `cached` above).
+      const p = (async () => {
+        try {
+          return this.keep(id, await open());
+        } finally {
+          if (place) this.arena!.release(place.offset, place.length);
+        }
       })();
       this.inflight.set(id, p);
       const done = () => {
@@ -293,6 +339,34 @@ export class BlobCache {
       };
       p.then(done, done);
       return p;
+    });
+  }
+
+  /** Put an opened blob in the cache; an arena region the cache did not take is given back. */
+  private keep(id: string, plain: Buffer): Buffer {
+    this.stats.loaded++;
+    this.stats.loadedBytes += plain.length;
+    this.lru.set(id, plain);
+    if (this.arena?.holds(plain) && this.lru.peek(id) !== plain) this.arena.release(plain.byteOffset, plain.length);
+    return plain;
+  }
+
+  /**
+   * A region of the arena for each blob (its raw length), or null for one that
+   * gets a buffer of its own. Room is made by evicting the least recently used
+   * blobs, whose regions are free at once.
+   */
+  private reserve(locs: BlobLocation[]): Array<ArenaRegion | null> | undefined {
+    const arena = this.arena;
+    if (!arena) return undefined;
+    return locs.map((loc) => {
+      if (loc.rawLength > this.maxBytes) return null;
+      let at = arena.alloc(loc.rawLength);
+      while (at === undefined && this.lru.size > 0) {
+        this.lru.pop();
+        at = arena.alloc(loc.rawLength);
+      }
+      return at === undefined ? null : { offset: at, length: loc.rawLength };
     });
   }
 

@@ -100,7 +100,14 @@ export class OpenFile {
     const wanted: number[] = [];
     for (let b = first; b < this.known && this.starts[b]! < end; b++) wanted.push(b);
     const ids = this.node.content;
-    const bufs = await Promise.all(wanted.map((b) => this.fetch(ids[b]!)));
+    let bufs: Array<Buffer | undefined> = [];
+    for (let round = 0; round < 2; round++) {
+      const got = await Promise.all(wanted.map((b) => this.fetch(ids[b]!, round > 0)));
+      // A blob in the chunk cache's arena is valid only while it is cached (mount/blob-arena.ts):
+      // copy from what the cache holds now, and fetch a copy of any that left it meanwhile.
+      bufs = got.map((buf, k) => (this.cache.stable(buf) ? buf : this.cache.peek(ids[wanted[k]!]!)));
+      if (bufs.every((b) => b !== undefined)) break;
+    }
     let copied = 0;
     for (let k = 0; k < wanted.length; k++) {
       const b = wanted[k]!;
@@ -122,8 +129,8 @@ export class OpenFile {
     return copied;
   }
 
-  private fetch(id: string): Promise<Buffer> {
-    return this.cache.get(id).catch((err: unknown) => {
+  private fetch(id: string, stable = false): Promise<Buffer> {
+    return (stable ? this.cache.getStable(id) : this.cache.get(id)).catch((err: unknown) => {
       throw annotate(err, id);
     });
   }

@@ -309,13 +309,14 @@ export function createMount(repo: Repository, mountpoint: string, options: Mount
     // reading every file of the bench tree (30,000 files of 0.2-8 KiB) took 22-23 s
     // instead of 17-19 s.
     inlineOpenBytes: 64 * 1024,
-    openRange: (packId, data, list) => {
+    arena: true,
+    openRange: (packId, data, list, arena) => {
       if (!pool) return Promise.reject(new Error('the mount is not ready'));
-      return pool.openRange(packId, data, list);
+      return pool.openRange(packId, data, list, arena);
     },
-    openFileRange: (packId, source, list) => {
+    openFileRange: (packId, source, list, arena) => {
       if (!pool) return Promise.reject(new Error('the mount is not ready'));
-      return pool.openRangeFromFile(packId, source, list);
+      return pool.openRangeFromFile(packId, source, list, arena);
     },
   });
   if (TRACE) {

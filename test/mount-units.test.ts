@@ -1,6 +1,8 @@
 import crypto from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { BlobCache } from '../mount/blob-cache.js';
+import { ARENA_UNIT, BlobArena } from '../mount/blob-arena.js';
+import { type OpenedBlob, type RangeBlob } from '../src/workers/pool.js';
 import { OpenFile } from '../mount/file.js';
 import { childIno, hardlinkIno } from '../mount/inodes.js';
 import { decodeName, displayName, safeVirtualName } from '../mount/names.js';
@@ -319,6 +321,105 @@ describe('chunk cache and file reads', () => {
     await expect(f.read(buf, 10, 5)).rejects.toMatchObject({ name: 'BlobReadError', blobId: node.content[0] });
     fail = false;
     expect(await f.read(buf, 10, 5)).toBe(10);
+  });
+});
+
+describe('chunk cache arena', () => {
+  it('hands out regions first fit in 64 KiB units and merges freed neighbours', () => {
+    const arena = new BlobArena(10 * ARENA_UNIT);
+    const a = arena.alloc(1)!; // one unit
+    const b = arena.alloc(ARENA_UNIT + 1)!; // two
+    const c = arena.alloc(3 * ARENA_UNIT)!; // three
+    expect([a, b, c]).toEqual([0, ARENA_UNIT, 3 * ARENA_UNIT]);
+    expect(arena.freeBytes).toBe(4 * ARENA_UNIT);
+    expect(arena.alloc(5 * ARENA_UNIT)).toBeUndefined();
+    arena.release(b, ARENA_UNIT + 1);
+    expect(arena.alloc(3 * ARENA_UNIT)).toBe(6 * ARENA_UNIT); // the gap of two is too small
+    arena.release(6 * ARENA_UNIT, 3 * ARENA_UNIT);
+    arena.release(a, 1);
+    arena.release(c, 3 * ARENA_UNIT); // all free again, as one extent
+    expect(arena.freeBytes).toBe(10 * ARENA_UNIT);
+    expect(arena.alloc(10 * ARENA_UNIT)).toBe(0);
+    arena.release(0, 10 * ARENA_UNIT);
+    expect(() => arena.release(0, 1)).toThrow(/released twice/);
+    expect(() => arena.release(ARENA_UNIT / 2, 1)).toThrow(/no region/);
+  });
+
+  it('views are of the shared memory, and the cache knows them from buffers of their own', () => {
+    const arena = new BlobArena(ARENA_UNIT);
+    const v = arena.view(arena.alloc(10)!, 10);
+    expect(arena.holds(v)).toBe(true);
+    expect(arena.holds(Buffer.alloc(10))).toBe(false);
+    expect(v.buffer).toBeInstanceOf(SharedArrayBuffer);
+  });
+});
+
+describe('chunk cache with an arena (blobs opened into shared memory)', () => {
+  /**
+   * 40 blobs of 100,000 bytes in one pack; "worker threads" that write each blob
+   * into its region at once (as a thread may, while this one goes on) and answer
+   * a turn later.
+   */
+  function fixture(maxBytes: number) {
+    const blobs = Array.from({ length: 40 }, (_, i) => ({ id: hexId(1000 + i), data: crypto.randomBytes(100_000), pack: packId(7), offset: i * 100_000 }));
+    const { repo, reads } = fakeRepo(blobs);
+    const pack = Buffer.concat(blobs.map((b) => b.data));
+    (repo as unknown as { packFile: () => string }).packFile = () => '/not/read/by/the/fake';
+    let placed = 0;
+    const open = (data: Buffer, list: RangeBlob[], arena?: SharedArrayBuffer): Promise<OpenedBlob[]> => {
+      const results = list.map((b): OpenedBlob => {
+        const plain = data.subarray(b.offset, b.offset + b.length);
+        if (!b.into || !arena) return { plain: Buffer.from(plain) };
+        placed++;
+        Buffer.from(arena, b.into.offset, b.into.length).set(plain);
+        return { placed: true };
+      });
+      return new Promise((resolve) => setImmediate(() => resolve(results)));
+    };
+    const cache = new BlobCache(repo, {
+      maxBytes,
+      maxRunBytes: 300_000,
+      arena: true,
+      openRange: (_p, data, list, arena) => open(data, list, arena),
+      openFileRange: (_p, src, list, arena) => open(pack.subarray(src.offset, src.offset + src.length), list, arena),
+    });
+    const node: FileNode = { kind: 'file', ino: 6, path: '/snapshots/x/arena', size: pack.length, content: blobs.map((b) => b.id), attr: () => ({}) as never };
+    return { cache, node, whole: pack, repo, reads, placed: () => placed };
+  }
+
+  it('serves a sequential read from blobs opened into the arena', async () => {
+    const { cache, node, whole, repo, placed } = fixture(64 * 1024 * 1024);
+    const f = new OpenFile(node, repo, cache, () => {}, 2 * 1024 * 1024);
+    const out = Buffer.alloc(whole.length);
+    for (let pos = 0; pos < whole.length; pos += 131072) await f.read(out.subarray(pos), Math.min(131072, whole.length - pos), pos);
+    expect(out.equals(whole)).toBe(true);
+    expect(placed()).toBe(40);
+    expect(cache.size).toBe(whole.length);
+  });
+
+  // Two blobs fit (each takes two 64 KiB units of five): every fetch evicts, and a region
+  // freed is written again a turn later while other reads still wait for theirs.
+  it('gives the right bytes to many concurrent reads in a cache that holds two blobs', async () => {
+    const { cache, node, whole, repo, placed } = fixture(5 * ARENA_UNIT);
+    const f = new OpenFile(node, repo, cache, () => {}, 2 * 1024 * 1024);
+    const rnd = (n: number) => crypto.randomInt(n);
+    // Eight readers, each starting its next read as soon as one is done: fetches start while others wait.
+    const readers = Array.from({ length: 8 }, async () => {
+      let wrong = 0;
+      for (let i = 0; i < 40; i++) {
+        const pos = rnd(whole.length - 1);
+        const len = 1 + rnd(Math.min(250_000, whole.length - pos));
+        const out = Buffer.alloc(len);
+        const n = await f.read(out, len, pos);
+        if (n !== len || !out.equals(whole.subarray(pos, pos + len))) wrong++;
+      }
+      return wrong;
+    });
+    expect(await Promise.all(readers)).toEqual(Array(8).fill(0));
+    // Blobs were opened into the arena (others, while every region was taken, into buffers of their own), and evicted and fetched again.
+    expect(placed()).toBeGreaterThan(0);
+    expect(cache.stats.loaded).toBeGreaterThan(40);
+    expect(cache.size).toBeLessThanOrEqual(5 * ARENA_UNIT);
   });
 });
 

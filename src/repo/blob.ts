@@ -1,7 +1,7 @@
 import { open, openInPlace, seal, sealInto, SEAL_OVERHEAD } from '../crypto/aead.js';
 import { deriveSubkey, keyedId, idToHex } from '../crypto/ids.js';
 import { type MasterKeys } from '../crypto/keys.js';
-import { type CompressionMode, Codec, decompress, decompressScratch, maybeCompress } from './compression.js';
+import { type CompressionMode, Codec, decompress, decompressScratch, decompressTo, maybeCompress } from './compression.js';
 
 /**
  * Blobs are the units of deduplication: file chunks (data) and directory listings
@@ -97,6 +97,15 @@ export function openBlobTransient(keys: MasterKeys, type: BlobType, id: Buffer, 
  */
 export function openBlobOwned(keys: MasterKeys, type: BlobType, id: Buffer, sealed: Buffer, packId?: string): Buffer {
   return openWith(openInPlace, decompress, keys, type, id, sealed, packId);
+}
+
+/**
+ * `openBlobOwned` into `out`, whose length is the plaintext's (the index's raw
+ * length): the mount's worker threads open blobs straight into the chunk
+ * cache's memory (mount/blob-arena.ts). `out` holds garbage if this throws.
+ */
+export function openBlobInto(keys: MasterKeys, type: BlobType, id: Buffer, sealed: Buffer, out: Buffer, packId?: string): void {
+  openWith(openInPlace, (codec, payload) => decompressTo(codec, payload, out), keys, type, id, sealed, packId);
 }
 
 function openWith(

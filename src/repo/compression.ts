@@ -115,6 +115,21 @@ export function decompressScratch(codec: number, payload: Buffer): Buffer {
   return decompressInto(plainScratch, payload, size);
 }
 
+/**
+ * Decompress (a raw payload: copy) into exactly `out`, whose length is the
+ * plaintext's as the index records it; a payload of any other size is an error.
+ * For the mount's chunk cache, which decompresses into memory it keeps.
+ */
+export function decompressTo(codec: number, payload: Buffer, out: Buffer): Buffer {
+  if (codec === Codec.Raw) {
+    if (payload.length !== out.length) throw new Error(`holds ${payload.length} bytes, the index says ${out.length}`);
+    payload.copy(out);
+    return out;
+  }
+  if (codec !== Codec.Zstd) throw new Error(`unknown compression codec ${codec}`);
+  return decompressInto(out, payload, out.length);
+}
+
 export function decompress(codec: number, payload: Buffer, expectedLength?: number): Buffer {
   if (codec === Codec.Raw) return payload;
   if (codec !== Codec.Zstd) throw new Error(`unknown compression codec ${codec}`);

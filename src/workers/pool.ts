@@ -14,7 +14,7 @@ import { type Staging, StorageError } from '../storage/storage.js';
 import { type BlobOpener } from '../repo/repository.js';
 import { newClaimTable } from './claims.js';
 import { peerStateLength } from './protocol.js';
-import type { ChunkFileResult, ChunkFilesResult, OpenRangeResult, PackFileRange, WirePack, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
+import type { ArenaRegion, ChunkFileResult, ChunkFilesResult, OpenRangeResult, PackFileRange, WirePack, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
 import { transferList } from './transfer.js';
 import { type RangeBlobWrites, type RangeWriteResult, type RestoreRoot, encodeRangeWrites } from './restored-file.js';
 
@@ -99,11 +99,14 @@ export interface RangeBlob {
   id: Buffer;
   offset: number;
   length: number;
+  /** Open it into this region of the arena the request names, instead of a buffer of its own. */
+  into?: ArenaRegion;
 }
 
-/** A blob of a range, opened: its plaintext, or why it could not be opened. */
+/** A blob of a range, opened: its plaintext, in the arena region it named (`placed`), or why it could not be opened. */
 export interface OpenedBlob {
   plain?: Buffer;
+  placed?: true;
   error?: string;
 }
 
@@ -225,8 +228,8 @@ export class WorkerPool {
    * Open every blob of a buffer read from one pack, on one worker thread; `data`
    * is moved there. Each result is the plaintext or the reason it failed.
    */
-  openRange(packId: string, data: Buffer, blobs: RangeBlob[]): Promise<OpenedBlob[]> {
-    return this.submitOpenRange(packId, data, blobs, transferList(data)) as Promise<OpenedBlob[]>;
+  openRange(packId: string, data: Buffer, blobs: RangeBlob[], arena?: SharedArrayBuffer): Promise<OpenedBlob[]> {
+    return this.submitOpenRange(packId, data, blobs, transferList(data), arena) as Promise<OpenedBlob[]>;
   }
 
   /**
@@ -234,14 +237,16 @@ export class WorkerPool {
    * into a buffer it reuses. Null when it could not read all of it: the caller
    * then reads the range through the storage (retries, error reports).
    */
-  openRangeFromFile(packId: string, source: PackFileRange, blobs: RangeBlob[]): Promise<OpenedBlob[] | null> {
-    return this.submitOpenRange(packId, source, blobs, []);
+  openRangeFromFile(packId: string, source: PackFileRange, blobs: RangeBlob[], arena?: SharedArrayBuffer): Promise<OpenedBlob[] | null> {
+    return this.submitOpenRange(packId, source, blobs, [], arena);
   }
 
-  private submitOpenRange(packId: string, data: Buffer | PackFileRange, blobs: RangeBlob[], transfer: ArrayBuffer[]): Promise<OpenedBlob[] | null> {
-    const req: WorkerRequest = { op: 'open-range', task: 0, packId, data, blobs: blobs.map((b) => ({ ...b, id: new Uint8Array(b.id) })) };
+  private submitOpenRange(packId: string, data: Buffer | PackFileRange, blobs: RangeBlob[], transfer: ArrayBuffer[], arena?: SharedArrayBuffer): Promise<OpenedBlob[] | null> {
+    const req: WorkerRequest = { op: 'open-range', task: 0, packId, data, blobs: blobs.map((b) => ({ ...b, id: new Uint8Array(b.id) })), ...(arena ? { arena } : {}) };
     return (this.submit(req, transfer) as Promise<OpenRangeResult | null>).then(
-      (r) => r && r.map((x) => (x.plain ? { plain: Buffer.from(x.plain.buffer, x.plain.byteOffset, x.plain.byteLength) } : { error: x.error })),
+      (r) =>
+        r &&
+        r.map((x): OpenedBlob => (x.plain ? { plain: Buffer.from(x.plain.buffer, x.plain.byteOffset, x.plain.byteLength) } : x.placed ? { placed: true } : { error: x.error })),
     );
   }
 

@@ -83,7 +83,15 @@ export interface OpenRangeRequest {
   packId: string;
   /** The range's bytes (moved here), or where in a local pack file this thread reads them itself. */
   data: Uint8Array | PackFileRange;
-  blobs: Array<{ type: BlobType; id: Uint8Array; offset: number; length: number }>;
+  blobs: Array<{ type: BlobType; id: Uint8Array; offset: number; length: number; into?: ArenaRegion }>;
+  /** The mount's chunk cache memory, for blobs that name a region of it (`into`). */
+  arena?: SharedArrayBuffer;
+}
+
+/** Where in the chunk cache's arena a blob's plaintext goes: exactly `length` bytes (its raw length) at `offset`. */
+export interface ArenaRegion {
+  offset: number;
+  length: number;
 }
 
 /** Restore: open the blobs of one pack read and write each into the files that use it (restored-file.ts). */
@@ -105,8 +113,12 @@ export interface PackFileRange {
   length: number;
 }
 
-/** Per blob of an OpenRangeRequest: its plaintext, or why it could not be opened. A range to read from a pack file that could not all be read gets null instead. */
-export type OpenRangeResult = Array<{ plain?: Uint8Array; error?: string }>;
+/**
+ * Per blob of an OpenRangeRequest: its plaintext, `placed` if it was opened into
+ * its arena region, or why it could not be opened. A range to read from a pack
+ * file that could not all be read gets null instead.
+ */
+export type OpenRangeResult = Array<{ plain?: Uint8Array; placed?: true; error?: string }>;
 
 /**
  * Hash a chunk another thread cut, and seal it into this thread's pack unless

@@ -6,7 +6,7 @@ import { Chunker } from '../chunker/fastcdc.js';
 import { gearTable } from '../chunker/gear.js';
 import { ID_BYTES, keyedId } from '../crypto/ids.js';
 import { type MasterKeys } from '../crypto/keys.js';
-import { BlobType, DamagedBlobError, blobPayload, openBlobOwned, sealBlobInto } from '../repo/blob.js';
+import { BlobType, DamagedBlobError, blobPayload, openBlobInto, openBlobOwned, sealBlobInto } from '../repo/blob.js';
 import { newPackId, packTrailer } from '../repo/pack.js';
 import { Claims } from './claims.js';
 import { type CompressionMode } from '../repo/compression.js';
@@ -445,12 +445,17 @@ function readPackRange(src: PackFileRange): Buffer | null {
  * was moved here, since `rangeBuf` is read into again and a view would keep
  * every other blob's bytes alive on the main thread.
  */
-function openRange(packId: string, data: Buffer, blobs: OpenRangeRequest['blobs'], reused: boolean): { result: OpenRangeResult; transfer: ArrayBuffer[] } {
+function openRange(packId: string, data: Buffer, blobs: OpenRangeRequest['blobs'], reused: boolean, arena?: SharedArrayBuffer): { result: OpenRangeResult; transfer: ArrayBuffer[] } {
   const result: OpenRangeResult = [];
   const transfer: ArrayBuffer[] = [];
   const keepView = !reused && blobs.length === 1;
   for (const b of blobs) {
     try {
+      if (b.into && arena) {
+        openBlobInto(keys, b.type, Buffer.from(b.id), data.subarray(b.offset, b.offset + b.length), Buffer.from(arena, b.into.offset, b.into.length), packId);
+        result.push({ placed: true });
+        continue;
+      }
       let plain = openBlobOwned(keys, b.type, Buffer.from(b.id), data.subarray(b.offset, b.offset + b.length), packId);
       if (plain.buffer === data.buffer) {
         if (keepView && data.buffer instanceof ArrayBuffer) transfer.push(data.buffer);
@@ -507,7 +512,7 @@ parentPort!.on('message', (msg: WorkerRequest) => {
         post({ task: msg.task, kind: 'done', result: null });
         return;
       }
-      const { result, transfer } = openRange(msg.packId, data, msg.blobs, !(msg.data instanceof Uint8Array));
+      const { result, transfer } = openRange(msg.packId, data, msg.blobs, !(msg.data instanceof Uint8Array), msg.arena);
       post({ task: msg.task, kind: 'done', result }, transfer);
       return;
     }
