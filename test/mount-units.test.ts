@@ -345,6 +345,32 @@ describe('chunk cache arena', () => {
     expect(() => arena.release(ARENA_UNIT / 2, 1)).toThrow(/no region/);
   });
 
+  it('keeps freed regions resident up to its limit and hands the rest back to the system', () => {
+    const discarded: Array<[number, number]> = [];
+    const arena = new BlobArena(8 * ARENA_UNIT, (b) => discarded.push([b.byteOffset / ARENA_UNIT, b.length / ARENA_UNIT]), 2 * ARENA_UNIT);
+    const regions = [0, 1, 2, 3].map(() => arena.alloc(2 * ARENA_UNIT)!);
+    arena.release(regions[0]!, 2 * ARENA_UNIT);
+    expect(arena.residentFreeBytes).toBe(2 * ARENA_UNIT);
+    expect(discarded).toEqual([]);
+    arena.release(regions[2]!, 2 * ARENA_UNIT); // over the limit: its pages go back
+    expect(discarded).toEqual([[4, 2]]);
+    expect(arena.residentFreeBytes).toBe(2 * ARENA_UNIT);
+    expect(arena.alloc(2 * ARENA_UNIT)).toBe(0); // the resident one, first fit
+    expect(arena.residentFreeBytes).toBe(0);
+    arena.release(regions[1]!, 2 * ARENA_UNIT);
+    expect(arena.residentFreeBytes).toBe(2 * ARENA_UNIT);
+    expect(discarded).toHaveLength(1);
+  });
+
+  it('discards with the native addon: the whole pages of a freed region read as zeros after', () => {
+    const arena = new BlobArena(4 * ARENA_UNIT, undefined, 0);
+    const at = arena.alloc(2 * ARENA_UNIT)!;
+    arena.view(at, 2 * ARENA_UNIT).fill(7);
+    arena.release(at, 2 * ARENA_UNIT);
+    // The arena's memory need not start on a page boundary: a page at either edge may keep its bytes.
+    expect(arena.view(at + 4096, 2 * ARENA_UNIT - 8192).every((b) => b === 0)).toBe(true);
+  });
+
   it('views are of the shared memory, and the cache knows them from buffers of their own', () => {
     const arena = new BlobArena(ARENA_UNIT);
     const v = arena.view(arena.alloc(10)!, 10);

@@ -57,6 +57,8 @@ interface NativeSyscalls {
   readCached?(fd: number, bytes: Uint8Array, offset: number): number;
   /** Fault in every whole page of `bytes` now (madvise MADV_POPULATE_WRITE); false if the kernel cannot. */
   prefault?(bytes: Uint8Array): boolean;
+  /** Hand the whole pages inside `bytes` back to the system (madvise MADV_DONTNEED); they read as zeros after. */
+  discard?(bytes: Uint8Array): boolean;
   /**
    * Open a file to back up (O_NOATIME where allowed), fstat it into `stat` (size,
    * mtime s and ns, ctime s and ns, the descriptor, 1 if the read waited for
