@@ -798,6 +798,22 @@ static napi_value read_cached(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// madvise(`advice`) on the whole pages inside the one argument, a Uint8Array
+// (a page at either edge that it shares with other bytes is left alone).
+static napi_value advise_pages(napi_env env, napi_callback_info info, int advice, const char *usage) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv, usage)) return NULL;
+  uint8_t *data;
+  size_t len;
+  if (!bytes_arg(env, argv[0], &data, &len, "bytes")) return NULL;
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t start = ((uintptr_t)data + page - 1) & ~(page - 1), end = ((uintptr_t)data + len) & ~(page - 1);
+  bool ok = end <= start || madvise((void *)start, end - start, advice) == 0;
+  napi_value result;
+  napi_get_boolean(env, ok, &result);
+  return result;
+}
+
 // prefault(bytes) -> boolean: fault in, writable, every whole page of a new
 // buffer in one call (madvise MADV_POPULATE_WRITE, Linux 5.14+) instead of one
 // page fault per 4 KiB as it is first written. False where the kernel cannot.
@@ -805,34 +821,14 @@ static napi_value read_cached(napi_env env, napi_callback_info info) {
 #define MADV_POPULATE_WRITE 23
 #endif
 static napi_value prefault(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv, "prefault(bytes)")) return NULL;
-  uint8_t *data;
-  size_t len;
-  if (!bytes_arg(env, argv[0], &data, &len, "bytes")) return NULL;
-  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-  uintptr_t start = ((uintptr_t)data + page - 1) & ~(page - 1), end = ((uintptr_t)data + len) & ~(page - 1);
-  bool ok = end <= start || madvise((void *)start, end - start, MADV_POPULATE_WRITE) == 0;
-  napi_value result;
-  napi_get_boolean(env, ok, &result);
-  return result;
+  return advise_pages(env, info, MADV_POPULATE_WRITE, "prefault(bytes)");
 }
 
-// discard(bytes) -> bool: madvise(MADV_DONTNEED) on the whole pages inside
+// discard(bytes) -> boolean: madvise(MADV_DONTNEED) on the whole pages inside
 // `bytes`: their memory goes back to the system now, and reads as zeros next
 // time. For regions of the mount's chunk cache arena that no blob uses.
 static napi_value discard(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv, "discard(bytes)")) return NULL;
-  uint8_t *data;
-  size_t len;
-  if (!bytes_arg(env, argv[0], &data, &len, "bytes")) return NULL;
-  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-  uintptr_t start = ((uintptr_t)data + page - 1) & ~(page - 1), end = ((uintptr_t)data + len) & ~(page - 1);
-  bool ok = end <= start || madvise((void *)start, end - start, MADV_DONTNEED) == 0;
-  napi_value result;
-  napi_get_boolean(env, ok, &result);
-  return result;
+  return advise_pages(env, info, MADV_DONTNEED, "discard(bytes)");
 }
 
 // The stat fields a backup compares before and after reading a file, as doubles
