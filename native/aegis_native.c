@@ -15,12 +15,13 @@
 //                                                     shared memory one word at a time, ~3x slower)
 //   readCached(fd, bytes, offset)                     pread that never waits for the disk (RWF_NOWAIT)
 //   prefault(bytes)                                   fault in a new buffer's pages in one call
+//   discard(bytes)                                    hand a freed range's whole pages back (MADV_DONTNEED)
 //   backupOpen(path, bytes, offset, stat, [dev, ino]) open, fstat and first read of a file to back up
 //   backupStat(fd, stat, close)                       fstat again (and close) after reading it
 //   closeFd(fd)                                       close a descriptor backupOpen opened
 //   prefetchFiles(paths)                              start reading files ahead of a worker
 //   readXattrs(path)                                  a file's extended attributes, packed (no follow)
-//   setXattrs(fd | path, packed, follow, skipPriv)    set extended attributes from the packed form
+//   setXattrs(fd | path, packed, follow)              set extended attributes from the packed form
 // Paths are Buffers so names that are not UTF-8 pass through untouched.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -1081,12 +1082,12 @@ static napi_value read_xattrs(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// setXattrs(fd | path, packed, follow, skipPrivileged) -> 0 or the errno of the
-// first attribute that could not be set (the others are still tried). With
-// skipPrivileged, trusted.* and security.* are left out (only root may set them).
+// setXattrs(fd | path, packed, follow) -> 0 or the errno of the first attribute
+// that could not be set (the others are still tried). Which ones a process may
+// set is decided in JavaScript (settableXattrs).
 static napi_value set_xattrs(napi_env env, napi_callback_info info) {
-  napi_value argv[4], result;
-  if (!get_args(env, info, 4, argv, "setXattrs(fdOrPath, packed, follow, skipPrivileged)")) return NULL;
+  napi_value argv[3], result;
+  if (!get_args(env, info, 3, argv, "setXattrs(fdOrPath, packed, follow)")) return NULL;
   napi_valuetype t;
   napi_typeof(env, argv[0], &t);
   int32_t fd = -1;
@@ -1098,14 +1099,13 @@ static napi_value set_xattrs(napi_env env, napi_callback_info info) {
   }
   void *data;
   size_t len;
-  bool follow, skip;
+  bool follow;
   if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
     free(path);
     napi_throw_type_error(env, NULL, "packed attributes must be a Buffer");
     return NULL;
   }
   napi_get_value_bool(env, argv[2], &follow);
-  napi_get_value_bool(env, argv[3], &skip);
   const uint8_t *p = data;
   int first = 0;
   char name[XATTR_NAME_MAX + 1];
@@ -1130,7 +1130,6 @@ static napi_value set_xattrs(napi_env env, napi_callback_info info) {
     }
     memcpy(name, name_at, nl);
     name[nl] = 0;
-    if (skip && (strncmp(name, "trusted.", 8) == 0 || strncmp(name, "security.", 9) == 0)) continue;
     int rc = fd >= 0 ? fsetxattr(fd, name, value, vl, 0) : follow ? setxattr(path, name, value, vl, 0) : lsetxattr(path, name, value, vl, 0);
     if (rc != 0 && !first) first = errno;
   }

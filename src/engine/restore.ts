@@ -13,7 +13,7 @@ import { readXattrs } from './fsmeta.js';
 import { type WorkerPool } from '../workers/pool.js';
 import { makeDevice, makeFifo } from './special-files.js';
 import { nativeSyscalls } from '../native/syscalls.js';
-import { type FinishSpec, type RangeBlobWrites, type RangeWriteResult, type RestoreRoot, XATTRS_UNSUPPORTED, applyDirMetadata, applyMetadata, finishFile, writeRangeBlobs } from '../workers/restored-file.js';
+import { type FinishSpec, type RangeBlobWrites, type RangeWriteResult, type RestoreRoot, XATTRS_UNSUPPORTED, applyDirMetadata, applyMetadata, finishFile, isRoot, writeRangeBlobs } from '../workers/restored-file.js';
 import { TargetDirs, joinRel, parentOf } from '../workers/target-dirs.js';
 import { type WalkEntry, findNode, walk } from './walk.js';
 import { progressIntervalMs } from '../util/progress-interval.js';
@@ -677,8 +677,6 @@ function keepExisting(at: TargetDirs, rel: string, node: TreeNode, policy: Overw
   }
   return true;
 }
-
-const isRoot = process.getuid?.() === 0;
 
 /** Whether a later name of a hardlinked file may stay: it is that file already, or the policy keeps whatever is there. */
 function linkedAlready(at: TargetDirs, rel: string, first: Buffer, policy: OverwritePolicy): boolean {

@@ -78,10 +78,9 @@ interface NativeSyscalls {
   readXattrs?(path: Buffer): Buffer | null | number;
   /**
    * Set the packed attributes on a descriptor or a path (`follow`: setxattr,
-   * else lsetxattr); with `skipPrivileged`, trusted.* and security.* are left
-   * out. 0, or the errno of the first that failed (the rest are still tried).
+   * else lsetxattr). 0, or the errno of the first that failed (the rest are still tried).
    */
-  setXattrs?(target: number | Buffer, packed: Buffer, follow: boolean, skipPrivileged: boolean): number;
+  setXattrs?(target: number | Buffer, packed: Buffer, follow: boolean): number;
 }
 
 /**

@@ -3,7 +3,7 @@ import { type MasterKeys } from '../crypto/keys.js';
 import { BlobType, DamagedBlobError, openBlob, openBlobTransient } from '../repo/blob.js';
 import { describeErrno, nativeSyscalls } from '../native/syscalls.js';
 import { type NodeType } from '../snapshot/tree.js';
-import { type Xattr, packXattrs, unpackXattrs } from '../snapshot/xattrs.js';
+import { type Xattr, packXattrs, settableXattrs, unpackXattrs } from '../snapshot/xattrs.js';
 import { TargetDirs } from './target-dirs.js';
 
 /**
@@ -70,14 +70,21 @@ export interface RangeBlobWrites {
  * deserializing and collecting on the workers.
  */
 export function encodeRangeWrites(blobs: RangeBlobWrites[]): Uint8Array {
+  const NONE = new Uint8Array(0);
+  // Packed once here, for the size and the write below (in write order).
+  const packed: Uint8Array[] = [];
   let size = 4;
   for (const b of blobs) {
     size += 32 + 8 + 8 + 4;
     for (const w of b.writes) {
       size += 1 + 4 + w.tmp.length + 8;
-      if (w.finish) size += 4 + w.finish.dest.length + 8 + 12 + 16 + 4 + (w.finish.meta.xattrs ? packXattrs(w.finish.meta.xattrs).length : 0);
+      if (!w.finish) continue;
+      const xattrs = w.finish.meta.xattrs ? packXattrs(w.finish.meta.xattrs) : NONE;
+      packed.push(xattrs);
+      size += 4 + w.finish.dest.length + 8 + 12 + 16 + 4 + xattrs.length;
     }
   }
+  let finished = 0;
   // Its own ArrayBuffer (not the pool's), so it can be moved instead of copied.
   const out = Buffer.from(new ArrayBuffer(size));
   let at = out.writeUInt32LE(blobs.length, 0);
@@ -104,7 +111,7 @@ export function encodeRangeWrites(blobs: RangeBlobWrites[]): Uint8Array {
       at = out.writeUInt32LE(meta.mode, at);
       at = out.writeBigInt64LE(meta.atimeNs, at);
       at = out.writeBigInt64LE(meta.mtimeNs, at);
-      bytesOf(meta.xattrs ? packXattrs(meta.xattrs) : new Uint8Array(0));
+      bytesOf(packed[finished++]!);
     }
   }
   return out;
@@ -168,7 +175,8 @@ export interface WriteFailure {
  */
 export type RangeWriteResult = Array<{ damaged: string; writes?: undefined; warnings?: undefined } | { damaged?: undefined; writes: Array<WriteFailure | null>; warnings?: string[] }>;
 
-const isRoot = process.getuid?.() === 0;
+/** Whether this process restores owners (and trusted.* and security.* attributes): only root may set them. */
+export const isRoot = process.getuid?.() === 0;
 const wholeFileNative = nativeSyscalls()?.restoreWholeFile;
 const dirDoneNative = nativeSyscalls()?.restoreDirDone;
 
@@ -314,13 +322,14 @@ export const XATTRS_UNSUPPORTED = 'extended attributes not restored: the target 
 /**
  * Set extended attributes on a descriptor, or on a path (`follow`: through a
  * last symlink, for the /proc link of a descriptor). Not as root, trusted.* and
- * security.* are left out, as the owner is: only root may set them. What failed
+ * security.* are left out, as the owner is (settableXattrs). What failed
  * comes back as a warning, never thrown: the file itself is restored.
  */
 function setXattrs(target: number | Buffer, xattrs: Xattr[] | undefined, follow = false): string | undefined {
-  if (!xattrs?.length) return undefined;
+  const settable = settableXattrs(xattrs, isRoot);
+  if (settable.length === 0) return undefined;
   if (!setPacked) return 'extended attributes not restored: the native addon is not built';
-  const errno = setPacked(target, packXattrs(xattrs), follow, !isRoot);
+  const errno = setPacked(target, packXattrs(settable), follow);
   if (errno === 0) return undefined;
   const [code, text] = describeErrno(errno);
   // libuv words EOPNOTSUPP "operation not supported on socket", which would mislead here.
