@@ -361,12 +361,12 @@ export class BlobCache {
     if (!arena) return undefined;
     return locs.map((loc) => {
       if (loc.rawLength > this.maxBytes) return null;
-      let at = arena.alloc(loc.rawLength);
+      let at = arena.allocRegion(loc.rawLength);
       while (at === undefined && this.lru.size > 0) {
         this.lru.pop();
-        at = arena.alloc(loc.rawLength);
+        at = arena.allocRegion(loc.rawLength);
       }
-      return at === undefined ? null : { offset: at, length: loc.rawLength };
+      return at === undefined ? null : { offset: at.offset, length: loc.rawLength, ...(at.fresh ? { fresh: true } : {}) };
     });
   }
 

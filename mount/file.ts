@@ -1,4 +1,5 @@
 import { type Repository } from '../src/repo/repository.js';
+import { copyBytes } from '../src/native/copy-bytes.js';
 import { type BlobCache } from './blob-cache.js';
 import { ReadAhead } from './readahead.js';
 import { EIO, type FileNode, FsError } from './types.js';
@@ -80,7 +81,7 @@ export class OpenFile {
       if (!buf || buf.length !== this.starts[b + 1]! - this.starts[b]!) return this.readAsync(out, len, pos);
       const from = pos + copied - this.starts[b]!;
       const n = Math.min(buf.length - from, end - (pos + copied));
-      buf.copy(out, copied, from, from + n);
+      copyBytes(buf, out, copied, from, from + n);
       copied += n;
       b++;
     }
@@ -119,7 +120,7 @@ export class OpenFile {
       }
       const from = pos + copied - blobStart;
       const n = Math.min(buf.length - from, end - (pos + copied));
-      buf.copy(out, copied, from, from + n);
+      copyBytes(buf, out, copied, from, from + n);
       copied += n;
     }
     if (copied < end - pos && pos + copied < size) {

@@ -355,11 +355,24 @@ describe('chunk cache arena', () => {
     arena.release(regions[2]!, 2 * ARENA_UNIT); // over the limit: its pages go back
     expect(discarded).toEqual([[4, 2]]);
     expect(arena.residentFreeBytes).toBe(2 * ARENA_UNIT);
-    expect(arena.alloc(2 * ARENA_UNIT)).toBe(0); // the resident one, first fit
+    expect(arena.allocRegion(2 * ARENA_UNIT)).toEqual({ offset: 0, fresh: false }); // the resident one, first fit
     expect(arena.residentFreeBytes).toBe(0);
     arena.release(regions[1]!, 2 * ARENA_UNIT);
     expect(arena.residentFreeBytes).toBe(2 * ARENA_UNIT);
     expect(discarded).toHaveLength(1);
+    // The discarded region is fresh again, to be faulted in by whoever writes it; the kept one is not.
+    expect(arena.allocRegion(2 * ARENA_UNIT)).toEqual({ offset: 2 * ARENA_UNIT, fresh: false });
+    expect(arena.allocRegion(2 * ARENA_UNIT)).toEqual({ offset: 4 * ARENA_UNIT, fresh: true });
+  });
+
+  it('says a region is fresh when any of its units was never used', () => {
+    const arena = new BlobArena(4 * ARENA_UNIT, () => undefined, 4 * ARENA_UNIT);
+    expect(arena.allocRegion(ARENA_UNIT)).toEqual({ offset: 0, fresh: true });
+    arena.release(0, ARENA_UNIT);
+    expect(arena.allocRegion(ARENA_UNIT)).toEqual({ offset: 0, fresh: false });
+    arena.release(0, ARENA_UNIT);
+    // Straddles the used unit and a never-used one.
+    expect(arena.allocRegion(2 * ARENA_UNIT)).toEqual({ offset: 0, fresh: true });
   });
 
   it('discards with the native addon: the whole pages of a freed region read as zeros after', () => {

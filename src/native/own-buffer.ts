@@ -15,7 +15,12 @@ const PREFAULT_MIN = 256 * 1024;
  */
 export function ownBuffer(size: number): Buffer {
   const b = Buffer.allocUnsafeSlow(size);
-  // nativeSyscalls() loads the addon once; without it (or an addon older than prefault) pages fault as usual.
-  if (size >= PREFAULT_MIN) nativeSyscalls()?.prefault?.(b);
+  faultIn(b);
   return b;
+}
+
+/** Fault in the pages of memory about to be written in full, in one system call if it is large enough to pay. */
+export function faultIn(bytes: Uint8Array): void {
+  // nativeSyscalls() loads the addon once; without it (or an addon older than prefault) pages fault as usual.
+  if (bytes.length >= PREFAULT_MIN) nativeSyscalls()?.prefault?.(bytes);
 }

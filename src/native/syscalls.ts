@@ -51,8 +51,8 @@ interface NativeSyscalls {
   restoreDirDone?(): void;
   /** posix_fadvise(WILLNEED): have the kernel start reading the range now; 0 or an errno. */
   willNeed?(fd: number, offset: number, length: number): number;
-  /** memmove of bytes[start, end) to bytes[target, …), for buffers in shared memory. */
-  moveWithin?(bytes: Uint8Array, target: number, start: number, end: number): void;
+  /** source.copy(target, targetStart, sourceStart, sourceEnd) by memmove, for buffers in shared memory (src/native/copy-bytes.ts). */
+  copyBytes?(source: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number): void;
   /** pread that never waits for the disk (RWF_NOWAIT): bytes read, or -errno (-EAGAIN: not all cached). */
   readCached?(fd: number, bytes: Uint8Array, offset: number): number;
   /** Fault in every whole page of `bytes` now (madvise MADV_POPULATE_WRITE); false if the kernel cannot. */

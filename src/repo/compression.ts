@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { Decompressor } from 'zstd-napi';
 import type * as ZstdBinding from 'zstd-napi/binding.js';
 import { ownBuffer } from '../native/own-buffer.js';
+import { copyBytes } from '../native/copy-bytes.js';
 
 // The low-level binding compresses into a buffer the caller owns; the Compressor
 // class allocates a new output buffer per call, garbage a backup makes per chunk.
@@ -123,7 +124,7 @@ export function decompressScratch(codec: number, payload: Buffer): Buffer {
 export function decompressTo(codec: number, payload: Buffer, out: Buffer): Buffer {
   if (codec === Codec.Raw) {
     if (payload.length !== out.length) throw new Error(`holds ${payload.length} bytes, the index says ${out.length}`);
-    payload.copy(out);
+    copyBytes(payload, out, 0, 0, payload.length);
     return out;
   }
   if (codec !== Codec.Zstd) throw new Error(`unknown compression codec ${codec}`);

@@ -92,6 +92,8 @@ export interface OpenRangeRequest {
 export interface ArenaRegion {
   offset: number;
   length: number;
+  /** Some of its pages are not resident: fault them all in with one call before writing. */
+  fresh?: boolean;
 }
 
 /** Restore: open the blobs of one pack read and write each into the files that use it (restored-file.ts). */

@@ -18,7 +18,8 @@ import { PackFile, PackWriteError, WriteBuffers, appendTo } from './pack-file.js
 import { type FileIdentity, SourceFile, prefetch } from './source-file.js';
 import { PackBuffer } from './pack-buffer.js';
 import { decodeRangeWrites, writeRangeBlobs } from './restored-file.js';
-import { nativeSyscalls } from '../native/syscalls.js';
+import { copyBytes } from '../native/copy-bytes.js';
+import { faultIn } from '../native/own-buffer.js';
 
 const init = workerData as WorkerInit;
 const keys: MasterKeys = {
@@ -336,12 +337,9 @@ async function chunkFiles(req: ChunkFilesRequest): Promise<ChunkFilesResult> {
   return out;
 }
 
-const moveWithin = nativeSyscalls()?.moveWithin;
-
 /** Move the window's bytes [start, end) to its front. */
 function shiftDown(buf: Buffer, start: number, end: number): void {
-  if (moveWithin) moveWithin(buf, 0, start, end);
-  else buf.copy(buf, 0, start, end);
+  copyBytes(buf, buf, 0, start, end);
 }
 
 /** A file's content list, and whether its first read waited for the disk. */
@@ -452,7 +450,9 @@ function openRange(packId: string, data: Buffer, blobs: OpenRangeRequest['blobs'
   for (const b of blobs) {
     try {
       if (b.into && arena) {
-        openBlobInto(keys, b.type, Buffer.from(b.id), data.subarray(b.offset, b.offset + b.length), Buffer.from(arena, b.into.offset, b.into.length), packId);
+        const into = Buffer.from(arena, b.into.offset, b.into.length);
+        if (b.into.fresh) faultIn(into);
+        openBlobInto(keys, b.type, Buffer.from(b.id), data.subarray(b.offset, b.offset + b.length), into, packId);
         result.push({ placed: true });
         continue;
       }
