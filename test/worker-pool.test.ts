@@ -55,8 +55,8 @@ describe('worker pool', () => {
       size: 2,
       staging: inMemory ? { inMemory, sha256: true } : { dir: staging, sha256: true, direct: mode === 'O_DIRECT files' },
       onPack: async (p) => {
-        // The pool removes the staged file, or hands the memory back to be filled
-        // again, once this resolves: copy the bytes now.
+        // The pool removes the staged file, or has the memory filled again,
+        // once this resolves: copy the bytes now.
         expect(p.file === undefined).toBe(inMemory);
         const data = inMemory ? Buffer.from(p.data!) : fs.readFileSync(p.file!);
         expect(data.length).toBe(p.length);
@@ -92,6 +92,51 @@ describe('worker pool', () => {
       // same bytes would not deduplicate).
       expect(result.content).toEqual(referenceContent(keys, data));
       expect(fs.readdirSync(staging)).toEqual([]);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('uploads in-memory packs from a few shared buffers per thread, each left alone until its pack is stored', async () => {
+    const keys: MasterKeys = { encryption: crypto.randomBytes(32), id: crypto.randomBytes(32), chunker: crypto.randomBytes(32) };
+    const packs: Array<StoredPack> = [];
+    const memories = new Set<ArrayBufferLike>();
+    const pool = new WorkerPool({
+      keys,
+      chunker: DEFAULT_CHUNKER,
+      size: 2,
+      packSize: 1 << 20,
+      staging: { inMemory: true, sha256: true },
+      onPack: async (p) => {
+        memories.add(p.data!.buffer);
+        // Hold the pack a while, as an upload does, with the threads sealing the next ones meanwhile:
+        // its bytes must still be the ones the thread hashed when it finished it.
+        for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+        expect(crypto.createHash('sha256').update(p.data!).digest('hex')).toBe(p.sha256);
+        packs.push({ blobs: p.blobs, data: Buffer.from(p.data!) });
+      },
+    });
+    try {
+      const files = [0, 1].map((i) => {
+        const f = path.join(dir, `many-packs-${i}`);
+        const data = crypto.randomBytes(24 << 20);
+        fs.writeFileSync(f, data);
+        return { f, data };
+      });
+      const results = await Promise.all(files.map(({ f, data }) => pool.chunkFile(Buffer.from(f), 'auto', data.length)));
+      await pool.flushPacks();
+      expect(packs.length).toBeGreaterThan(20);
+      // One being filled and two waiting per thread, and a buffer again for each pack that outgrew one.
+      expect(memories.size).toBeLessThanOrEqual(2 * 3 + packs.filter((p) => p.data.length > (1 << 20) + (2 << 20)).length);
+      const where = new Map<string, { pack: StoredPack; offset: number; length: number }>();
+      for (const pack of packs) for (const b of pack.blobs) where.set(b.id.toString('hex'), { pack, offset: b.offset, length: b.length });
+      results.forEach((result, i) => {
+        const parts = result.content.map((id) => {
+          const loc = where.get(id)!;
+          return openBlob(keys, BlobType.Data, Buffer.from(id, 'hex'), loc.pack.data.subarray(loc.offset, loc.offset + loc.length));
+        });
+        expect(Buffer.concat(parts).equals(files[i]!.data)).toBe(true);
+      });
     } finally {
       await pool.close();
     }

@@ -76,7 +76,11 @@ export type Staging =
 export interface Storage {
   /** A human-readable location (never contains credentials). */
   readonly location: string;
-  /** Atomically create or replace an object: readers see the old or the new bytes, never a prefix. */
+  /**
+   * Atomically create or replace an object: readers see the old or the new bytes,
+   * never a prefix. `data` is the caller's again once this settles: keep no view
+   * of it (an in-memory pack's buffer is filled with the next pack then).
+   */
   put(name: string, data: Uint8Array, options?: PutOptions): Promise<void>;
   /**
    * Store a local file's bytes as object `name`, as atomically as put, and take

@@ -48,6 +48,8 @@ interface Pending {
 interface Slot {
   worker: Worker;
   active: number;
+  /** The thread's in-memory pack buffers, by slot number, as it sent them (PackSlots). */
+  packMemory: SharedArrayBuffer[];
 }
 
 /** A file waiting to join a batch for a worker thread. */
@@ -177,7 +179,7 @@ export class WorkerPool {
         workerData: { ...init, index: i } satisfies WorkerInit,
         resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
       });
-      const slot: Slot = { worker, active: 0 };
+      const slot: Slot = { worker, active: 0, packMemory: [] };
       worker.on('message', (msg: WorkerResponse) => this.onMessage(slot, msg));
       worker.on('error', (err) => this.failAll(err));
       worker.on('exit', (code) => {
@@ -417,11 +419,16 @@ export class WorkerPool {
       sha256: wire.sha256,
       blobs: wire.blobs.map((b) => ({ ...b, id: Buffer.from(b.id.buffer, b.id.byteOffset, b.id.byteLength) })),
     };
-    const pack: FinishedPack = wire.data
-      ? { ...common, data: Buffer.from(wire.data.buffer, wire.data.byteOffset, wire.length) }
-      : { ...common, file: wire.file };
+    if (wire.slot !== undefined && wire.memory) slot.packMemory[wire.slot] = wire.memory;
+    const memory = wire.slot !== undefined ? slot.packMemory[wire.slot] : undefined;
+    const lost = wire.slot !== undefined && (!memory || memory.byteLength < wire.length);
+    const pack: FinishedPack = memory ? { ...common, data: Buffer.from(memory, 0, wire.length) } : { ...common, file: wire.file! };
     slot.worker.ref();
-    const store = this.opts.onPack ? this.opts.onPack(pack) : Promise.resolve();
+    const store = lost
+      ? Promise.reject(new Error(`internal error: a worker thread sent pack ${wire.packId} in a slot whose memory it never sent`))
+      : this.opts.onPack
+        ? this.opts.onPack(pack)
+        : Promise.resolve();
     const job: Promise<void> = store
       .catch((err) => {
         this.packFailure ??= err;
@@ -429,11 +436,9 @@ export class WorkerPool {
       .then(() => (wire.file ? fs.promises.rm(wire.file, { force: true }).catch(() => {}) : undefined))
       .then(() => {
         // Tell the thread even after a failure: it must not wait forever. An
-        // in-memory pack's buffer goes back with it (storage is done with it).
+        // in-memory pack's slot is free again (storage is done with it).
         if (this.closed) return;
-        const buffer = wire.data?.buffer;
-        if (buffer instanceof ArrayBuffer) slot.worker.postMessage({ op: 'pack-stored', buffer } satisfies WorkerRequest, [buffer]);
-        else slot.worker.postMessage({ op: 'pack-stored' } satisfies WorkerRequest);
+        slot.worker.postMessage({ op: 'pack-stored', ...(wire.slot !== undefined ? { slot: wire.slot } : {}) } satisfies WorkerRequest);
       })
       .then(() => {
         this.packJobs.delete(job);

@@ -142,8 +142,8 @@ export interface SealRequest {
 /** The main thread is done with a pack this thread wrote (stored, or failed and removed). */
 export interface PackStoredMessage {
   op: 'pack-stored';
-  /** An in-memory pack's buffer, moved back to be filled again. */
-  buffer?: ArrayBuffer;
+  /** An in-memory pack's slot, free to be filled again. */
+  slot?: number;
 }
 
 /** Finish the partial pack now (end of backup, or interruption). */
@@ -191,8 +191,14 @@ export type WirePack = {
   sha256?: string;
   blobs: WirePackedBlob[];
 } & (
-  | { /** The staged file that holds it. */ file: string; data?: undefined }
-  | { /** The buffer whose first `length` bytes are the pack (moved, not copied). */ data: Uint8Array; file?: undefined }
+  | { /** The staged file that holds it. */ file: string; slot?: undefined; memory?: undefined }
+  | {
+      /** The thread's pack memory that holds it (its first `length` bytes), until the main thread says it is stored. */
+      slot: number;
+      /** That memory, when the main thread has not been given it yet: sent once per slot (and again if it grew), see PackSlots. */
+      memory?: SharedArrayBuffer;
+      file?: undefined;
+    }
 );
 
 export type WorkerResponse =

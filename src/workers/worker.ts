@@ -16,7 +16,7 @@ import { type PackedBlob } from '../repo/pack.js';
 import { copyToOwnBuffer, transferList } from './transfer.js';
 import { PackFile, PackWriteError, WriteBuffers, appendTo } from './pack-file.js';
 import { type FileIdentity, SourceFile, prefetch } from './source-file.js';
-import { PackBuffer } from './pack-buffer.js';
+import { PackBuffer, PackSlots } from './pack-buffer.js';
 import { decodeRangeWrites, writeRangeBlobs } from './restored-file.js';
 import { copyBytes } from '../native/copy-bytes.js';
 import { faultIn } from '../native/own-buffer.js';
@@ -223,8 +223,8 @@ function isKnown(id: Buffer): boolean {
  * small write buffer and are appended to it, the finished pack goes to the main
  * thread by name and is renamed into the repository, so pack bytes are written
  * once and never held whole in memory. For a backend that uploads (S3) the
- * pack is assembled in memory instead (PackBuffer) and moves to the main thread
- * whole. At most MAX_PACKS_OUT finished packs per thread wait for storage,
+ * pack is assembled in memory instead (PackBuffer), in shared memory the main
+ * thread uploads from (PackSlots). At most MAX_PACKS_OUT finished packs per thread wait for storage,
  * which bounds the staging directory, or the memory.
  */
 const MAX_PACKS_OUT = 2;
@@ -235,14 +235,16 @@ const PACK_BUFFER_SLACK = 2 * 1024 * 1024;
 interface OpenPack {
   packId: string;
   out: PackFile | PackBuffer;
+  /** The PackSlots slot of an in-memory pack. */
+  slot?: number;
   blobs: PackedBlob[];
 }
 
 let pack: OpenPack | undefined;
 /** This thread's write buffers, reused from pack to pack; they grow to the largest sealed blob. */
 let writeBuffers: WriteBuffers | undefined;
-/** In-memory packs the main thread has stored and sent back, to be filled again. */
-const spareBuffers: Buffer[] = [];
+/** This thread's in-memory pack buffers, made when the first pack is opened. */
+let packSlots: PackSlots | undefined;
 let packsOut = 0;
 /** Sealing a chunk another thread handed over failed (see 'seal' below). */
 let sealFailure: unknown;
@@ -254,7 +256,8 @@ function openPack(): OpenPack {
   if (!staging) throw new Error('internal error: this worker pool was not given a way to stage packs');
   const hash = staging.sha256 ? crypto.createHash('sha256') : undefined;
   if (staging.inMemory) {
-    return { packId, out: new PackBuffer(spareBuffers.pop() ?? PackBuffer.fresh(init.packSize, PACK_BUFFER_SLACK), hash), blobs: [] };
+    const { slot, buf } = (packSlots ??= new PackSlots(init.packSize, PACK_BUFFER_SLACK)).take();
+    return { packId, out: new PackBuffer(buf, hash), slot, blobs: [] };
   }
   writeBuffers ??= WriteBuffers.create(WRITE_BUFFER);
   return { packId, out: new PackFile(path.join(staging.dir, `${init.stagingPrefix}${packId}`), writeBuffers, staging.direct ?? false, hash), blobs: [] };
@@ -285,12 +288,15 @@ async function emitPack(): Promise<void> {
     length = await p.out.finish();
   } catch (err) {
     await p.out.abort();
+    if (p.slot !== undefined) packSlots!.release(p.slot);
     throw err;
   }
   packsOut++;
   const wire = { packId: p.packId, length, sha256: p.out.sha256(), blobs: p.blobs };
   if (p.out instanceof PackBuffer) {
-    post({ task: 0, kind: 'pack', pack: { ...wire, data: p.out.buffer } }, transferList(p.out.buffer));
+    const slot = p.slot!;
+    const memory = packSlots!.emit(slot, p.out.buffer);
+    post({ task: 0, kind: 'pack', pack: { ...wire, slot, ...(memory ? { memory } : {}) } });
   } else {
     post({ task: 0, kind: 'pack', pack: { ...wire, file: p.out.file } });
   }
@@ -491,7 +497,7 @@ parentPort!.on('message', (msg: WorkerRequest) => {
       return;
     case 'pack-stored': {
       packsOut--;
-      if (msg.buffer && spareBuffers.length < MAX_PACKS_OUT) spareBuffers.push(Buffer.from(msg.buffer));
+      if (msg.slot !== undefined) packSlots?.release(msg.slot);
       const w = packWaiters;
       packWaiters = [];
       for (const r of w) r();
