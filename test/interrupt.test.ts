@@ -65,4 +65,30 @@ describe('interrupted backups', () => {
     const rerun = lastJson((await ws.ok(['backup', src, '--json'], { env })).stdout);
     expect(rerun.data_added).toBeLessThan(FILES * FILE_SIZE);
   });
+
+  it('a clean stop that storage never lets finish gives up after AEGIS_STOP_GRACE, keeps the repository intact, and the next backup runs', async () => {
+    for (let i = 0; i < FILES; i++) fs.writeFileSync(path.join(src, `f${i}.bin`), deterministicBytes(`f${i}-stalled`, FILE_SIZE));
+    const snapshotsBefore = JSON.parse((await ws.ok(['snapshots', '--json'])).stdout).length;
+    // Every pack upload and the lock's removal hang, as with a server that stopped
+    // answering: the clean stop waits for the packs in flight (if any were sealed
+    // yet) and then for the lock, neither of which ever comes back.
+    const stalled = { ...env, AEGIS_FAULTS: 'op=put,name=data/*,stall=10m; op=delete,name=locks/*,stall=10m', AEGIS_STOP_GRACE: '1' };
+    const child = ws.spawn(['backup', src, '--json'], { env: stalled });
+    const stderr: Buffer[] = [];
+    child.stderr!.on('data', (d: Buffer) => stderr.push(d));
+    const done = exited(child);
+    await whenStatus(child, (s) => s.current_file !== undefined);
+    child.kill('SIGINT');
+    expect((await done).code).toBe(130);
+    const said = Buffer.concat(stderr).toString();
+    expect(said).toMatch(/stopping cleanly within 1 s/);
+    expect(said).toMatch(/still not stopped after 1 s .*stopping now: what was stored is kept/);
+    expect(JSON.parse((await ws.ok(['snapshots', '--json'])).stdout)).toHaveLength(snapshotsBefore);
+    // The lock it left is stale (its process is gone), and the repository takes the next backup.
+    expect(fs.readdirSync(path.join(ws.repo, 'locks')).length).toBe(1);
+    await ws.ok(['backup', src, '--json'], { env });
+    const target = path.join(ws.dir, 'restore-after-stall');
+    await ws.ok(['restore', `latest:${src}`, '--path', src, '--target', target, '--verify']);
+    expect((await sh('diff', ['-r', src, target])).code).toBe(0);
+  });
 });

@@ -38,7 +38,7 @@ export const backupCommand: CommandModule<GlobalArgs, Args> = {
     if (args.host !== undefined && args.host.trim() === '') throw new UserError('--host needs a host name');
     const excludes = [...(args.exclude ?? [])];
     for (const f of args.excludeFile ?? []) excludes.push(...ExcludeMatcher.fromFile(f));
-    const signal = interruptSignal();
+    const signal = interruptSignal({ stopGrace: true });
     await withRepository(args, async (repo) => {
       const progress = new ProgressLine();
       const json = Boolean(args.json);

@@ -47,7 +47,7 @@ export const restoreCommand: CommandModule<GlobalArgs, Args> = {
   handler: async (args) => {
     // An empty target would resolve to the current directory.
     if (!args.target) throw new UserError('--target needs a directory to restore into');
-    const signal = interruptSignal();
+    const signal = interruptSignal({ stopGrace: true });
     const { id, subpath } = splitSnapshotRef(args.snapshot);
     await withRepository(args, async (repo) => {
       const entry = await resolveSnapshot(repo, id, { host: args.host, tags: args.tag, paths: args.path });
