@@ -66,6 +66,24 @@ describe('interrupted backups', () => {
     expect(rerun.data_added).toBeLessThan(FILES * FILE_SIZE);
   });
 
+  it('SIGINT while the last packs are stored writes no snapshot either, and what was stored is indexed', async () => {
+    for (let i = 0; i < FILES; i++) fs.writeFileSync(path.join(src, `f${i}.bin`), deterministicBytes(`f${i}-finishing`, FILE_SIZE));
+    const snapshotsBefore = JSON.parse((await ws.ok(['snapshots', '--json'])).stdout).length;
+    const indexBefore = fs.readdirSync(path.join(ws.repo, 'index')).length;
+    // Writing the index stalls, so the backup is still finishing when the signal comes:
+    // the status line saying every file is done is printed as the walk ends.
+    const slow = { ...env, AEGIS_FAULTS: 'op=put,name=index/*,stall=2s' };
+    const child = ws.spawn(['backup', src, '--json'], { env: slow });
+    const done = exited(child);
+    await whenStatus(child, (s) => s.files_done === FILES);
+    child.kill('SIGINT');
+    expect((await done).code).toBe(130);
+    expect(JSON.parse((await ws.ok(['snapshots', '--json'])).stdout)).toHaveLength(snapshotsBefore);
+    expect(fs.readdirSync(path.join(ws.repo, 'index')).length).toBeGreaterThan(indexBefore);
+    const rerun = lastJson((await ws.ok(['backup', src, '--json'], { env })).stdout);
+    expect(rerun.data_added).toBe(0);
+  });
+
   it('a clean stop that storage never lets finish gives up after AEGIS_STOP_GRACE, keeps the repository intact, and the next backup runs', async () => {
     for (let i = 0; i < FILES; i++) fs.writeFileSync(path.join(src, `f${i}.bin`), deterministicBytes(`f${i}-stalled`, FILE_SIZE));
     const snapshotsBefore = JSON.parse((await ws.ok(['snapshots', '--json'])).stdout).length;

@@ -122,6 +122,9 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       throw err;
     }
     await run.finish();
+    // Interrupted while the last packs were being stored: they are indexed now,
+    // for the next backup to reuse, but a stop asked for writes no snapshot.
+    if (opts.signal?.aborted) throw new InterruptedError();
 
     const summary: BackupSummary = { ...run.summary, backup_start: started.toISOString(), backup_end: new Date().toISOString() };
     const snapshot: Snapshot = {
