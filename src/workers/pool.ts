@@ -422,12 +422,11 @@ export class WorkerPool {
     if (wire.slot !== undefined && wire.memory) slot.packMemory[wire.slot] = wire.memory;
     const memory = wire.slot !== undefined ? slot.packMemory[wire.slot] : undefined;
     const lost = wire.slot !== undefined && (!memory || memory.byteLength < wire.length);
-    const pack: FinishedPack = memory ? { ...common, data: Buffer.from(memory, 0, wire.length) } : { ...common, file: wire.file! };
     slot.worker.ref();
     const store = lost
       ? Promise.reject(new Error(`internal error: a worker thread sent pack ${wire.packId} in a slot whose memory it never sent`))
       : this.opts.onPack
-        ? this.opts.onPack(pack)
+        ? this.opts.onPack(memory ? { ...common, data: Buffer.from(memory, 0, wire.length) } : { ...common, file: wire.file! })
         : Promise.resolve();
     const job: Promise<void> = store
       .catch((err) => {

@@ -224,8 +224,8 @@ function isKnown(id: Buffer): boolean {
  * thread by name and is renamed into the repository, so pack bytes are written
  * once and never held whole in memory. For a backend that uploads (S3) the
  * pack is assembled in memory instead (PackBuffer), in shared memory the main
- * thread uploads from (PackSlots). At most MAX_PACKS_OUT finished packs per thread wait for storage,
- * which bounds the staging directory, or the memory.
+ * thread uploads from (PackSlots). At most MAX_PACKS_OUT finished packs per
+ * thread wait for storage, which bounds the staging directory, or the memory.
  */
 const MAX_PACKS_OUT = 2;
 const WRITE_BUFFER = 1024 * 1024;
