@@ -76,16 +76,12 @@ export class BlobArena {
     return this.freeUnits * ARENA_UNIT;
   }
 
-  /** The byte offset of a region of at least `bytes`, or undefined if no free extent is that large. First fit. */
-  alloc(bytes: number): number | undefined {
-    return this.allocRegion(bytes)?.offset;
-  }
-
   /**
-   * `alloc`, also saying whether any of the region's pages was never used or
-   * has been discarded since: its writer faults those in with one system call
-   * (the addon's `prefault`) instead of one fault per page, about half the cost
-   * (src/native/own-buffer.ts).
+   * The byte offset of a region of at least `bytes` (first fit), or undefined if
+   * no free extent is that large; and whether any of its pages was never used
+   * or has been discarded since: its writer faults those in with one system
+   * call (the addon's `prefault`) instead of one fault per page, about half the
+   * cost (src/native/own-buffer.ts).
    */
   allocRegion(bytes: number): { offset: number; fresh: boolean } | undefined {
     const need = Math.max(1, Math.ceil(bytes / ARENA_UNIT));
@@ -112,7 +108,7 @@ export class BlobArena {
     return undefined;
   }
 
-  /** Give back the region `alloc` returned at `offset` for `bytes`. */
+  /** Give back the region `allocRegion` returned at `offset` for `bytes`. */
   release(offset: number, bytes: number): void {
     const at = offset / ARENA_UNIT;
     const size = Math.max(1, Math.ceil(bytes / ARENA_UNIT));

@@ -327,19 +327,19 @@ describe('chunk cache and file reads', () => {
 describe('chunk cache arena', () => {
   it('hands out regions first fit in 64 KiB units and merges freed neighbours', () => {
     const arena = new BlobArena(10 * ARENA_UNIT);
-    const a = arena.alloc(1)!; // one unit
-    const b = arena.alloc(ARENA_UNIT + 1)!; // two
-    const c = arena.alloc(3 * ARENA_UNIT)!; // three
+    const a = arena.allocRegion(1)!.offset; // one unit
+    const b = arena.allocRegion(ARENA_UNIT + 1)!.offset; // two
+    const c = arena.allocRegion(3 * ARENA_UNIT)!.offset; // three
     expect([a, b, c]).toEqual([0, ARENA_UNIT, 3 * ARENA_UNIT]);
     expect(arena.freeBytes).toBe(4 * ARENA_UNIT);
-    expect(arena.alloc(5 * ARENA_UNIT)).toBeUndefined();
+    expect(arena.allocRegion(5 * ARENA_UNIT)).toBeUndefined();
     arena.release(b, ARENA_UNIT + 1);
-    expect(arena.alloc(3 * ARENA_UNIT)).toBe(6 * ARENA_UNIT); // the gap of two is too small
+    expect(arena.allocRegion(3 * ARENA_UNIT)?.offset).toBe(6 * ARENA_UNIT); // the gap of two is too small
     arena.release(6 * ARENA_UNIT, 3 * ARENA_UNIT);
     arena.release(a, 1);
     arena.release(c, 3 * ARENA_UNIT); // all free again, as one extent
     expect(arena.freeBytes).toBe(10 * ARENA_UNIT);
-    expect(arena.alloc(10 * ARENA_UNIT)).toBe(0);
+    expect(arena.allocRegion(10 * ARENA_UNIT)?.offset).toBe(0);
     arena.release(0, 10 * ARENA_UNIT);
     expect(() => arena.release(0, 1)).toThrow(/released twice/);
     expect(() => arena.release(ARENA_UNIT / 2, 1)).toThrow(/no region/);
@@ -348,7 +348,7 @@ describe('chunk cache arena', () => {
   it('keeps freed regions resident up to its limit and hands the rest back to the system', () => {
     const discarded: Array<[number, number]> = [];
     const arena = new BlobArena(8 * ARENA_UNIT, (b) => discarded.push([b.byteOffset / ARENA_UNIT, b.length / ARENA_UNIT]), 2 * ARENA_UNIT);
-    const regions = [0, 1, 2, 3].map(() => arena.alloc(2 * ARENA_UNIT)!);
+    const regions = [0, 1, 2, 3].map(() => arena.allocRegion(2 * ARENA_UNIT)!.offset);
     arena.release(regions[0]!, 2 * ARENA_UNIT);
     expect(arena.residentFreeBytes).toBe(2 * ARENA_UNIT);
     expect(discarded).toEqual([]);
@@ -377,7 +377,7 @@ describe('chunk cache arena', () => {
 
   it('discards with the native addon: the whole pages of a freed region read as zeros after', () => {
     const arena = new BlobArena(4 * ARENA_UNIT, undefined, 0);
-    const at = arena.alloc(2 * ARENA_UNIT)!;
+    const at = arena.allocRegion(2 * ARENA_UNIT)!.offset;
     arena.view(at, 2 * ARENA_UNIT).fill(7);
     arena.release(at, 2 * ARENA_UNIT);
     // The arena's memory need not start on a page boundary: a page at either edge may keep its bytes.
@@ -386,7 +386,7 @@ describe('chunk cache arena', () => {
 
   it('views are of the shared memory, and the cache knows them from buffers of their own', () => {
     const arena = new BlobArena(ARENA_UNIT);
-    const v = arena.view(arena.alloc(10)!, 10);
+    const v = arena.view(arena.allocRegion(10)!.offset, 10);
     expect(arena.holds(v)).toBe(true);
     expect(arena.holds(Buffer.alloc(10))).toBe(false);
     expect(v.buffer).toBeInstanceOf(SharedArrayBuffer);
