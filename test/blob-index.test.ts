@@ -1,19 +1,23 @@
 import crypto from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { type IndexedPack, BlobIndex, checkIndexLayout, decodeIndex, encodeIndex } from '../src/repo/index.js';
+import { IdTable } from '../src/repo/id-table.js';
+import { PackEntries } from '../src/repo/pack-entries.js';
 
 const packId = (n: number) => crypto.createHash('sha256').update(`pack ${n}`).digest('hex');
 
 function packs(from: number, shared: Buffer): IndexedPack[] {
   return [from, from + 1].map((p) => ({
     packId: packId(p),
-    blobs: Array.from({ length: 700 }, (_, i) => ({
-      type: (i % 5 === 0 ? 1 : 0) as never,
-      id: i === 3 ? shared : crypto.randomBytes(32), // the same blob in every pack
-      offset: i * 70_000 + p,
-      length: 60_000 + i,
-      rawLength: 0xffff_ff00 + (i % 200), // lengths use all 32 bits
-    })),
+    entries: PackEntries.of(
+      Array.from({ length: 700 }, (_, i) => ({
+        type: (i % 5 === 0 ? 1 : 0) as never,
+        id: i === 3 ? shared : crypto.randomBytes(32), // the same blob in every pack
+        offset: i * 70_000 + p,
+        length: 60_000 + i,
+        rawLength: 0xffff_ff00 + (i % 200), // lengths use all 32 bits
+      })),
+    ),
   }));
 }
 
@@ -43,7 +47,7 @@ describe('blob index', () => {
     for (const odd of ['', 'zz', shared.toString('hex').slice(2), shared.toString('hex') + '00', 'x' + shared.toString('hex').slice(1)]) expect(inPlace.has(odd)).toBe(false);
     // Added after loading, as a backup does: unknown IDs get a place, known ones keep theirs.
     const fresh = { type: 1 as never, id: crypto.randomBytes(32), offset: 5, length: 6, rawLength: 7 };
-    inPlace.addPack({ packId: packId(4), blobs: [fresh, { type: 1 as never, id: shared, offset: 1, length: 2, rawLength: 3 }] });
+    inPlace.addPack({ packId: packId(4), entries: PackEntries.of([fresh, { type: 1 as never, id: shared, offset: 1, length: 2, rawLength: 3 }]) });
     expect(inPlace.get(fresh.id.toString('hex'))).toEqual({ type: 1, packId: packId(4), offset: 5, length: 6, rawLength: 7 });
     expect(inPlace.get(shared.toString('hex'))!.packId).toBe(packId(0));
     expect(inPlace.has(fresh.id.toString('hex'))).toBe(true);
@@ -67,5 +71,36 @@ describe('blob index', () => {
     const lying = Buffer.from(plain);
     lying.writeUInt32LE(100_000, 5 + 4 + 32);
     expect(() => checkIndexLayout(lying)).toThrow(/truncated/);
+  });
+});
+
+describe('id table', () => {
+  it('gives each ID one slot in the order added, finds it from bytes or hex, and keeps every ID as it grows', () => {
+    const t = new IdTable();
+    const ids = Array.from({ length: 5000 }, () => crypto.randomBytes(32));
+    const inBuffer = Buffer.concat([Buffer.from('ab'), ...ids]);
+    ids.forEach((id, i) => expect(i % 2 ? t.insert(inBuffer, 2 + i * 32) : t.insertHex(id.toString('hex'))).toBe(i));
+    expect(t.size).toBe(5000);
+    expect(t.insert(ids[17]!)).toBe(-1 - 17); // already there: its slot, as a negative
+    expect(t.insertHex(ids[4999]!.toString('hex'))).toBe(-1 - 4999);
+    expect(t.size).toBe(5000);
+    ids.forEach((id, i) => {
+      expect(t.find(id)).toBe(i);
+      expect(t.findHex(id.toString('hex'))).toBe(i);
+      expect(t.hexAt(i)).toBe(id.toString('hex'));
+    });
+    expect([...t.hexIds()]).toEqual(ids.map((id) => id.toString('hex')));
+    expect(t.find(crypto.randomBytes(32))).toBe(-1);
+    expect(t.find(inBuffer, 3)).toBe(-1);
+    expect(t.find(inBuffer, inBuffer.length - 31)).toBe(-1); // runs past the end
+    for (const odd of ['', 'zz', ids[0]!.toString('hex').slice(2), 'x' + ids[0]!.toString('hex').slice(1)]) expect(t.findHex(odd)).toBe(-1);
+    expect(() => t.insertHex('00')).toThrow(/not an object ID/);
+    expect(() => t.insert(Buffer.alloc(31))).toThrow(/32 bytes/);
+
+    const index = new BlobIndex();
+    index.addPack({ packId: packId(0), entries: PackEntries.of(ids.slice(0, 4000).map((id, i) => ({ type: 0 as never, id, offset: i, length: 1, rawLength: 1 }))) });
+    expect(t.firstMissingFrom(index)).toBe(ids[4000]!.toString('hex'));
+    index.addPack({ packId: packId(1), entries: PackEntries.of(ids.slice(4000).map((id, i) => ({ type: 0 as never, id, offset: i, length: 1, rawLength: 1 }))) });
+    expect(t.firstMissingFrom(index)).toBeUndefined();
   });
 });

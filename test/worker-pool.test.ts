@@ -9,6 +9,7 @@ import { keyedId } from '../src/crypto/ids.js';
 import { type MasterKeys } from '../src/crypto/keys.js';
 import { BlobType, blobId, openBlob, sealBlobWithId } from '../src/repo/blob.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../src/workers/pool.js';
+import { type PackedBlob } from '../src/repo/pack-entries.js';
 
 /** A file's content list as the JavaScript reference chunker cuts it from one buffer. */
 function referenceContent(keys: MasterKeys, data: Buffer): string[] {
@@ -23,7 +24,7 @@ function referenceContent(keys: MasterKeys, data: Buffer): string[] {
 }
 
 /** What a test keeps of a pack the pool handed over: its blobs and a copy of its bytes. */
-type StoredPack = { blobs: FinishedPack['blobs']; data: Buffer };
+type StoredPack = { blobs: PackedBlob[]; data: Buffer };
 
 describe('worker pool', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aegis-pool-'));
@@ -61,7 +62,7 @@ describe('worker pool', () => {
         const data = inMemory ? Buffer.from(p.data!) : fs.readFileSync(p.file!);
         expect(data.length).toBe(p.length);
         expect(p.sha256).toBe(crypto.createHash('sha256').update(data).digest('hex'));
-        packs.push({ blobs: p.blobs, data });
+        packs.push({ blobs: p.entries.blobs(), data });
       },
     });
     try {
@@ -113,7 +114,7 @@ describe('worker pool', () => {
         // its bytes must still be the ones the thread hashed when it finished it.
         for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
         expect(crypto.createHash('sha256').update(p.data!).digest('hex')).toBe(p.sha256);
-        packs.push({ blobs: p.blobs, data: Buffer.from(p.data!) });
+        packs.push({ blobs: p.entries.blobs(), data: Buffer.from(p.data!) });
       },
     });
     try {
@@ -152,7 +153,7 @@ describe('worker pool', () => {
       size: 2,
       staging: { dir: staging, sha256: false },
       onPack: async (p) => {
-        packs.push({ blobs: p.blobs, data: fs.readFileSync(p.file!) });
+        packs.push({ blobs: p.entries.blobs(), data: fs.readFileSync(p.file!) });
       },
     });
     try {

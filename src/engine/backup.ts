@@ -8,6 +8,7 @@ import { UserError, InterruptedError } from '../errors.js';
 import { BlobType } from '../repo/blob.js';
 import { type CompressionMode } from '../repo/compression.js';
 import { type IndexedPack } from '../repo/index.js';
+import { IdTable } from '../repo/id-table.js';
 import { type Packer } from '../repo/packer.js';
 import { type Repository } from '../repo/repository.js';
 import { type BackupSummary, type Snapshot } from '../snapshot/snapshot.js';
@@ -42,6 +43,8 @@ export interface BackupOptions {
   onWarning?: (w: BackupWarning) => void;
   /** Threads for chunking/hashing/sealing; default: the number of cores. */
   threads?: number;
+  /** When an index object is written (tests); default CHECKPOINT_PACKS and CHECKPOINT_BLOBS. */
+  indexCheckpoint?: { packs: number; blobs: number };
 }
 
 export interface BackupProgress {
@@ -73,7 +76,16 @@ export interface BackupResult {
   warnings: BackupWarning[];
 }
 
+/**
+ * An index object is written once this many packs or blobs wait for one: a
+ * backup killed later loses no more than that to re-reading (packs it stored
+ * are adopted, see orphans.ts), and the queue and each index object stay
+ * small. A pack of small files holds ~100,000 blobs; waiting for 32 of them
+ * had held every entry until the end and then encoded, compressed and sealed
+ * one index object of all of them at once.
+ */
 const CHECKPOINT_PACKS = 32;
+const CHECKPOINT_BLOBS = 65_536;
 const SLASH = Buffer.from('/');
 
 /** Entries of one directory examined at once (lstat, cache lookup, queueing reads). */
@@ -219,16 +231,23 @@ class BackupRun {
     errors: 0,
   };
   private readonly treePacker: Packer;
-  private readonly added = new Set<string>();
+  /**
+   * Blobs this run will have stored that the repository's index does not hold
+   * yet: trees waiting in the tree packer, and in a dry run every new blob.
+   * Stored packs go into the index in memory at once (Repository.learnPack).
+   */
+  private readonly pending = new IdTable();
   private readonly indexQueue: IndexedPack[] = [];
+  private queuedBlobs = 0;
+  /** Data packs whose store began and that no index object written by this run names yet. */
+  private readonly unindexedPacks = new Set<string>();
   private readonly excludes: ExcludeMatcher;
   private readonly compression: CompressionMode;
-  private readonly isStored = (id: string): boolean => this.repo.index.has(id) || this.added.has(id);
-  /** isStored for the 32 bytes of an ID at `buf[at]` (no hex string unless this run added blobs). */
-  private readonly isStoredAt = (buf: Buffer, at: number): boolean =>
-    this.repo.index.hasBytes(buf, at) || (this.added.size > 0 && this.added.has(buf.toString('hex', at, at + 32)));
+  private readonly isStored = (id: string): boolean => this.repo.index.has(id) || (this.pending.size > 0 && this.pending.findHex(id) >= 0);
+  /** isStored for the 32 bytes of an ID at `buf[at]`. */
+  private readonly isStoredAt = (buf: Buffer, at: number): boolean => this.repo.index.hasBytes(buf, at) || (this.pending.size > 0 && this.pending.find(buf, at) >= 0);
   /** Every chunk ID of the files read in this run: each must be stored before the snapshot is. */
-  private readonly readIds = new Set<string>();
+  private readonly readIds = new IdTable();
   /** Content lists of files that changed while read: never offered to the next backup as unchanged. */
   private readonly readWhileChanging = new WeakSet<string[]>();
   /** dev:inode → content of a hardlinked file already read in this run. */
@@ -256,8 +275,11 @@ class BackupRun {
     private readonly bytesExpected?: number,
   ) {
     const onStored = async (pack: IndexedPack) => {
+      this.repo.learnPack(pack);
       this.indexQueue.push(pack);
-      if (this.indexQueue.length >= CHECKPOINT_PACKS) await this.flushIndex();
+      this.queuedBlobs += pack.entries.count;
+      const every = this.opts.indexCheckpoint ?? { packs: CHECKPOINT_PACKS, blobs: CHECKPOINT_BLOBS };
+      if (this.indexQueue.length >= every.packs || this.queuedBlobs >= every.blobs) await this.flushIndex();
     };
     this.onStored = onStored;
     this.treePacker = repo.newPacker(onStored, 1);
@@ -296,28 +318,31 @@ class BackupRun {
 
   private async flushIndex(): Promise<void> {
     const packs = this.indexQueue.splice(0);
-    if (!this.opts.dryRun) await this.repo.writeIndex(packs);
+    this.queuedBlobs = 0;
+    if (this.opts.dryRun) return;
+    await this.repo.writeIndex(packs);
+    for (const p of packs) this.unindexedPacks.delete(p.packId);
   }
 
   /** A pack of new data blobs assembled by a worker thread: store it, then index it. */
   async storeDataPack(pack: FinishedPack): Promise<void> {
-    for (const b of pack.blobs) {
-      this.added.add(b.id.toString('hex'));
+    const { entries } = pack;
+    for (let i = 0; i < entries.count; i++) {
+      if (this.opts.dryRun) this.pending.insert(entries.bytes, entries.idAt(i));
       this.summary.data_blobs++;
-      this.summary.data_added += b.rawLength;
-      this.summary.data_added_packed += b.length;
+      this.summary.data_added += entries.rawLength(i);
+      this.summary.data_added_packed += entries.length(i);
     }
     if (this.opts.dryRun) return;
+    this.unindexedPacks.add(pack.packId);
     if (pack.data) await this.repo.storePack(pack.packId, pack.data, pack.sha256);
     else await this.repo.storePackFile(pack.packId, pack.file, pack.sha256);
-    await this.onStored({ packId: pack.packId, blobs: pack.blobs });
+    await this.onStored({ packId: pack.packId, entries });
   }
 
   /** Store a new tree blob once per run and once per repository. */
   private async storeTree(id: Buffer, seal: () => Buffer, rawLength: number): Promise<void> {
-    const hex = id.toString('hex');
-    if (this.added.has(hex) || this.repo.index.has(hex)) return;
-    this.added.add(hex);
+    if (this.repo.index.hasBytes(id, 0) || this.pending.insert(id) < 0) return;
     this.summary.tree_blobs++;
     if (this.opts.dryRun) return;
     await this.treePacker.add(BlobType.Tree, id, seal(), rawLength);
@@ -372,13 +397,12 @@ class BackupRun {
   private async saveTree(nodes: TreeNode[]): Promise<string> {
     nodes.sort(compareNames);
     const { id, seal, rawLength } = this.repo.encodeTree({ nodes });
-    const hex = id.toString('hex');
     // Same listing as before → unmodified; otherwise new on a first backup, changed after one.
-    if (this.repo.index.has(hex) || this.added.has(hex)) this.summary.dirs_unmodified++;
+    if (this.isStoredAt(id, 0)) this.summary.dirs_unmodified++;
     else if (this.hasParent) this.summary.dirs_changed++;
     else this.summary.dirs_new++;
     await this.storeTree(id, seal, rawLength);
-    return hex;
+    return id.toString('hex');
   }
 
   private async saveEntry(p: Buffer, name: Buffer, st: BigIntStats, rootDev?: bigint): Promise<TreeNode | undefined> {
@@ -484,7 +508,7 @@ class BackupRun {
     this.summary.files_read++;
     this.summary.bytes_read += result.size;
     this.summary.total_bytes_processed += result.size;
-    for (const id of result.content) this.readIds.add(id);
+    for (const id of result.content) this.readIds.insertHex(id);
     if (result.changed) {
       this.warn(p, 'changed', 'changed while being read; the snapshot holds the bytes as read');
       this.readWhileChanging.add(result.content);
@@ -826,10 +850,11 @@ class BackupRun {
     this.memos.commit();
     // The snapshot may refer only to stored, indexed data: check before it is written.
     if (!this.opts.dryRun) {
-      for (const ids of [this.added, this.readIds]) {
-        for (const id of ids) {
-          if (!this.repo.index.has(id)) throw new Error(`internal error: blob ${id} was not stored before the snapshot; no snapshot written`);
-        }
+      const [unindexed] = this.unindexedPacks;
+      if (unindexed) throw new Error(`internal error: pack ${unindexed} was stored but not indexed before the snapshot; no snapshot written`);
+      for (const ids of [this.pending, this.readIds]) {
+        const id = ids.firstMissingFrom(this.repo.index);
+        if (id) throw new Error(`internal error: blob ${id} was not stored before the snapshot; no snapshot written`);
       }
     }
   }

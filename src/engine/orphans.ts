@@ -16,7 +16,7 @@ export async function adoptUnindexedPacks(repo: Repository): Promise<number> {
     const packId = packIdOf(info.name);
     if (!packId || repo.index.hasPack(packId)) continue;
     try {
-      found.push({ packId, blobs: await readPackHeader(repo.storage, repo.keys, packId, info.size) });
+      found.push({ packId, entries: await readPackHeader(repo.storage, repo.keys, packId, info.size) });
     } catch {
       /* damaged or foreign: not ours to index */
     }

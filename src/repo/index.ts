@@ -1,6 +1,6 @@
-import crypto from 'node:crypto';
 import { BlobType } from './blob.js';
-import { type PackedBlob } from './pack.js';
+import { IdTable } from './id-table.js';
+import { ENTRY_BYTES, PackEntries } from './pack-entries.js';
 
 /** Where one blob lives. */
 export interface BlobLocation {
@@ -13,7 +13,7 @@ export interface BlobLocation {
 
 export interface IndexedPack {
   packId: string;
-  blobs: PackedBlob[];
+  entries: PackEntries;
 }
 
 /**
@@ -25,11 +25,11 @@ export interface IndexedPack {
  * without a window in which a blob is indexed nowhere.
  */
 const VERSION = 1;
-const BLOB_BYTES = 1 + 32 + 12;
+const BLOB_BYTES = ENTRY_BYTES;
 
 export function encodeIndex(packs: IndexedPack[], superseded: string[] = []): Buffer {
   let size = 1 + 4 + superseded.length * 32 + 4;
-  for (const p of packs) size += 32 + 4 + p.blobs.length * BLOB_BYTES;
+  for (const p of packs) size += 32 + 4 + p.entries.bytes.length;
   const out = Buffer.allocUnsafe(size);
   let o = out.writeUInt8(VERSION, 0);
   o = out.writeUInt32LE(superseded.length, o);
@@ -37,14 +37,8 @@ export function encodeIndex(packs: IndexedPack[], superseded: string[] = []): Bu
   o = out.writeUInt32LE(packs.length, o);
   for (const p of packs) {
     o += Buffer.from(p.packId, 'hex').copy(out, o);
-    o = out.writeUInt32LE(p.blobs.length, o);
-    for (const b of p.blobs) {
-      o = out.writeUInt8(b.type, o);
-      o += b.id.copy(out, o);
-      o = out.writeUInt32LE(b.offset, o);
-      o = out.writeUInt32LE(b.length, o);
-      o = out.writeUInt32LE(b.rawLength, o);
-    }
+    o = out.writeUInt32LE(p.entries.count, o);
+    o += p.entries.bytes.copy(out, o);
   }
   return out;
 }
@@ -71,17 +65,8 @@ export function decodeIndex(buf: Buffer): { packs: IndexedPack[]; superseded: st
     const n = buf.readUInt32LE(o + 32);
     o += 36;
     need(n * BLOB_BYTES);
-    const blobs: PackedBlob[] = [];
-    for (let j = 0; j < n; j++, o += BLOB_BYTES) {
-      blobs.push({
-        type: buf.readUInt8(o) as BlobType,
-        id: Buffer.from(buf.subarray(o + 1, o + 33)),
-        offset: buf.readUInt32LE(o + 33),
-        length: buf.readUInt32LE(o + 37),
-        rawLength: buf.readUInt32LE(o + 41),
-      });
-    }
-    packs.push({ packId, blobs });
+    packs.push({ packId, entries: new PackEntries(buf.subarray(o, o + n * BLOB_BYTES)) });
+    o += n * BLOB_BYTES;
   }
   if (o !== buf.length) throw new Error('index object has trailing bytes');
   return { packs, superseded };
@@ -140,8 +125,8 @@ export function checkIndexLayout(buf: Buffer): number {
 /**
  * The in-memory map from blob ID (hex) to its place.
  *
- * An open-addressing hash table over the IDs' bytes, with places in typed
- * arrays: loading makes no object and no string per blob. A record, a copied ID
+ * An IdTable of the IDs, with places in typed arrays indexed by its slots:
+ * loading makes no object and no string per blob. A record, a copied ID
  * Buffer and a hex string per blob (32,000 of them for the bench data) had cost
  * an unchanged backup ~50 ms of decoding, map insertion and garbage collection.
  * `get` builds the BlobLocation when asked; IDs given as hex are converted to
@@ -150,52 +135,16 @@ export function checkIndexLayout(buf: Buffer): number {
 export class BlobIndex {
   private readonly packs = new Map<string, number>();
   private readonly packNames: string[] = [];
-  private count = 0;
+  private readonly table = new IdTable();
   private capacity = 1024;
-  /** IDs by slot, 32 bytes each; `idWords` is the same memory as 32-bit words (Buffer.alloc is not pooled: aligned). */
-  private idBytes = Buffer.alloc(32 * 1024);
-  private idWords = new Uint32Array(this.idBytes.buffer, this.idBytes.byteOffset, 8 * 1024);
   private types = new Uint8Array(1024);
   private packOf = new Uint32Array(1024);
   private offsets = new Uint32Array(1024);
   private lengths = new Uint32Array(1024);
   private rawLengths = new Uint32Array(1024);
-  /** Slot + 1 per table position (0: empty); at most half full. */
-  private table = new Int32Array(4096);
-  private mask = 4095;
-  /** The ID being looked up or added. */
-  private readonly probe = Buffer.alloc(32);
-  private readonly probeWords = new Uint32Array(this.probe.buffer, this.probe.byteOffset, 8);
-  /** Per process, so that no repository can choose IDs that all collide. */
-  private readonly seed = crypto.randomBytes(4).readUInt32LE(0);
 
   get size(): number {
-    return this.count;
-  }
-
-  private hash(w: Uint32Array, at: number): number {
-    return Math.imul(w[at]! ^ this.seed, 0x9e3779b1) ^ Math.imul(w[at + 1]! ^ this.seed, 0x85ebca77) ^ w[at + 2]!;
-  }
-
-  /** The table position of the probe ID: where it is, or the empty one where it would go. */
-  private position(): number {
-    const w = this.probeWords;
-    const ids = this.idWords;
-    let i = this.hash(w, 0) & this.mask;
-    for (;;) {
-      const s = this.table[i]!;
-      if (s === 0) return i;
-      const at = (s - 1) * 8;
-      if (ids[at] === w[0] && ids[at + 1] === w[1] && ids[at + 2] === w[2] && ids[at + 3] === w[3] && ids[at + 4] === w[4] && ids[at + 5] === w[5] && ids[at + 6] === w[6] && ids[at + 7] === w[7]) return i;
-      i = (i + 1) & this.mask;
-    }
-  }
-
-  /** The slot of a hex ID, or -1. */
-  private slotOf(id: string): number {
-    if (id.length !== 64 || this.probe.write(id, 'hex') !== 32) return -1;
-    const s = this.table[this.position()]!;
-    return s - 1;
+    return this.table.size;
   }
 
   private newPack(packId: string, blobs: number): number {
@@ -204,59 +153,47 @@ export class BlobIndex {
     return this.packNames.length - 1;
   }
 
-  /** Add the probe ID unless it is known (the first place seen wins). */
-  private add(type: number, pack: number, offset: number, length: number, rawLength: number): void {
-    const pos = this.position();
-    if (this.table[pos] !== 0) return;
-    if (this.count === this.capacity) return this.grow(), this.add(type, pack, offset, length, rawLength);
-    const slot = this.count++;
-    this.idBytes.set(this.probe, slot * 32);
+  /** Add the ID at `bytes[at]` unless it is known (the first place seen wins). */
+  private add(bytes: Uint8Array, at: number, type: number, pack: number, offset: number, length: number, rawLength: number): void {
+    const slot = this.table.insert(bytes, at);
+    if (slot < 0) return;
+    if (slot >= this.capacity) this.grow(slot + 1);
     this.types[slot] = type;
     this.packOf[slot] = pack;
     this.offsets[slot] = offset;
     this.lengths[slot] = length;
     this.rawLengths[slot] = rawLength;
-    this.table[pos] = slot + 1;
   }
 
   /** Make room for `more` blobs beyond those held, at once rather than by doubling. */
   reserve(more: number): void {
-    let n = this.capacity;
-    while (n < this.count + more) n *= 2;
-    if (n > this.capacity) this.grow(n);
+    this.table.reserve(more);
+    this.grow(this.table.size + more);
   }
 
-  private grow(n = this.capacity * 2): void {
-    const grown = <T extends Uint8Array | Uint32Array>(a: T, make: (n: number) => T, k: number): T => {
-      const b = make(k);
-      b.set(a);
-      return b;
-    };
-    this.idBytes = grown(this.idBytes, (k) => Buffer.alloc(k), 32 * n);
-    this.idWords = new Uint32Array(this.idBytes.buffer, this.idBytes.byteOffset, 8 * n);
-    this.types = grown(this.types, (k) => new Uint8Array(k), n);
-    this.packOf = grown(this.packOf, (k) => new Uint32Array(k), n);
-    this.offsets = grown(this.offsets, (k) => new Uint32Array(k), n);
-    this.lengths = grown(this.lengths, (k) => new Uint32Array(k), n);
-    this.rawLengths = grown(this.rawLengths, (k) => new Uint32Array(k), n);
+  private grow(need: number): void {
+    let n = this.capacity;
+    while (n < need) n *= 2;
+    if (n === this.capacity) return;
+    const grown = <T extends Uint8Array | Uint32Array>(a: T, b: T): T => (b.set(a), b);
+    this.types = grown(this.types, new Uint8Array(n));
+    this.packOf = grown(this.packOf, new Uint32Array(n));
+    this.offsets = grown(this.offsets, new Uint32Array(n));
+    this.lengths = grown(this.lengths, new Uint32Array(n));
+    this.rawLengths = grown(this.rawLengths, new Uint32Array(n));
     this.capacity = n;
-    // Rehash into a table four times the slots, so it stays at most half full.
-    this.table = new Int32Array(4 * n);
-    this.mask = 4 * n - 1;
-    for (let slot = 0; slot < this.count; slot++) {
-      let i = this.hash(this.idWords, slot * 8) & this.mask;
-      while (this.table[i] !== 0) i = (i + 1) & this.mask;
-      this.table[i] = slot + 1;
+  }
+
+  /** The entries of `count` blobs of pack `p`, from `buf[o]` on, in the layout of PackEntries. */
+  private addEntries(p: number, buf: Buffer, o: number, count: number): void {
+    for (let j = 0; j < count; j++, o += BLOB_BYTES) {
+      this.add(buf, o + 1, buf[o]!, p, buf.readUInt32LE(o + 33), buf.readUInt32LE(o + 37), buf.readUInt32LE(o + 41));
     }
   }
 
   addPack(pack: IndexedPack): void {
-    const p = this.newPack(pack.packId, pack.blobs.length);
-    for (const b of pack.blobs) {
-      if (b.id.length !== 32) throw new Error('blob ID is not 32 bytes');
-      this.probe.set(b.id);
-      this.add(b.type, p, b.offset, b.length, b.rawLength);
-    }
+    const { entries } = pack;
+    this.addEntries(this.newPack(pack.packId, entries.count), entries.bytes, 0, entries.count);
   }
 
   /**
@@ -270,12 +207,8 @@ export class BlobIndex {
     o += 4;
     for (let i = 0; i < packs; i++) {
       const n = buf.readUInt32LE(o + 32);
-      const p = this.newPack(buf.toString('hex', o, o + 32), n);
-      o += 36;
-      for (let j = 0; j < n; j++, o += BLOB_BYTES) {
-        for (let k = 0; k < 32; k++) this.probe[k] = buf[o + 1 + k]!;
-        this.add(buf[o]!, p, buf.readUInt32LE(o + 33), buf.readUInt32LE(o + 37), buf.readUInt32LE(o + 41));
-      }
+      this.addEntries(this.newPack(buf.toString('hex', o, o + 32), n), buf, o + 36, n);
+      o += 36 + n * BLOB_BYTES;
     }
   }
 
@@ -290,19 +223,17 @@ export class BlobIndex {
   }
 
   get(id: string): BlobLocation | undefined {
-    const slot = this.slotOf(id);
+    const slot = this.table.findHex(id);
     return slot < 0 ? undefined : this.location(slot);
   }
 
   has(id: string): boolean {
-    return this.slotOf(id) >= 0;
+    return this.table.findHex(id) >= 0;
   }
 
   /** has() for the 32 bytes of an ID at `buf[at]`, without a hex string. */
   hasBytes(buf: Buffer, at: number): boolean {
-    if (at < 0 || at + 32 > buf.length) return false;
-    for (let k = 0; k < 32; k++) this.probe[k] = buf[at + k]!;
-    return this.table[this.position()] !== 0;
+    return this.table.find(buf, at) >= 0;
   }
 
   hasPack(packId: string): boolean {
@@ -315,11 +246,11 @@ export class BlobIndex {
 
   /** Every blob ID with its place, in the order they were added. */
   *entries(): IterableIterator<[string, BlobLocation]> {
-    for (let slot = 0; slot < this.count; slot++) yield [this.idBytes.toString('hex', slot * 32, slot * 32 + 32), this.location(slot)];
+    for (let slot = 0; slot < this.table.size; slot++) yield [this.table.hexAt(slot), this.location(slot)];
   }
 
   /** Every blob ID, in the order they were added. */
-  *ids(): IterableIterator<string> {
-    for (let slot = 0; slot < this.count; slot++) yield this.idBytes.toString('hex', slot * 32, slot * 32 + 32);
+  ids(): IterableIterator<string> {
+    return this.table.hexIds();
   }
 }

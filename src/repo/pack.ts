@@ -2,72 +2,45 @@ import crypto from 'node:crypto';
 import { open, seal } from '../crypto/aead.js';
 import { type MasterKeys } from '../crypto/keys.js';
 import { type Storage } from '../storage/storage.js';
-import { type BlobType } from './blob.js';
 import { packName } from './layout.js';
+import { ENTRY_BYTES, PackEntries } from './pack-entries.js';
 
 /**
  * A pack is  blob_0 ‖ … ‖ blob_n-1 ‖ sealed header ‖ u32le(header length).
  * The header lists every blob's type, ID, offset, sealed length and plaintext
- * length, and is sealed with the pack's ID in its associated data, so a header
- * cannot be moved to another pack. A reader that knows a blob's place from the
- * index fetches just that byte range.
+ * length (PackEntries), and is sealed with the pack's ID in its associated
+ * data, so a header cannot be moved to another pack. A reader that knows a
+ * blob's place from the index fetches just that byte range.
  */
-export interface PackedBlob {
-  type: BlobType;
-  id: Buffer;
-  offset: number;
-  length: number;
-  rawLength: number;
-}
-
 const HEADER_AD_LABEL = Buffer.from('aegis-pack-header-v1', 'ascii');
 const HEADER_VERSION = 1;
-const ENTRY_BYTES = 1 + 32 + 4 + 4 + 4;
 
 function headerAd(packId: string): Buffer {
   return Buffer.concat([HEADER_AD_LABEL, Buffer.from(packId, 'hex')]);
 }
 
-export function encodePackHeader(blobs: PackedBlob[]): Buffer {
-  const out = Buffer.allocUnsafe(5 + blobs.length * ENTRY_BYTES);
+export function encodePackHeader(entries: PackEntries): Buffer {
+  const out = Buffer.allocUnsafe(5 + entries.bytes.length);
   out.writeUInt8(HEADER_VERSION, 0);
-  out.writeUInt32LE(blobs.length, 1);
-  let p = 5;
-  for (const b of blobs) {
-    out.writeUInt8(b.type, p);
-    b.id.copy(out, p + 1);
-    out.writeUInt32LE(b.offset, p + 33);
-    out.writeUInt32LE(b.length, p + 37);
-    out.writeUInt32LE(b.rawLength, p + 41);
-    p += ENTRY_BYTES;
-  }
+  out.writeUInt32LE(entries.count, 1);
+  entries.bytes.copy(out, 5);
   return out;
 }
 
-export function decodePackHeader(plain: Buffer): PackedBlob[] {
+export function decodePackHeader(plain: Buffer): PackEntries {
   if (plain.length < 5 || plain.readUInt8(0) !== HEADER_VERSION) throw new Error('unknown pack header version');
   const n = plain.readUInt32LE(1);
   if (plain.length !== 5 + n * ENTRY_BYTES) throw new Error('pack header has the wrong length');
-  const out: PackedBlob[] = [];
-  for (let i = 0, p = 5; i < n; i++, p += ENTRY_BYTES) {
-    out.push({
-      type: plain.readUInt8(p) as BlobType,
-      id: Buffer.from(plain.subarray(p + 1, p + 33)),
-      offset: plain.readUInt32LE(p + 33),
-      length: plain.readUInt32LE(p + 37),
-      rawLength: plain.readUInt32LE(p + 41),
-    });
-  }
-  return out;
+  return new PackEntries(plain.subarray(5));
 }
 
 export function newPackId(): string {
   return crypto.randomBytes(32).toString('hex');
 }
 
-/** The sealed header and length trailer that end a pack whose blobs are `blobs`. */
-export function packTrailer(keys: MasterKeys, packId: string, blobs: PackedBlob[]): Buffer {
-  const header = seal(keys.encryption, headerAd(packId), encodePackHeader(blobs));
+/** The sealed header and length trailer that end a pack whose blobs are `entries`. */
+export function packTrailer(keys: MasterKeys, packId: string, entries: PackEntries): Buffer {
+  const header = seal(keys.encryption, headerAd(packId), encodePackHeader(entries));
   const out = Buffer.allocUnsafe(header.length + 4);
   header.copy(out, 0);
   out.writeUInt32LE(header.length, header.length);
@@ -83,7 +56,7 @@ export class DamagedPackError extends Error {
 }
 
 /** Read and authenticate a pack's header with at most two ranged reads. */
-export async function readPackHeader(storage: Storage, keys: MasterKeys, packId: string, size?: number): Promise<PackedBlob[]> {
+export async function readPackHeader(storage: Storage, keys: MasterKeys, packId: string, size?: number): Promise<PackEntries> {
   const name = packName(packId);
   const total = size ?? (await storage.stat(name)).size;
   if (total < 4) throw new DamagedPackError(packId, 'too short');
@@ -103,11 +76,11 @@ export async function readPackHeader(storage: Storage, keys: MasterKeys, packId:
     throw new DamagedPackError(packId, 'header authentication failed');
   }
   try {
-    const blobs = decodePackHeader(plain);
-    for (const b of blobs) {
-      if (b.offset + b.length > total - 4 - headerLength) throw new Error('a blob lies outside the pack');
+    const entries = decodePackHeader(plain);
+    for (let i = 0; i < entries.count; i++) {
+      if (entries.offset(i) + entries.length(i) > total - 4 - headerLength) throw new Error('a blob lies outside the pack');
     }
-    return blobs;
+    return entries;
   } catch (err) {
     throw new DamagedPackError(packId, (err as Error).message);
   }

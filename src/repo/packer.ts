@@ -4,7 +4,8 @@ import { Semaphore } from '../util/concurrency.js';
 import { type BlobType } from './blob.js';
 import { type IndexedPack } from './index.js';
 import { packName } from './layout.js';
-import { type PackedBlob, newPackId, packTrailer } from './pack.js';
+import { newPackId, packTrailer } from './pack.js';
+import { PackEntriesBuilder } from './pack-entries.js';
 
 /**
  * Collects sealed blobs into packs of about `targetSize` bytes and uploads them,
@@ -17,7 +18,7 @@ import { type PackedBlob, newPackId, packTrailer } from './pack.js';
 export class Packer {
   /** The pack being filled: blobs are copied in as they arrive, the trailer appended at the end. */
   private buffer: Buffer | undefined;
-  private blobs: PackedBlob[] = [];
+  private blobs = new PackEntriesBuilder();
   private bytes = 0;
   /** Buffers of stored packs, reused: fresh 16 MiB allocations cost page faults and GC. */
   private readonly spare: Buffer[] = [];
@@ -40,14 +41,14 @@ export class Packer {
     if (this.failure) throw this.failure;
     this.ensureRoom(sealed.length);
     sealed.copy(this.buffer!, this.bytes);
-    this.blobs.push({ type, id, offset: this.bytes, length: sealed.length, rawLength });
+    this.blobs.push(type, id, this.bytes, sealed.length, rawLength);
     this.bytes += sealed.length;
     if (this.bytes >= this.targetSize) await this.closePack();
   }
 
   /** Room for `n` more bytes plus a header; a blob larger than usual gets a larger buffer. */
   private ensureRoom(n: number): void {
-    const headerRoom = 64 * 1024 + this.blobs.length * 64;
+    const headerRoom = 64 * 1024 + this.blobs.count * 64;
     const need = this.bytes + n + headerRoom;
     if (this.buffer && this.buffer.length >= need) return;
     const size = Math.max(need, this.targetSize + 9 * 1024 * 1024);
@@ -61,17 +62,17 @@ export class Packer {
   }
 
   private async closePack(): Promise<void> {
-    if (this.blobs.length > 0) {
+    if (this.blobs.count > 0) {
       const buffer = this.buffer!;
-      const blobs = this.blobs;
+      const entries = this.blobs.finish();
       const length = this.bytes;
       this.buffer = undefined;
-      this.blobs = [];
+      this.blobs = new PackEntriesBuilder();
       this.bytes = 0;
       const job = this.slots
         .with(async () => {
           const packId = newPackId();
-          const trailer = packTrailer(this.keys, packId, blobs);
+          const trailer = packTrailer(this.keys, packId, entries);
           let data = buffer;
           if (length + trailer.length > buffer.length) {
             data = Buffer.allocUnsafe(length + trailer.length);
@@ -80,7 +81,7 @@ export class Packer {
           trailer.copy(data, length);
           await this.storage.put(packName(packId), data.subarray(0, length + trailer.length));
           if (data === buffer && this.spare.length < 1) this.spare.push(buffer);
-          await this.onPackStored({ packId, blobs });
+          await this.onPackStored({ packId, entries });
         })
         .catch((err) => {
           this.failure ??= err;

@@ -235,8 +235,18 @@ export class Repository {
     const name = `${INDEX}${id}`;
     await this.storage.put(name, sealObject(this.keys, name, encodeIndex(packs, superseded)));
     this.loadedIndexFiles.add(name);
-    for (const p of packs) this.index.addPack(p);
+    for (const p of packs) this.learnPack(p);
     return id;
+  }
+
+  /**
+   * Make a stored pack's blobs findable in this process before an index object
+   * names them, so that what a backup reads later deduplicates against them
+   * without a second record of every blob it added. The pack must still be
+   * given to writeIndex.
+   */
+  learnPack(pack: IndexedPack): void {
+    if (!this.index.hasPack(pack.packId)) this.index.addPack(pack);
   }
 
   // ---- blobs ----------------------------------------------------------------

@@ -9,7 +9,7 @@ import { type MasterKeys } from '../crypto/keys.js';
 import { type BlobType, DamagedBlobError } from '../repo/blob.js';
 import { type CompressionMode } from '../repo/compression.js';
 import { type FileIdentity } from './source-file.js';
-import { type PackedBlob } from '../repo/pack.js';
+import { PackEntries } from '../repo/pack-entries.js';
 import { type Staging, StorageError } from '../storage/storage.js';
 import { type BlobOpener } from '../repo/repository.js';
 import { newClaimTable } from './claims.js';
@@ -29,7 +29,7 @@ export type FinishedPack = {
   packId: string;
   length: number;
   sha256?: string;
-  blobs: PackedBlob[];
+  entries: PackEntries;
 } & ({ file: string; data?: undefined } | { /** The pack's bytes; valid until onPack settles. */ data: Buffer; file?: undefined });
 
 export class FileReadError extends Error {
@@ -417,7 +417,7 @@ export class WorkerPool {
       packId: wire.packId,
       length: wire.length,
       sha256: wire.sha256,
-      blobs: wire.blobs.map((b) => ({ ...b, id: Buffer.from(b.id.buffer, b.id.byteOffset, b.id.byteLength) })),
+      entries: new PackEntries(Buffer.from(wire.entries.buffer, wire.entries.byteOffset, wire.entries.byteLength)),
     };
     if (wire.slot !== undefined && wire.memory) slot.packMemory[wire.slot] = wire.memory;
     const memory = wire.slot !== undefined ? slot.packMemory[wire.slot] : undefined;

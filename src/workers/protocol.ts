@@ -175,21 +175,13 @@ export interface WorkerError {
   damaged?: { blobId: string; detail: string; packId?: string };
 }
 
-/** One blob inside a finished pack, as sent between threads. */
-export interface WirePackedBlob {
-  type: BlobType;
-  id: Uint8Array;
-  offset: number;
-  length: number;
-  rawLength: number;
-}
-
 /** A complete pack (blobs, sealed header, trailer) in a staged file or in memory, ready to store. */
 export type WirePack = {
   packId: string;
   length: number;
   sha256?: string;
-  blobs: WirePackedBlob[];
+  /** Its blobs, in the layout of PackEntries. */
+  entries: Uint8Array;
 } & (
   | { /** The staged file that holds it. */ file: string; slot?: undefined; memory?: undefined }
   | {

@@ -12,7 +12,7 @@ import { Claims } from './claims.js';
 import { type CompressionMode } from '../repo/compression.js';
 import { HANDOVER_ID_WORDS, HANDOVER_SLOTS } from './protocol.js';
 import type { ChunkFilesRequest, ChunkFilesResult, ChunkFileResult, OpenBlobRequest, OpenRangeRequest, OpenRangeResult, PackFileRange, WorkerError, WorkerInit, WorkerRequest, WorkerResponse } from './protocol.js';
-import { type PackedBlob } from '../repo/pack.js';
+import { PackEntriesBuilder } from '../repo/pack-entries.js';
 import { copyToOwnBuffer, transferList } from './transfer.js';
 import { PackFile, PackWriteError, WriteBuffers, appendTo } from './pack-file.js';
 import { type FileIdentity, SourceFile, prefetch } from './source-file.js';
@@ -237,7 +237,7 @@ interface OpenPack {
   out: PackFile | PackBuffer;
   /** The PackSlots slot of an in-memory pack. */
   slot?: number;
-  blobs: PackedBlob[];
+  blobs: PackEntriesBuilder;
 }
 
 let pack: OpenPack | undefined;
@@ -257,10 +257,10 @@ function openPack(): OpenPack {
   const hash = staging.sha256 ? crypto.createHash('sha256') : undefined;
   if (staging.inMemory) {
     const { slot, buf } = (packSlots ??= new PackSlots(init.packSize, PACK_BUFFER_SLACK)).take();
-    return { packId, out: new PackBuffer(buf, hash), slot, blobs: [] };
+    return { packId, out: new PackBuffer(buf, hash), slot, blobs: new PackEntriesBuilder() };
   }
   writeBuffers ??= WriteBuffers.create(WRITE_BUFFER);
-  return { packId, out: new PackFile(path.join(staging.dir, `${init.stagingPrefix}${packId}`), writeBuffers, staging.direct ?? false, hash), blobs: [] };
+  return { packId, out: new PackFile(path.join(staging.dir, `${init.stagingPrefix}${packId}`), writeBuffers, staging.direct ?? false, hash), blobs: new PackEntriesBuilder() };
 }
 
 /** Compress and seal a new data blob and append it to this thread's pack. */
@@ -273,7 +273,7 @@ async function addToPack(type: BlobType, id: Buffer, plaintext: Uint8Array, comp
   const { buf, at } = await p.out.room(sealedLength);
   const length = sealBlobInto(buf, at, keys, type, id, codec, payload);
   p.out.advance(length);
-  p.blobs.push({ type, id, offset, length, rawLength: plaintext.length });
+  p.blobs.push(type, id, offset, length, plaintext.length);
   if (p.out.length >= init.packSize) await emitPack();
 }
 
@@ -283,8 +283,9 @@ async function emitPack(): Promise<void> {
   if (!p) return;
   pack = undefined;
   let length: number;
+  const entries = p.blobs.finish();
   try {
-    await appendTo(p.out, packTrailer(keys, p.packId, p.blobs));
+    await appendTo(p.out, packTrailer(keys, p.packId, entries));
     length = await p.out.finish();
   } catch (err) {
     await p.out.abort();
@@ -292,13 +293,15 @@ async function emitPack(): Promise<void> {
     throw err;
   }
   packsOut++;
-  const wire = { packId: p.packId, length, sha256: p.out.sha256(), blobs: p.blobs };
+  // The entries' ArrayBuffer is their own (PackEntriesBuilder.finish): moved, not copied.
+  const wire = { packId: p.packId, length, sha256: p.out.sha256(), entries: entries.bytes };
+  const transfer = [entries.bytes.buffer as ArrayBuffer];
   if (p.out instanceof PackBuffer) {
     const slot = p.slot!;
     const memory = packSlots!.emit(slot, p.out.buffer);
-    post({ task: 0, kind: 'pack', pack: { ...wire, slot, ...(memory ? { memory } : {}) } });
+    post({ task: 0, kind: 'pack', pack: { ...wire, slot, ...(memory ? { memory } : {}) } }, transfer);
   } else {
-    post({ task: 0, kind: 'pack', pack: { ...wire, file: p.out.file } });
+    post({ task: 0, kind: 'pack', pack: { ...wire, file: p.out.file } }, transfer);
   }
   while (packsOut >= MAX_PACKS_OUT) await new Promise<void>((r) => packWaiters.push(r));
 }
