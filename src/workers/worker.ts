@@ -357,7 +357,7 @@ async function chunkFile(path: Uint8Array, compression: CompressionMode, identit
   const { max } = chunker.params;
   window ??= windows[init.index] ?? Buffer.allocUnsafe(2 * max);
   const buf = window;
-  const opened = SourceFile.open(Buffer.from(path.buffer, path.byteOffset, path.byteLength), buf, 0, identity);
+  const opened = SourceFile.open(Buffer.from(path.buffer, path.byteOffset, path.byteLength), buf.subarray(0, max), 0, identity);
   const file = opened.file;
   try {
     let start = 0;
@@ -368,13 +368,21 @@ async function chunkFile(path: Uint8Array, compression: CompressionMode, identit
     // for each small file). Had the file grown meanwhile, the fstat after
     // reading shows it, and the file is noted as changed.
     const atEnd = (n: number, want: number): boolean => n === 0 || (n < want && read === file.size);
-    let eof = atEnd(end, buf.length);
+    let eof = atEnd(end, max);
+    // Each pass reads one maximum chunk past what the pass before carried to
+    // the front (an unfinished chunk, under `max`), not up to the window's
+    // end: the pages touched are then mostly what the chunks being cut need.
+    // Filling the whole window each pass kept all of it resident: bench tree,
+    // four alternating runs, peak RSS 248-265 MiB against 259-275 MiB, wall
+    // time the same (2.54-2.86 s against 2.48-2.77 s).
+    let carried = 0;
     let size = 0;
     const content: string[] = [];
     while (!eof || start < end) {
-      while (!eof && end < buf.length) {
-        const want = buf.length - end;
-        const n = file.read(buf, end);
+      const fillTo = Math.min(buf.length, carried + max);
+      while (!eof && end < fillTo) {
+        const want = fillTo - end;
+        const n = file.read(buf.subarray(0, fillTo), end);
         end += n;
         read += n;
         if (atEnd(n, want)) eof = true;
@@ -399,6 +407,7 @@ async function chunkFile(path: Uint8Array, compression: CompressionMode, identit
       if (start > 0 && start < end) shiftDown(buf, start, end);
       end -= start;
       start = 0;
+      carried = end;
     }
     if (content.includes('')) throw new Error('a chunk handed to another thread has no ID');
     return { result: { content, size, changed: file.finish(size) }, cold: opened.cold };
