@@ -262,7 +262,8 @@ class BackupRun {
    */
   private readonly window: Semaphore;
   private progressTimer: NodeJS.Timeout | undefined;
-  private current: string | undefined;
+  /** The file being read, as bytes: made a string only when progress is reported. */
+  private current: Buffer | undefined;
 
   constructor(
     private readonly repo: Repository,
@@ -299,7 +300,7 @@ class BackupRun {
       filesDone: this.summary.total_files_processed,
       bytesDone: this.summary.total_bytes_processed,
       bytesRead: this.summary.bytes_read,
-      currentPath: this.current,
+      currentPath: this.current?.toString(),
       errors: this.summary.errors,
       bytesExpected: this.bytesExpected,
     });
@@ -492,7 +493,7 @@ class BackupRun {
     let result;
     try {
       this.checkAbort();
-      this.current = p.toString();
+      this.current = p;
       if (this.pool.packFailure) throw this.pool.packFailure;
       result = await this.pool.chunkFile(p, this.compression, size, identity);
     } catch (err) {

@@ -5,6 +5,7 @@
  * base64 (`name_b64`), so every name round-trips exactly. Times are integer
  * nanoseconds since the epoch written as decimal strings.
  */
+import { isUtf8 } from 'node:buffer';
 import { type Xattr } from './xattrs.js';
 
 export type NodeType = 'file' | 'dir' | 'symlink' | 'fifo' | 'chardev' | 'blockdev' | 'socket';
@@ -43,9 +44,9 @@ export interface Tree {
   nodes: TreeNode[];
 }
 
+/** The bytes as a string if they are valid UTF-8 (then toString gives them back exactly). */
 function isUtf8Exact(b: Buffer): string | undefined {
-  const s = b.toString('utf8');
-  return Buffer.from(s, 'utf8').equals(b) ? s : undefined;
+  return isUtf8(b) ? b.toString('utf8') : undefined;
 }
 
 function bytesField(out: Record<string, unknown>, key: string, b: Buffer): void {
