@@ -119,6 +119,12 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
       chunker: repo.config.chunker,
       size: opts.threads,
       knownIds: keysOf(repo),
+      // Four batches queued per thread, not two: a thread drained its queue
+      // while the main thread was busy for a few milliseconds (a tree, a
+      // state-database write). Bench tree, ten alternating runs against two:
+      // median 2.54 s against 2.61 s, faster in eight pairs; peak RSS median
+      // 245 MiB against 237 MiB (docs/DECISIONS.md, "Backup pipeline").
+      tasksPerWorker: 4,
       packSize: repo.config.packSize,
       staging,
       onPack: (pack) => run!.storeDataPack(pack),
