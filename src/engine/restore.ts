@@ -224,6 +224,9 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
     const failFile = (file: PendingFile, reason: string, code?: string) => {
       if (failed.has(file)) return;
       failed.add(file);
+      // Not unfinished any more: its temporary file goes now, and the walk's
+      // bound (MAX_UNFINISHED) counts only files the writers will still finish.
+      unfinished.delete(file);
       removeQuietly(at, file.tmp);
       if (code !== undefined && TARGET_FULL.has(code)) {
         // Every file after this one would fail the same way: one line instead of one per file, and stop.
