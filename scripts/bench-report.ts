@@ -154,7 +154,7 @@ function ratioCell(results: PhaseResult[], r: PhaseResult, other: string): strin
 
 function repeatNote(report: BenchReport): string {
   return report.repeat > 1
-    ? `First backup, restore, mount ready and first cat through the mount: median of ${report.repeat} runs per tool, in rounds that run every tool once (a fresh mount for each cat; highest peak RSS of the runs; every time in the JSON's \`runs\`). `
+    ? `First backup, restore, mount ready and the first and second cat through the mount: median of ${report.repeat} runs per tool, in rounds that run every tool once (a fresh mount for each first cat; highest peak RSS of the runs; every time in the JSON's \`runs\`). `
     : '';
 }
 
