@@ -2,14 +2,14 @@ import crypto from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { type IndexedPack, BlobIndex, checkIndexLayout, decodeIndex, encodeIndex } from '../src/repo/index.js';
 import { IdTable } from '../src/repo/id-table.js';
-import { PackEntries } from '../src/repo/pack-entries.js';
+import { entriesOf } from './helpers/pack-entries.js';
 
 const packId = (n: number) => crypto.createHash('sha256').update(`pack ${n}`).digest('hex');
 
 function packs(from: number, shared: Buffer): IndexedPack[] {
   return [from, from + 1].map((p) => ({
     packId: packId(p),
-    entries: PackEntries.of(
+    entries: entriesOf(
       Array.from({ length: 700 }, (_, i) => ({
         type: (i % 5 === 0 ? 1 : 0) as never,
         id: i === 3 ? shared : crypto.randomBytes(32), // the same blob in every pack
@@ -47,7 +47,7 @@ describe('blob index', () => {
     for (const odd of ['', 'zz', shared.toString('hex').slice(2), shared.toString('hex') + '00', 'x' + shared.toString('hex').slice(1)]) expect(inPlace.has(odd)).toBe(false);
     // Added after loading, as a backup does: unknown IDs get a place, known ones keep theirs.
     const fresh = { type: 1 as never, id: crypto.randomBytes(32), offset: 5, length: 6, rawLength: 7 };
-    inPlace.addPack({ packId: packId(4), entries: PackEntries.of([fresh, { type: 1 as never, id: shared, offset: 1, length: 2, rawLength: 3 }]) });
+    inPlace.addPack({ packId: packId(4), entries: entriesOf([fresh, { type: 1 as never, id: shared, offset: 1, length: 2, rawLength: 3 }]) });
     expect(inPlace.get(fresh.id.toString('hex'))).toEqual({ type: 1, packId: packId(4), offset: 5, length: 6, rawLength: 7 });
     expect(inPlace.get(shared.toString('hex'))!.packId).toBe(packId(0));
     expect(inPlace.has(fresh.id.toString('hex'))).toBe(true);
@@ -98,9 +98,9 @@ describe('id table', () => {
     expect(() => t.insert(Buffer.alloc(31))).toThrow(/32 bytes/);
 
     const index = new BlobIndex();
-    index.addPack({ packId: packId(0), entries: PackEntries.of(ids.slice(0, 4000).map((id, i) => ({ type: 0 as never, id, offset: i, length: 1, rawLength: 1 }))) });
+    index.addPack({ packId: packId(0), entries: entriesOf(ids.slice(0, 4000).map((id, i) => ({ type: 0 as never, id, offset: i, length: 1, rawLength: 1 }))) });
     expect(t.firstMissingFrom(index)).toBe(ids[4000]!.toString('hex'));
-    index.addPack({ packId: packId(1), entries: PackEntries.of(ids.slice(4000).map((id, i) => ({ type: 0 as never, id, offset: i, length: 1, rawLength: 1 }))) });
+    index.addPack({ packId: packId(1), entries: entriesOf(ids.slice(4000).map((id, i) => ({ type: 0 as never, id, offset: i, length: 1, rawLength: 1 }))) });
     expect(t.firstMissingFrom(index)).toBeUndefined();
   });
 });

@@ -14,7 +14,7 @@ import { decodeTreeLocations } from '../src/repo/index.js';
 import { type FileNode } from '../mount/types.js';
 import { parseSize } from '../src/cli/commands/mount.js';
 import { type BlobLocation, decodeIndex, encodeIndex } from '../src/repo/index.js';
-import { PackEntries } from '../src/repo/pack-entries.js';
+import { blobsOf, entriesOf } from './helpers/pack-entries.js';
 import { type Repository } from '../src/repo/repository.js';
 import { type TreeNode, decodeTree, encodeTree } from '../src/snapshot/tree.js';
 
@@ -468,7 +468,7 @@ describe('tree places from an index object', () => {
     const treeId = crypto.randomBytes(32);
     const packs = [0, 1, 2].map((p) => ({
       packId: packId(p),
-      entries: PackEntries.of(
+      entries: entriesOf(
         Array.from({ length: 50 }, (_, i) => ({
           type: (i % 3 === 0 || i === 7 ? 1 : 0) as never,
           id: i === 7 ? treeId : crypto.randomBytes(32), // blob 7 is the same tree in every pack
@@ -484,7 +484,7 @@ describe('tree places from an index object', () => {
 
     const expected = new Map<string, BlobLocation>();
     for (const p of decodeIndex(plain).packs) {
-      for (const b of p.entries.blobs()) {
+      for (const b of blobsOf(p.entries)) {
         const id = b.id.toString('hex');
         if (b.type === (1 as never) && !expected.has(id)) expected.set(id, { type: b.type, packId: p.packId, offset: b.offset, length: b.length, rawLength: b.rawLength });
       }
@@ -495,7 +495,7 @@ describe('tree places from an index object', () => {
   });
 
   it('refuses a truncated or unknown index object', () => {
-    const plain = encodeIndex([{ packId: packId(0), entries: PackEntries.of([{ type: 1 as never, id: crypto.randomBytes(32), offset: 0, length: 10, rawLength: 10 }]) }]);
+    const plain = encodeIndex([{ packId: packId(0), entries: entriesOf([{ type: 1 as never, id: crypto.randomBytes(32), offset: 0, length: 10, rawLength: 10 }]) }]);
     expect(() => decodeTreeLocations(plain.subarray(0, plain.length - 1), new Map())).toThrow(/truncated/);
     expect(() => decodeTreeLocations(Buffer.concat([Buffer.of(2), plain.subarray(1)]), new Map())).toThrow(/version/);
   });

@@ -9,7 +9,7 @@ import { keyedId } from '../src/crypto/ids.js';
 import { type MasterKeys } from '../src/crypto/keys.js';
 import { BlobType, blobId, openBlob, sealBlobWithId } from '../src/repo/blob.js';
 import { type FinishedPack, FileReadError, WorkerPool } from '../src/workers/pool.js';
-import { type PackedBlob } from '../src/repo/pack-entries.js';
+import { type PackedBlob, blobsOf } from './helpers/pack-entries.js';
 
 /** A file's content list as the JavaScript reference chunker cuts it from one buffer. */
 function referenceContent(keys: MasterKeys, data: Buffer): string[] {
@@ -62,7 +62,7 @@ describe('worker pool', () => {
         const data = inMemory ? Buffer.from(p.data!) : fs.readFileSync(p.file!);
         expect(data.length).toBe(p.length);
         expect(p.sha256).toBe(crypto.createHash('sha256').update(data).digest('hex'));
-        packs.push({ blobs: p.entries.blobs(), data });
+        packs.push({ blobs: blobsOf(p.entries), data });
       },
     });
     try {
@@ -114,7 +114,7 @@ describe('worker pool', () => {
         // its bytes must still be the ones the thread hashed when it finished it.
         for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
         expect(crypto.createHash('sha256').update(p.data!).digest('hex')).toBe(p.sha256);
-        packs.push({ blobs: p.entries.blobs(), data: Buffer.from(p.data!) });
+        packs.push({ blobs: blobsOf(p.entries), data: Buffer.from(p.data!) });
       },
     });
     try {
@@ -153,7 +153,7 @@ describe('worker pool', () => {
       size: 2,
       staging: { dir: staging, sha256: false },
       onPack: async (p) => {
-        packs.push({ blobs: p.entries.blobs(), data: fs.readFileSync(p.file!) });
+        packs.push({ blobs: blobsOf(p.entries), data: fs.readFileSync(p.file!) });
       },
     });
     try {

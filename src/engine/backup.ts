@@ -335,12 +335,14 @@ class BackupRun {
   async storeDataPack(pack: FinishedPack): Promise<void> {
     const { entries } = pack;
     for (let i = 0; i < entries.count; i++) {
-      if (this.opts.dryRun) this.pending.insert(entries.bytes, entries.idAt(i));
       this.summary.data_blobs++;
       this.summary.data_added += entries.rawLength(i);
       this.summary.data_added_packed += entries.length(i);
     }
-    if (this.opts.dryRun) return;
+    if (this.opts.dryRun) {
+      for (let i = 0; i < entries.count; i++) this.pending.insert(entries.bytes, entries.idAt(i));
+      return;
+    }
     this.unindexedPacks.add(pack.packId);
     if (pack.data) await this.repo.storePack(pack.packId, pack.data, pack.sha256);
     else await this.repo.storePackFile(pack.packId, pack.file, pack.sha256);

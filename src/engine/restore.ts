@@ -469,12 +469,10 @@ export async function restore(repo: Repository, treeId: string, opts: RestoreOpt
         // of planned files goes out when it is big enough. A blob that files of two
         // batches share is read twice; from a remote repository every blob is read
         // once, after the whole walk, as before.
-        if (lastPack && opts.pool && repo.packFile(lastPack)) {
-          if (batchFiles >= BATCH_FILES || batchBytes >= BATCH_BYTES) flush();
-          if (unfinished.size >= MAX_UNFINISHED) {
-            flush();
-            while (!writeFailure && unfinished.size > MAX_UNFINISHED / 2 && inFlight.size > 0) await new Promise<void>((resolve) => (onWritten = resolve));
-          }
+        const tooMany = unfinished.size >= MAX_UNFINISHED;
+        if ((tooMany || batchFiles >= BATCH_FILES || batchBytes >= BATCH_BYTES) && lastPack && opts.pool && repo.packFile(lastPack)) {
+          flush();
+          while (tooMany && !writeFailure && unfinished.size > MAX_UNFINISHED / 2 && inFlight.size > 0) await new Promise<void>((resolve) => (onWritten = resolve));
         }
       }
       flush();

@@ -25,7 +25,6 @@ export interface IndexedPack {
  * without a window in which a blob is indexed nowhere.
  */
 const VERSION = 1;
-const BLOB_BYTES = ENTRY_BYTES;
 
 export function encodeIndex(packs: IndexedPack[], superseded: string[] = []): Buffer {
   let size = 1 + 4 + superseded.length * 32 + 4;
@@ -64,9 +63,9 @@ export function decodeIndex(buf: Buffer): { packs: IndexedPack[]; superseded: st
     const packId = buf.toString('hex', o, o + 32);
     const n = buf.readUInt32LE(o + 32);
     o += 36;
-    need(n * BLOB_BYTES);
-    packs.push({ packId, entries: new PackEntries(buf.subarray(o, o + n * BLOB_BYTES)) });
-    o += n * BLOB_BYTES;
+    need(n * ENTRY_BYTES);
+    packs.push({ packId, entries: new PackEntries(buf.subarray(o, o + n * ENTRY_BYTES)) });
+    o += n * ENTRY_BYTES;
   }
   if (o !== buf.length) throw new Error('index object has trailing bytes');
   return { packs, superseded };
@@ -85,9 +84,9 @@ export function decodeTreeLocations(buf: Buffer, out: Map<string, BlobLocation>)
   o += 4;
   for (let p = 0; p < packs; p++) {
     const n = buf.readUInt32LE(o + 32);
-    const end = o + 36 + n * BLOB_BYTES;
+    const end = o + 36 + n * ENTRY_BYTES;
     let packId: string | undefined;
-    for (let b = o + 36; b < end; b += BLOB_BYTES) {
+    for (let b = o + 36; b < end; b += ENTRY_BYTES) {
       if (buf[b] !== BlobType.Tree) continue;
       const id = buf.toString('hex', b + 1, b + 33);
       if (out.has(id)) continue;
@@ -115,7 +114,7 @@ export function checkIndexLayout(buf: Buffer): number {
     if (o + 36 > buf.length) throw new Error('index object is truncated');
     const n = buf.readUInt32LE(o + 32);
     blobs += n;
-    o += 36 + n * BLOB_BYTES;
+    o += 36 + n * ENTRY_BYTES;
     if (o > buf.length) throw new Error('index object is truncated');
   }
   if (o !== buf.length) throw new Error('index object has trailing bytes');
@@ -136,7 +135,7 @@ export class BlobIndex {
   private readonly packs = new Map<string, number>();
   private readonly packNames: string[] = [];
   private readonly table = new IdTable();
-  private capacity = 1024;
+  /** Per slot of `table`; they grow together, on demand. */
   private types = new Uint8Array(1024);
   private packOf = new Uint32Array(1024);
   private offsets = new Uint32Array(1024);
@@ -157,7 +156,7 @@ export class BlobIndex {
   private add(bytes: Uint8Array, at: number, type: number, pack: number, offset: number, length: number, rawLength: number): void {
     const slot = this.table.insert(bytes, at);
     if (slot < 0) return;
-    if (slot >= this.capacity) this.grow(slot + 1);
+    if (slot >= this.types.length) this.grow(slot + 1);
     this.types[slot] = type;
     this.packOf[slot] = pack;
     this.offsets[slot] = offset;
@@ -172,28 +171,24 @@ export class BlobIndex {
   }
 
   private grow(need: number): void {
-    let n = this.capacity;
+    let n = this.types.length;
     while (n < need) n *= 2;
-    if (n === this.capacity) return;
+    if (n === this.types.length) return;
     const grown = <T extends Uint8Array | Uint32Array>(a: T, b: T): T => (b.set(a), b);
     this.types = grown(this.types, new Uint8Array(n));
     this.packOf = grown(this.packOf, new Uint32Array(n));
     this.offsets = grown(this.offsets, new Uint32Array(n));
     this.lengths = grown(this.lengths, new Uint32Array(n));
     this.rawLengths = grown(this.rawLengths, new Uint32Array(n));
-    this.capacity = n;
   }
 
-  /** The entries of `count` blobs of pack `p`, from `buf[o]` on, in the layout of PackEntries. */
-  private addEntries(p: number, buf: Buffer, o: number, count: number): void {
-    for (let j = 0; j < count; j++, o += BLOB_BYTES) {
-      this.add(buf, o + 1, buf[o]!, p, buf.readUInt32LE(o + 33), buf.readUInt32LE(o + 37), buf.readUInt32LE(o + 41));
-    }
+  private addEntries(packId: string, entries: PackEntries): void {
+    const p = this.newPack(packId, entries.count);
+    for (let i = 0; i < entries.count; i++) this.add(entries.bytes, entries.idAt(i), entries.type(i), p, entries.offset(i), entries.length(i), entries.rawLength(i));
   }
 
   addPack(pack: IndexedPack): void {
-    const { entries } = pack;
-    this.addEntries(this.newPack(pack.packId, entries.count), entries.bytes, 0, entries.count);
+    this.addEntries(pack.packId, pack.entries);
   }
 
   /**
@@ -207,8 +202,8 @@ export class BlobIndex {
     o += 4;
     for (let i = 0; i < packs; i++) {
       const n = buf.readUInt32LE(o + 32);
-      this.addEntries(this.newPack(buf.toString('hex', o, o + 32), n), buf, o + 36, n);
-      o += 36 + n * BLOB_BYTES;
+      this.addEntries(buf.toString('hex', o, o + 32), new PackEntries(buf.subarray(o + 36, o + 36 + n * ENTRY_BYTES)));
+      o += 36 + n * ENTRY_BYTES;
     }
   }
 

@@ -1,14 +1,5 @@
 import { type BlobType } from './blob.js';
 
-/** Where one blob lies in its pack, as an object. */
-export interface PackedBlob {
-  type: BlobType;
-  id: Buffer;
-  offset: number;
-  length: number;
-  rawLength: number;
-}
-
 /** u8 type ‖ ID (32) ‖ u32le offset ‖ u32le sealed length ‖ u32le plaintext length. */
 export const ENTRY_BYTES = 1 + 32 + 4 + 4 + 4;
 
@@ -23,12 +14,6 @@ export const ENTRY_BYTES = 1 + 32 + 4 + 4 + 4;
 export class PackEntries {
   constructor(readonly bytes: Buffer) {
     if (bytes.length % ENTRY_BYTES !== 0) throw new Error('pack entries have a partial entry');
-  }
-
-  static of(blobs: readonly PackedBlob[]): PackEntries {
-    const b = new PackEntriesBuilder(blobs.length);
-    for (const x of blobs) b.push(x.type, x.id, x.offset, x.length, x.rawLength);
-    return b.finish();
   }
 
   get count(): number {
@@ -55,26 +40,12 @@ export class PackEntries {
   rawLength(i: number): number {
     return this.bytes.readUInt32LE(i * ENTRY_BYTES + 41);
   }
-
-  /** Every entry as an object (with its own copy of the ID). */
-  blobs(): PackedBlob[] {
-    const out: PackedBlob[] = [];
-    for (let i = 0; i < this.count; i++) {
-      const at = this.idAt(i);
-      out.push({ type: this.type(i), id: Buffer.from(this.bytes.subarray(at, at + 32)), offset: this.offset(i), length: this.length(i), rawLength: this.rawLength(i) });
-    }
-    return out;
-  }
 }
 
 /** The entries of a pack being written, one blob at a time. */
 export class PackEntriesBuilder {
-  private buf: Buffer;
+  private buf = Buffer.allocUnsafe(256 * ENTRY_BYTES);
   private used = 0;
-
-  constructor(expected = 256) {
-    this.buf = Buffer.allocUnsafe(Math.max(1, expected) * ENTRY_BYTES);
-  }
 
   get count(): number {
     return this.used / ENTRY_BYTES;
